@@ -1,0 +1,69 @@
+import { z } from 'zod';
+
+/**
+ * Every setting boxd reads from the environment, parsed once at start-up by each
+ * process's composition root. A bad value stops start-up with a message naming the variable.
+ */
+const int = (def: number) => z.coerce.number().int().min(0).default(def);
+
+export const configSchema = z.object({
+  /** Port the gateway listens on. */
+  BOXD_PORT: int(8080),
+  /** Address the gateway binds to; keep it on loopback unless a balancer fronts it. */
+  BOXD_BIND: z.string().default('127.0.0.1'),
+  /** Base domain of preview URLs: `<box>.<base>` reaches the box's first port. */
+  BOXD_BASE_DOMAIN: z.string().toLowerCase().default('boxd.localhost'),
+  /** Public URL of the gateway, used in answers (box urls, hook urls). Derived when empty. */
+  BOXD_PUBLIC_URL: z.string().default(''),
+  /** Bootstrap API key of account `default`. */
+  BOXD_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Redis connection shared by every process. */
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  /** Prefix of every Redis key and queue, and label of every container: isolates instances (tests). */
+  BOXD_PREFIX: z.string().regex(/^[a-z0-9-]+$/, 'lowercase letters, digits and dashes').default('boxd'),
+  /** Identity of this host process; boxes it owns are routed to its queue. */
+  BOXD_HOST_ID: z.string().regex(/^[a-z0-9-]+$/).default('host-1'),
+  /** OCI runtime for boxes (runc, runsc, kata-runtime…). */
+  BOXD_OCI_RUNTIME: z.string().default('runc'),
+  /** Docker bridge network boxes attach to (created with inter-container traffic off). */
+  BOXD_NETWORK: z.string().default('boxd'),
+  /** Default idle time before the host suspends a box, in ms; 0 disables. */
+  BOXD_IDLE_TIMEOUT_MS: int(30_000),
+  /** Live boxes per account unless the account has its own limit. */
+  BOXD_MAX_BOXES: int(10),
+  /** Default CPU limit of a box, in vCPUs. */
+  BOXD_BOX_CPUS: z.coerce.number().positive().default(2),
+  /** Default memory limit of a box, in MiB. */
+  BOXD_BOX_MEMORY_MB: int(8192),
+  /** Process limit of a box. */
+  BOXD_BOX_PIDS: int(4096),
+  /** How long the gateway waits for a lifecycle job before answering 504, in ms. */
+  BOXD_JOB_TIMEOUT_MS: int(120_000),
+  /** Upper bound of an exec's run time, in ms (requests may ask for less). */
+  BOXD_EXEC_MAX_MS: int(3_600_000),
+  /** Largest file accepted by PUT /files, in bytes. */
+  BOXD_MAX_FILE_BYTES: int(64 * 1024 * 1024),
+  /** Folder of golden image definitions. */
+  BOXD_GOLDEN_DIR: z.string().default('golden-images'),
+  /** pino log level. */
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {}
+
+/** Parses `env` (default: process.env); throws ConfigError naming each bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const picked: Record<string, string | undefined> = {};
+  for (const key of Object.keys(configSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') picked[key] = value;
+  }
+  const parsed = configSchema.safeParse(picked);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,104 @@
+/**
+ * What the host needs from a container runtime. Owned by its user (the host's job
+ * handlers) and free of Docker types: DockerRuntime implements it with dockerode, the
+ * fake in test/ implements it in memory. Every method throws BoxdError subclasses
+ * (RUNTIME_ERROR for engine failures, FILE_NOT_FOUND, …) and never a raw engine error.
+ */
+export interface Runtime {
+  /**
+   * Creates and starts a box. Idempotent by `spec.name`: when a box of that name already
+   * exists it is started if needed and returned, so a retried job never makes a second one.
+   */
+  create(spec: BoxSpec): Promise<BoxInstance>;
+  /** Runs `cmd` in a running box. Output is streamed to `onOutput` and also collected (capped). */
+  exec(id: string, req: ExecRequest): Promise<ExecResult>;
+  /** Writes a file, creating missing parent folders. */
+  putFile(id: string, path: string, data: Buffer, mode?: number): Promise<void>;
+  /** Reads a file; FILE_NOT_FOUND when absent, INVALID_REQUEST for a folder. */
+  getFile(id: string, path: string): Promise<Buffer>;
+  /** Freezes every process of the box (memory, processes and files survive). Idempotent. */
+  suspend(id: string): Promise<void>;
+  /** Thaws a suspended box. Idempotent. */
+  resume(id: string): Promise<void>;
+  /** Copies the box's filesystem into image `ref` (processes are not copied). */
+  commit(id: string, ref: string, labels: Record<string, string>): Promise<void>;
+  /** Removes an image; false when it is still used or already gone. */
+  removeImage(ref: string): Promise<boolean>;
+  /** Removes the box and its anonymous volumes. Idempotent: a missing box is not an error. */
+  destroy(id: string): Promise<void>;
+  /** Current state of a box, or undefined when it does not exist. */
+  inspect(id: string): Promise<BoxInstance | undefined>;
+  /** Every box carrying all of `labels`. */
+  list(labels: Record<string, string>): Promise<BoxInstance[]>;
+  /** Whether an image exists locally. */
+  hasImage(ref: string): Promise<boolean>;
+}
+
+export interface BoxSpec {
+  /** Unique runtime name (also the idempotency key of create). */
+  name: string;
+  image: string;
+  /** Ports the box serves; each is published on 127.0.0.1 on a port the engine picks. */
+  ports: number[];
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  cpus: number;
+  memoryMb: number;
+  pidsLimit: number;
+}
+
+export type InstanceState = 'running' | 'paused' | 'stopped';
+
+export interface BoxInstance {
+  id: string;
+  name: string;
+  state: InstanceState;
+  /** Box port → port on 127.0.0.1. */
+  ports: Record<number, number>;
+  labels: Record<string, string>;
+}
+
+export type OutputStream = 'stdout' | 'stderr';
+
+export interface ExecRequest {
+  cmd: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: Buffer;
+  /** Kill the command after this long; the result then has `timedOut: true`. */
+  timeoutMs?: number;
+  /** Called for every chunk as it arrives, in order. */
+  onOutput?: (stream: OutputStream, data: Buffer) => void;
+  /** Bytes of each stream kept in the result; the rest is dropped (`truncated`). */
+  maxOutputBytes?: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  timedOut: boolean;
+  truncated: boolean;
+}
+
+/** Collects one output stream up to a cap. */
+export class OutputBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  constructor(private readonly max: number) {}
+  push(data: Buffer): void {
+    const room = this.max - this.size;
+    if (room <= 0) {
+      this.truncated ||= data.length > 0;
+      return;
+    }
+    const kept = data.length > room ? data.subarray(0, room) : data;
+    if (kept.length < data.length) this.truncated = true;
+    this.chunks.push(kept);
+    this.size += kept.length;
+  }
+  toBuffer(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for boxd: installs what is missing (node modules,
+# redis-server, docker.io, debootstrap, busybox-static from Debian's packages),
+# then starts Redis and dockerd when they are not already answering.
+# Fast when everything is already there. Must run as root on Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+REDIS_PORT="${REDIS_PORT:-6379}"
+STATE_DIR="${BOXD_STATE_DIR:-$PWD/.boxd}"
+mkdir -p "$STATE_DIR"
+
+# --- Debian packages ---------------------------------------------------------
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v iptables >/dev/null || need+=(iptables)
+if [ "${BOXD_SETUP_BENCH:-0}" = 1 ]; then
+  command -v nginx >/dev/null || need+=(nginx-light)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then log "missing ${need[*]} and not root: install them first"; exit 1; fi
+  log "installing ${need[*]} from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# --- node modules --------------------------------------------------------------
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "installing node modules (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# --- Redis ---------------------------------------------------------------------
+if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  # BullMQ needs noeviction; fix it on a server we did not start too.
+  redis-cli -p "$REDIS_PORT" config set maxmemory-policy noeviction >/dev/null || true
+else
+  log "starting redis-server on 127.0.0.1:$REDIS_PORT (AOF on, noeviction)"
+  mkdir -p "$STATE_DIR/redis"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
+    --appendonly yes --maxmemory-policy noeviction \
+    --dir "$STATE_DIR/redis" --logfile "$STATE_DIR/redis/redis.log" \
+    --pidfile "$STATE_DIR/redis/redis.pid"
+  for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$REDIS_PORT" ping >/dev/null || { log "redis did not start: $STATE_DIR/redis/redis.log"; exit 1; }
+fi
+
+# --- Docker Engine ---------------------------------------------------------------
+docker_ok() { curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; }
+if ! docker_ok; then
+  # A stopped session can leave a stale pid file behind; dockerd refuses to start then.
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
+  rm -f /var/run/docker.sock
+  pgrep -x containerd >/dev/null || rm -f /run/containerd/containerd.sock /var/run/containerd/containerd.pid 2>/dev/null || true
+  log "starting dockerd (log: $STATE_DIR/dockerd.log)"
+  nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
+  for _ in $(seq 1 150); do docker_ok && break; sleep 0.2; done
+  docker_ok || { log "dockerd did not start; last lines of $STATE_DIR/dockerd.log:"; tail -20 "$STATE_DIR/dockerd.log" >&2; exit 1; }
+fi
+log "redis and docker are up"
