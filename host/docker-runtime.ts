@@ -151,7 +151,7 @@ export class DockerRuntime implements Runtime {
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const done = new Promise<void>((resolve) => {
-      let pending = Buffer.alloc(0);
+      let pending: Buffer = Buffer.alloc(0);
       stream.on('data', (chunk: Buffer) => {
         pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
         // Engine frames: [stream type, 0, 0, 0, size (uint32 BE)] then the payload.

@@ -1,0 +1,39 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
+
+/** API keys (stored as sha256) → accounts, and per-account limits. */
+export class Accounts {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly defaultMaxBoxes: number,
+  ) {}
+
+  /** Makes `key` a key of `account`. Idempotent. */
+  async addKey(key: string, account: string): Promise<void> {
+    await this.redis.set(`${this.prefix}:apikey:${hashSecret(key)}`, account);
+  }
+
+  /** Creates a new random key for `account` and returns it (shown once). */
+  async createKey(account: string): Promise<string> {
+    const key = `bxd_${randomBytes(24).toString('base64url')}`;
+    await this.addKey(key, account);
+    return key;
+  }
+
+  /** The account a key belongs to, or undefined. */
+  async accountOf(key: string): Promise<string | undefined> {
+    return (await this.redis.get(`${this.prefix}:apikey:${hashSecret(key)}`)) ?? undefined;
+  }
+
+  async maxBoxes(account: string): Promise<number> {
+    const v = await this.redis.hget(`${this.prefix}:account:${account}`, 'maxBoxes');
+    return v ? Number(v) : this.defaultMaxBoxes;
+  }
+
+  async setMaxBoxes(account: string, max: number): Promise<void> {
+    await this.redis.hset(`${this.prefix}:account:${account}`, 'maxBoxes', String(max));
+  }
+}

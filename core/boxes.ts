@@ -1,0 +1,244 @@
+import type { Redis } from 'ioredis';
+import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
+
+export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
+
+/** A box as stored in Redis. Runtime details stay behind `runtimeId` (an opaque handle). */
+export interface BoxRecord {
+  name: string;
+  account: string;
+  state: BoxState;
+  /** Golden the box came from, if any. */
+  golden?: string;
+  /** Image the user asked for (`image`), or the snapshot name (`snapshot`). */
+  image?: string;
+  snapshot?: string;
+  /** Image reference the box was created from (a golden tag, an image, a snapshot image). */
+  imageRef: string;
+  ports: number[];
+  /** Box port → port on 127.0.0.1 of the owning host. */
+  hostPorts: Record<number, number>;
+  public: boolean;
+  /** sha256 of the preview token of a private box. */
+  tokenHash?: string;
+  parent?: string;
+  env: Record<string, string>;
+  idleTimeoutMs: number;
+  cpus: number;
+  memoryMb: number;
+  createdAt: number;
+  lastActivityAt: number;
+  hostId: string;
+  runtimeId?: string;
+  error?: string;
+  /** Bumped by every transition; caches compare it. */
+  version: number;
+}
+
+/** Emitted on `<prefix>:events` by every transition, atomically with it. */
+export interface BoxEvent {
+  name: string;
+  state: BoxState;
+  from: BoxState | null;
+  version: number;
+}
+
+const CREATE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
+local limit = tonumber(ARGV[1])
+if limit >= 0 and redis.call('SCARD', KEYS[2]) >= limit then return 'LIMIT' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('PUBLISH', ARGV[3], cjson.encode({name = ARGV[2], state = 'creating', from = false, version = 1}))
+return 'OK'`;
+
+const TRANSITION = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'MISSING', ''} end
+if ARGV[2] ~= '*' and not string.find(',' .. ARGV[2] .. ',', ',' .. state .. ',', 1, true) then
+  return {'CONFLICT', state}
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'state', ARGV[3])
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[4], state = ARGV[3], from = state, version = version}))
+return {'OK', state}`;
+
+const REMOVE = `
+local account = redis.call('HGET', KEYS[1], 'account')
+local host = redis.call('HGET', KEYS[1], 'hostId')
+local state = redis.call('HGET', KEYS[1], 'state')
+if not account then return 0 end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[2] .. ':acct:' .. account .. ':boxes', ARGV[1])
+redis.call('SREM', ARGV[2] .. ':host:' .. host .. ':boxes', ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2] .. ':events', cjson.encode({name = ARGV[1], state = 'destroyed', from = state, version = version}))
+return 1`;
+
+const TOUCH = `
+local cur = tonumber(redis.call('HGET', KEYS[1], 'lastActivityAt') or '-1')
+if cur < 0 then return 0 end
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'lastActivityAt', ARGV[1]) end
+return 1`;
+
+type Fields = Partial<Omit<BoxRecord, 'name' | 'state' | 'version'>>;
+
+function encode(fields: Fields): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined) continue;
+    out.push(k, typeof v === 'object' ? JSON.stringify(v) : String(v));
+  }
+  return out;
+}
+
+function decode(h: Record<string, string>): BoxRecord | undefined {
+  if (!h.name) return undefined;
+  const json = <T>(s: string | undefined, d: T): T => (s ? (JSON.parse(s) as T) : d);
+  return {
+    name: h.name,
+    account: h.account ?? 'default',
+    state: (h.state ?? 'error') as BoxState,
+    golden: h.golden || undefined,
+    image: h.image || undefined,
+    snapshot: h.snapshot || undefined,
+    imageRef: h.imageRef ?? '',
+    ports: json(h.ports, [] as number[]),
+    hostPorts: json(h.hostPorts, {} as Record<number, number>),
+    public: h.public !== 'false',
+    tokenHash: h.tokenHash || undefined,
+    parent: h.parent || undefined,
+    env: json(h.env, {} as Record<string, string>),
+    idleTimeoutMs: Number(h.idleTimeoutMs ?? 0),
+    cpus: Number(h.cpus ?? 2),
+    memoryMb: Number(h.memoryMb ?? 8192),
+    createdAt: Number(h.createdAt ?? 0),
+    lastActivityAt: Number(h.lastActivityAt ?? 0),
+    hostId: h.hostId ?? '',
+    runtimeId: h.runtimeId || undefined,
+    error: h.error || undefined,
+    version: Number(h.version ?? 0),
+  };
+}
+
+/**
+ * Box records in Redis. Every state change is one Lua script: it checks the current state,
+ * writes, bumps `version` and publishes a BoxEvent, so a wake and an auto-suspend racing each
+ * other cannot both win and no cache misses a change.
+ */
+export class BoxStore {
+  constructor(
+    private readonly redis: Redis,
+    readonly prefix: string,
+  ) {}
+
+  key(name: string): string {
+    return `${this.prefix}:box:${name}`;
+  }
+  get eventsChannel(): string {
+    return `${this.prefix}:events`;
+  }
+  private accountKey(account: string): string {
+    return `${this.prefix}:acct:${account}:boxes`;
+  }
+  private hostKey(hostId: string): string {
+    return `${this.prefix}:host:${hostId}:boxes`;
+  }
+
+  /**
+   * Inserts a record in state `creating`. Throws BoxExistsError when the name is taken and
+   * LimitError when the account already has `limit` live boxes (-1: no limit). Atomic.
+   */
+  async create(record: Omit<BoxRecord, 'state' | 'version'>, limit: number): Promise<BoxRecord> {
+    const full: BoxRecord = { ...record, state: 'creating', version: 1 };
+    const { name: _n, ...rest } = full;
+    const result = await this.redis.eval(
+      CREATE,
+      4,
+      this.key(record.name),
+      this.accountKey(record.account),
+      `${this.prefix}:boxes`,
+      this.hostKey(record.hostId),
+      String(limit),
+      record.name,
+      this.eventsChannel,
+      'name',
+      record.name,
+      'state',
+      'creating',
+      'version',
+      '1',
+      ...encode(rest),
+    );
+    if (result === 'EXISTS') throw new BoxExistsError(record.name);
+    if (result === 'LIMIT') throw new LimitError(`account "${record.account}" already has ${limit} live boxes; delete one first`);
+    return full;
+  }
+
+  async get(name: string): Promise<BoxRecord | undefined> {
+    return decode(await this.redis.hgetall(this.key(name)));
+  }
+
+  /** Like get, but throws BoxNotFoundError. With `account`, boxes of other accounts are not found. */
+  async require(name: string, account?: string): Promise<BoxRecord> {
+    const box = await this.get(name);
+    if (!box || (account !== undefined && box.account !== account)) throw new BoxNotFoundError(name);
+    return box;
+  }
+
+  async list(set: { account: string } | { hostId: string } | 'all'): Promise<BoxRecord[]> {
+    const key = set === 'all' ? `${this.prefix}:boxes` : 'account' in set ? this.accountKey(set.account) : this.hostKey(set.hostId);
+    const names = (await this.redis.smembers(key)).sort();
+    if (!names.length) return [];
+    const pipe = this.redis.pipeline();
+    for (const n of names) pipe.hgetall(this.key(n));
+    const rows = (await pipe.exec()) ?? [];
+    return rows.map(([, h]) => decode(h as Record<string, string>)).filter((b): b is BoxRecord => !!b);
+  }
+
+  /**
+   * Moves a box from one of `from` (or any state with '*') to `to`, writing `fields` in the same
+   * step. Throws BoxNotFoundError when the record is gone, BoxStateError when its state is not in
+   * `from`. Returns the state it left.
+   */
+  async transition(name: string, from: BoxState[] | '*', to: BoxState, fields: Fields = {}): Promise<BoxState> {
+    const [outcome, state] = (await this.redis.eval(
+      TRANSITION,
+      1,
+      this.key(name),
+      this.eventsChannel,
+      from === '*' ? '*' : from.join(','),
+      to,
+      name,
+      ...encode(fields),
+    )) as [string, string];
+    if (outcome === 'MISSING') throw new BoxNotFoundError(name);
+    if (outcome === 'CONFLICT') throw new BoxStateError(name, state, `go to ${to}`);
+    return state as BoxState;
+  }
+
+  /** Writes fields that are not state (ports, runtime handle). */
+  async update(name: string, fields: Fields): Promise<void> {
+    const args = encode(fields);
+    if (args.length) await this.redis.hset(this.key(name), ...args);
+  }
+
+  /** Records activity at `at` (never moves it backwards). */
+  async touch(name: string, at = Date.now()): Promise<void> {
+    await this.redis.eval(TOUCH, 1, this.key(name), String(at));
+  }
+
+  /** Deletes the record and publishes `destroyed`. Idempotent. */
+  async remove(name: string): Promise<void> {
+    await this.redis.eval(REMOVE, 2, this.key(name), `${this.prefix}:boxes`, name, this.prefix);
+  }
+
+  /** Live boxes of an account. */
+  async count(account: string): Promise<number> {
+    return this.redis.scard(this.accountKey(account));
+  }
+}

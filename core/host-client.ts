@@ -1,0 +1,113 @@
+import { Job, Queue, QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
+import { BoxdError, fromWire, parseWire, TimeoutError, UnavailableError } from './errors.ts';
+import { ATTEMPTS, HOST_ALIVE_MS, hostQueueName, type HostInfo, type HostJob, type JobResult } from './jobs.ts';
+
+interface HostChannel {
+  queue: Queue;
+  events: QueueEvents;
+  ready: Promise<unknown>;
+}
+
+/**
+ * Sends jobs to hosts and waits for their answers. Used by gateways (and by anything else
+ * that drives boxes). Each host's queue and event stream are opened once and reused.
+ */
+export class HostClient {
+  private readonly channels = new Map<string, HostChannel>();
+  private readonly connections: Redis[] = [];
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly redisUrl: string,
+    private readonly prefix: string,
+    private readonly defaultTimeoutMs: number,
+  ) {}
+
+  private channel(hostId: string): HostChannel {
+    let ch = this.channels.get(hostId);
+    if (!ch) {
+      const name = hostQueueName(hostId);
+      const eventsConn = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
+      this.connections.push(eventsConn);
+      const queue = new Queue(name, { connection: this.redis, prefix: this.prefix });
+      const events = new QueueEvents(name, { connection: eventsConn, prefix: this.prefix });
+      events.on('error', () => undefined);
+      queue.on('error', () => undefined);
+      ch = { queue, events, ready: events.waitUntilReady() };
+      this.channels.set(hostId, ch);
+    }
+    return ch;
+  }
+
+  /** Hosts that sent a heartbeat recently. */
+  async aliveHosts(): Promise<HostInfo[]> {
+    const all = await this.redis.hgetall(`${this.prefix}:hosts`);
+    const now = Date.now();
+    return Object.values(all)
+      .map((v) => JSON.parse(v) as HostInfo)
+      .filter((h) => now - h.heartbeatAt < HOST_ALIVE_MS);
+  }
+
+  /** The live host with the fewest boxes; UnavailableError when none runs. */
+  async pickHost(): Promise<string> {
+    const hosts = await this.aliveHosts();
+    if (!hosts.length) throw new UnavailableError('no host process is running; start one with `npm start`');
+    const counts = await Promise.all(hosts.map((h) => this.redis.scard(`${this.prefix}:host:${h.id}:boxes`)));
+    let best = 0;
+    for (let i = 1; i < hosts.length; i++) if (counts[i]! < counts[best]!) best = i;
+    return hosts[best]!.id;
+  }
+
+  async assertAlive(hostId: string): Promise<void> {
+    const raw = await this.redis.hget(`${this.prefix}:hosts`, hostId);
+    if (!raw || Date.now() - (JSON.parse(raw) as HostInfo).heartbeatAt > HOST_ALIVE_MS) {
+      throw new UnavailableError(`host ${hostId}, which runs this box, is not answering`);
+    }
+  }
+
+  /** Enqueues without waiting. */
+  async enqueue(hostId: string, job: HostJob, jobId?: string): Promise<Job> {
+    const ch = this.channel(hostId);
+    return ch.queue.add(job.op, job, {
+      jobId,
+      attempts: ATTEMPTS[job.op],
+      backoff: { type: 'exponential', delay: 300 },
+      removeOnComplete: { age: 600, count: 2000 },
+      removeOnFail: { age: 3600, count: 2000 },
+    });
+  }
+
+  /**
+   * Runs `job` on `hostId` and returns its value. Domain errors come back as BoxdError with the
+   * host's code; a job that failed after its retries is RUNTIME_ERROR; no answer in time is TIMEOUT.
+   */
+  async call<T>(hostId: string, job: HostJob, timeoutMs = this.defaultTimeoutMs): Promise<T> {
+    await this.assertAlive(hostId);
+    const ch = this.channel(hostId);
+    await ch.ready;
+    const added = await this.enqueue(hostId, job);
+    let result: JobResult<T>;
+    try {
+      result = (await added.waitUntilFinished(ch.events, timeoutMs)) as JobResult<T>;
+    } catch (e) {
+      const msg = (e as Error).message ?? '';
+      if (/timed out/i.test(msg)) throw new TimeoutError(`host ${hostId} did not finish ${job.op} within ${timeoutMs} ms`);
+      const wire = parseWire(msg);
+      if (wire) throw fromWire(wire);
+      throw new BoxdError('RUNTIME_ERROR', `${job.op} failed on ${hostId}: ${msg}`);
+    }
+    if (!result || typeof result !== 'object') throw new BoxdError('RUNTIME_ERROR', `${job.op} returned nothing`);
+    if (!result.ok) throw fromWire(result.error);
+    return result.value;
+  }
+
+  async close(): Promise<void> {
+    for (const ch of this.channels.values()) {
+      await ch.events.close().catch(() => undefined);
+      await ch.queue.close().catch(() => undefined);
+    }
+    this.channels.clear();
+    await Promise.all(this.connections.map((c) => c.quit().catch(() => undefined)));
+  }
+}

@@ -1,0 +1,40 @@
+import type { BoxRecord } from '../core/boxes.ts';
+import type { Urls } from './urls.ts';
+
+/** A box as the API shows it. */
+export interface BoxJson {
+  name: string;
+  state: string;
+  golden?: string;
+  image?: string;
+  snapshot?: string;
+  url: string | null;
+  urls: Record<string, string>;
+  ports: number[];
+  public: boolean;
+  parent?: string;
+  idleTimeoutMs: number;
+  createdAt: string;
+  lastActivityAt: string;
+  error?: string;
+}
+
+export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
+  const out: BoxJson = {
+    name: box.name,
+    state: box.state,
+    url: box.ports.length ? urls.box(box.name) : null,
+    urls: Object.fromEntries(box.ports.map((p, i) => [String(p), i === 0 ? urls.box(box.name) : urls.port(box.name, p)])),
+    ports: box.ports,
+    public: box.public,
+    idleTimeoutMs: box.idleTimeoutMs,
+    createdAt: new Date(box.createdAt).toISOString(),
+    lastActivityAt: new Date(box.lastActivityAt).toISOString(),
+  };
+  if (box.golden) out.golden = box.golden;
+  if (box.image) out.image = box.image;
+  if (box.snapshot) out.snapshot = box.snapshot;
+  if (box.parent) out.parent = box.parent;
+  if (box.error) out.error = box.error;
+  return out;
+}

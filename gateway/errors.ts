@@ -1,0 +1,70 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { BoxdError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+
+/** The one place an error code becomes an HTTP status. */
+const STATUS: Record<string, number> = {
+  INVALID_REQUEST: 400,
+  INVALID_JSON: 400,
+  IMAGE_NOT_FOUND: 400,
+  GOLDEN_NOT_FOUND: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  BOX_NOT_FOUND: 404,
+  NOT_FOUND: 404,
+  FILE_NOT_FOUND: 404,
+  SNAPSHOT_NOT_FOUND: 404,
+  HOOK_NOT_FOUND: 404,
+  TASK_NOT_FOUND: 404,
+  BOX_EXISTS: 409,
+  SNAPSHOT_EXISTS: 409,
+  BOX_STATE: 409,
+  DUPLICATE_DELIVERY: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  FILE_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  LIMIT_EXCEEDED: 429,
+  NOT_IMPLEMENTED: 501,
+  RUNTIME_ERROR: 502,
+  UNAVAILABLE: 503,
+  BLOB_EXPIRED: 503,
+  TIMEOUT: 504,
+};
+
+export function statusOf(code: string): number {
+  return STATUS[code] ?? 500;
+}
+
+interface BodyParserError {
+  type?: string;
+  status?: number;
+  message?: string;
+}
+
+/** Maps anything thrown in a route to `{ error: { code, message } }`. Never leaks stacks. */
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    let e: BoxdError;
+    const parser = err as BodyParserError;
+    if (err instanceof BoxdError) e = err;
+    else if (parser?.type === 'entity.parse.failed') e = new BoxdError('INVALID_JSON', `request body is not valid JSON: ${parser.message}`);
+    else if (parser?.type === 'entity.too.large') e = new BoxdError('PAYLOAD_TOO_LARGE', 'request body is too large');
+    else if (parser?.type === 'encoding.unsupported' || parser?.type === 'charset.unsupported') e = new BoxdError('UNSUPPORTED_MEDIA_TYPE', parser.message ?? 'unsupported encoding');
+    else if (parser?.status && parser.status >= 400 && parser.status < 500) e = new BoxdError('INVALID_REQUEST', parser.message ?? 'bad request');
+    else {
+      log.error({ err, method: req.method, url: req.originalUrl }, 'unhandled error');
+      e = new BoxdError('INTERNAL', 'internal error');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const status = statusOf(e.code);
+    if (status === 503) res.setHeader('Retry-After', '1');
+    res.status(status).json({ error: { code: e.code, message: e.message } });
+  };
+}
+
+export const notFound: RequestHandler = (req, res) => {
+  res.status(404).json({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.path}` } });
+};

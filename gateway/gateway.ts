@@ -1,0 +1,118 @@
+import express, { type RequestHandler } from 'express';
+import { createServer, type Server } from 'node:http';
+import { Redis } from 'ioredis';
+import { Accounts } from '../core/accounts.ts';
+import { BoxStore } from '../core/boxes.ts';
+import type { Config } from '../core/config.ts';
+import { BoxdError } from '../core/errors.ts';
+import { HostClient } from '../core/host-client.ts';
+import type { Logger } from '../core/log.ts';
+import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
+import { requireKey } from './auth.ts';
+import { boxesApi } from './boxes-api.ts';
+import { errorHandler, notFound } from './errors.ts';
+import { ExecStreams } from './exec-stream.ts';
+import { Metrics } from './metrics.ts';
+import { resolveTarget } from './routing.ts';
+import { Urls } from './urls.ts';
+
+export interface Gateway {
+  app: express.Express;
+  /** Not listening yet: `server.listen(port, bind)`; tests hand it to supertest. */
+  server: Server;
+  redis: Redis;
+  store: BoxStore;
+  accounts: Accounts;
+  hosts: HostClient;
+  urls: Urls;
+  close(): Promise<void>;
+}
+
+/**
+ * Builds a gateway: the control API on the bare host name and (when wired) the preview proxy on
+ * box subdomains. Stateless apart from caches, so any number can run against one Redis.
+ */
+export async function createGateway(config: Config, log: Logger): Promise<Gateway> {
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
+  const sub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
+  sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
+  const prefix = config.BOXD_PREFIX;
+  const store = new BoxStore(redis, prefix);
+  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, 'default');
+  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
+  const execStreams = new ExecStreams(sub);
+  const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
+  const metrics = new Metrics();
+
+  let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
+  const goldens = async () => {
+    if (!goldenCache || Date.now() - goldenCache.at > 2000) goldenCache = { at: Date.now(), value: await readGoldens(redis, prefix) };
+    return goldenCache.value;
+  };
+
+  const api = express();
+  api.disable('x-powered-by');
+  api.set('etag', false);
+  api.use((req, res, next) => {
+    res.on('finish', () => metrics.inc('boxd_api_requests_total', { status: `${Math.floor(res.statusCode / 100)}xx` }));
+    next();
+  });
+  api.get('/healthz', async (_req, res) => {
+    const redisOk = await redis.ping().then(() => true, () => false);
+    const hostsAlive = redisOk ? (await hosts.aliveHosts().catch(() => [])).length : 0;
+    res.status(redisOk ? 200 : 503).json({ ok: redisOk, redis: redisOk, hosts: hostsAlive });
+  });
+  api.get('/metrics', async (_req, res) => {
+    res.type('text/plain; version=0.0.4').send(await metrics.render(store));
+  });
+  const v1 = express.Router();
+  v1.use(requireKey(accounts));
+  // JSON bodies for everything but file uploads, which take raw bytes.
+  const json = express.json({ limit: '20mb', strict: false });
+  v1.use((req, res, next) => (req.path.endsWith('/files') ? next() : json(req, res, next)));
+  v1.get('/goldens', async (_req, res) => {
+    res.json({ goldens: [...(await goldens()).values()] });
+  });
+  v1.use(boxesApi({ config, redis, store, accounts, hosts, execStreams, goldens, urls }));
+  api.use('/v1', v1);
+  api.use(notFound);
+  api.use(errorHandler(log));
+
+  const app = express();
+  app.disable('x-powered-by');
+  const dispatch: RequestHandler = (req, res, next) => {
+    const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
+    if (target.kind === 'api') return api(req, res, next);
+    if (target.kind === 'invalid') {
+      res.status(400).json({ error: { code: 'INVALID_HOST', message: target.reason } });
+      return;
+    }
+    next(new BoxdError('NOT_IMPLEMENTED', 'previews are not wired yet'));
+  };
+  app.use(dispatch);
+  app.use(errorHandler(log));
+
+  const server = createServer(app);
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  return {
+    app,
+    server,
+    redis,
+    store,
+    accounts,
+    hosts,
+    urls,
+    async close() {
+      await new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
+      server.closeAllConnections?.();
+      await hosts.close();
+      await Promise.all([redis.quit(), sub.quit()].map((p) => p.catch(() => undefined)));
+    },
+  };
+}

@@ -1,0 +1,24 @@
+import { ConfigError, loadConfig } from '../core/config.ts';
+import { createLogger } from '../core/log.ts';
+import { createGateway } from './gateway.ts';
+
+let config;
+try {
+  config = loadConfig();
+} catch (e) {
+  console.error(e instanceof ConfigError ? e.message : e);
+  process.exit(2);
+}
+const log = createLogger(config.LOG_LEVEL, 'gateway');
+const gateway = await createGateway(config, log);
+gateway.server.listen(config.BOXD_PORT, config.BOXD_BIND, () => {
+  log.info({ url: gateway.urls.api, previews: `*.${config.BOXD_BASE_DOMAIN}` }, 'gateway listening');
+});
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    void gateway.close().then(() => process.exit(0));
+  });
+}

@@ -1,0 +1,50 @@
+import type { Redis } from 'ioredis';
+import { loadDefinitions, type Golden } from '../golden-images/definitions.ts';
+import type { Runtime } from './runtime.ts';
+
+/** What the API needs to know of a golden, published by hosts in `<prefix>:goldens`. */
+export interface GoldenInfo {
+  name: string;
+  tag: string;
+  description: string;
+  ports: number[];
+  poolSize: number;
+  cpus: number;
+  memoryMb: number;
+  idleTimeoutMs: number;
+  /** Whether the image is built on the host that published this. */
+  built: boolean;
+}
+
+/** Reads the definitions, checks which images exist, and publishes them for gateways. */
+export async function publishGoldens(
+  redis: Redis,
+  prefix: string,
+  dir: string,
+  runtime: Pick<Runtime, 'hasImage'>,
+): Promise<Map<string, Golden>> {
+  const { goldens } = loadDefinitions(dir);
+  const key = `${prefix}:goldens`;
+  const pipe = redis.multi().del(key);
+  for (const g of goldens.values()) {
+    const info: GoldenInfo = {
+      name: g.name,
+      tag: g.tag,
+      description: g.manifest.description,
+      ports: g.manifest.ports,
+      poolSize: g.manifest.poolSize,
+      cpus: g.manifest.cpus,
+      memoryMb: g.manifest.memoryMb,
+      idleTimeoutMs: g.manifest.idleTimeoutMs,
+      built: await runtime.hasImage(g.tag),
+    };
+    pipe.hset(key, g.name, JSON.stringify(info));
+  }
+  await pipe.exec();
+  return goldens;
+}
+
+export async function readGoldens(redis: Redis, prefix: string): Promise<Map<string, GoldenInfo>> {
+  const all = await redis.hgetall(`${prefix}:goldens`);
+  return new Map(Object.entries(all).map(([k, v]) => [k, JSON.parse(v) as GoldenInfo]));
+}

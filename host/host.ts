@@ -1,0 +1,114 @@
+import Docker from 'dockerode';
+import { Redis } from 'ioredis';
+import type { Worker } from 'bullmq';
+import { BoxStore } from '../core/boxes.ts';
+import type { Config } from '../core/config.ts';
+import { BoxdError } from '../core/errors.ts';
+import type { HostInfo, HostJob } from '../core/jobs.ts';
+import type { Logger } from '../core/log.ts';
+import { DockerRuntime } from './docker-runtime.ts';
+import { publishGoldens } from './goldens.ts';
+import { IdleSuspender } from './idle.ts';
+import { Lifecycle } from './lifecycle.ts';
+import { BoxLocks } from './locks.ts';
+import { reconcile } from './reconcile.ts';
+import type { Runtime } from './runtime.ts';
+import { startWorker } from './worker.ts';
+
+export interface HostHandle {
+  lifecycle: Lifecycle;
+  runtime: Runtime;
+  idle: IdleSuspender;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a host: prepares the runtime, reconciles Docker with Redis, publishes the goldens,
+ * heartbeats, runs the worker and the idle suspender. `close` stops taking jobs and waits for
+ * the ones in flight.
+ */
+export async function startHost(config: Config, log: Logger, opts: { runtime?: Runtime; idleIntervalMs?: number } = {}): Promise<HostHandle> {
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const workerConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const prefix = config.BOXD_PREFIX;
+  const hostId = config.BOXD_HOST_ID;
+  let runtime = opts.runtime;
+  if (!runtime) {
+    const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+    const dr = new DockerRuntime(docker, {
+      network: config.BOXD_NETWORK,
+      ociRuntime: config.BOXD_OCI_RUNTIME,
+      maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+      log: log.child({ part: 'runtime' }),
+    });
+    await dr.prepare();
+    runtime = dr;
+  }
+  const store = new BoxStore(redis, prefix);
+  const locks = new BoxLocks();
+  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, log });
+
+  await reconcile({
+    store,
+    runtime,
+    labels: { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId },
+    spec: (box) => lifecycle.spec(box),
+    hostId,
+    log,
+  });
+  await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
+
+  const startedAt = Date.now();
+  const beat = async () => {
+    const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now() };
+    await redis.hset(`${prefix}:hosts`, hostId, JSON.stringify(info)).catch((err) => log.warn({ err }, 'heartbeat failed'));
+  };
+  await beat();
+  const heartbeat = setInterval(beat, 3000);
+  heartbeat.unref();
+
+  const handle = async (job: HostJob, finalAttempt: boolean): Promise<unknown> => {
+    switch (job.op) {
+      case 'create':
+        return view(await lifecycle.create(job.name, finalAttempt));
+      case 'exec':
+        return lifecycle.exec(job);
+      case 'suspend':
+        return view(await lifecycle.suspend(job.name));
+      case 'resume':
+        return view(await lifecycle.resume(job.name));
+      case 'destroy':
+        return lifecycle.destroy(job.name);
+      case 'putFile':
+        return lifecycle.putFile(job.name, job.path, job.blob, job.mode);
+      case 'getFile':
+        return lifecycle.getFile(job.name, job.path);
+      default:
+        throw new BoxdError('NOT_IMPLEMENTED', `operation ${job.op} is not available on this host yet`);
+    }
+  };
+  const worker: Worker = startWorker({ connection: workerConn, prefix, hostId, concurrency: 64, handle, log });
+  await worker.waitUntilReady();
+
+  const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? 1000, log });
+  idle.start();
+  log.info({ hostId, prefix }, 'host ready');
+
+  return {
+    lifecycle,
+    runtime,
+    idle,
+    async close() {
+      clearInterval(heartbeat);
+      await idle.stop();
+      await worker.close();
+      await redis.hdel(`${prefix}:hosts`, hostId).catch(() => undefined);
+      await Promise.all([redis.quit(), workerConn.quit()].map((p) => p.catch(() => undefined)));
+    },
+  };
+}
+
+/** Records are returned by name only; the gateway reads the record itself. */
+function view(box: { name: string; state: string }): { name: string; state: string } {
+  return { name: box.name, state: box.state };
+}

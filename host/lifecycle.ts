@@ -1,0 +1,231 @@
+import type { Redis } from 'ioredis';
+import { StringDecoder } from 'node:string_decoder';
+import type { BoxRecord, BoxStore } from '../core/boxes.ts';
+import { BoxdError, BoxStateError } from '../core/errors.ts';
+import type { ExecMessage, ExecOutcome, HostJob } from '../core/jobs.ts';
+import type { Logger } from '../core/log.ts';
+import type { BoxLocks } from './locks.ts';
+import type { BoxSpec, Runtime } from './runtime.ts';
+
+export interface LifecycleDeps {
+  store: BoxStore;
+  runtime: Runtime;
+  /** Plain (non-subscriber) connection: blobs and exec output. */
+  redis: Redis;
+  locks: BoxLocks;
+  prefix: string;
+  hostId: string;
+  pidsLimit: number;
+  log: Logger;
+}
+
+/**
+ * The box operations a host performs on its own runtime. Each is idempotent where the job that
+ * calls it may be retried (create, suspend, resume, destroy), holds the box's lock, and moves
+ * the record with an atomic transition only after the runtime did the work.
+ */
+export class Lifecycle {
+  constructor(private readonly d: LifecycleDeps) {}
+
+  /** Runtime name of a box: unique per prefix, so parallel instances never collide. */
+  runtimeName(name: string): string {
+    return `${this.d.prefix}-${name}`;
+  }
+
+  labels(box: Pick<BoxRecord, 'name' | 'account'>): Record<string, string> {
+    return {
+      'boxd.managed': 'true',
+      'boxd.instance': this.d.prefix,
+      'boxd.host': this.d.hostId,
+      'boxd.box': box.name,
+      'boxd.account': box.account,
+    };
+  }
+
+  spec(box: BoxRecord): BoxSpec {
+    return {
+      name: this.runtimeName(box.name),
+      image: box.imageRef,
+      ports: box.ports,
+      env: box.env,
+      labels: this.labels(box),
+      cpus: box.cpus,
+      memoryMb: box.memoryMb,
+      pidsLimit: this.d.pidsLimit,
+    };
+  }
+
+  /**
+   * Creates the container of a record in state `creating` and moves it to `running`.
+   * A retried call reuses the container of the first. When the record was deleted meanwhile,
+   * the container is removed again: no orphans.
+   */
+  async create(name: string, finalAttempt: boolean): Promise<BoxRecord> {
+    return this.d.locks.exclusive(name, async () => {
+      const box = await this.d.store.require(name);
+      if (box.state !== 'creating') return box;
+      let instance;
+      try {
+        instance = await this.d.runtime.create(this.spec(box));
+      } catch (e) {
+        const permanent = e instanceof BoxdError && e.code !== 'RUNTIME_ERROR';
+        if (permanent || finalAttempt) {
+          await this.d.runtime.destroy(this.runtimeName(name)).catch(() => undefined);
+          await this.d.store.remove(name);
+        }
+        throw e;
+      }
+      try {
+        await this.d.store.transition(name, ['creating'], 'running', {
+          runtimeId: instance.id,
+          hostPorts: instance.ports,
+          lastActivityAt: Date.now(),
+        });
+      } catch (e) {
+        if (e instanceof BoxdError && e.code === 'BOX_NOT_FOUND') await this.d.runtime.destroy(instance.id);
+        throw e;
+      }
+      return this.d.store.require(name);
+    });
+  }
+
+  async suspend(name: string): Promise<BoxRecord> {
+    return this.d.locks.exclusive(name, async () => {
+      const box = await this.d.store.require(name);
+      if (box.state === 'suspended') return box;
+      if (box.state !== 'running') throw new BoxStateError(name, box.state, 'suspend');
+      await this.d.runtime.suspend(box.runtimeId ?? this.runtimeName(name));
+      await this.d.store.transition(name, ['running'], 'suspended');
+      return this.d.store.require(name);
+    });
+  }
+
+  /**
+   * Suspends `name` only if it is still idle once its lock is held: no exec or file transfer
+   * running and no activity since `idleSince`. Returns whether it suspended. A request that
+   * arrives during the pause is served: the box is thawed again and stays running.
+   */
+  async suspendIfIdle(name: string, isIdle: (box: BoxRecord) => boolean): Promise<boolean> {
+    if (this.d.locks.active(name)) return false;
+    return this.d.locks.exclusive(name, async () => {
+      const box = await this.d.store.get(name);
+      if (!box || box.state !== 'running' || !isIdle(box)) return false;
+      const id = box.runtimeId ?? this.runtimeName(name);
+      await this.d.runtime.suspend(id);
+      const after = await this.d.store.get(name);
+      if (!after || after.state !== 'running' || !isIdle(after)) {
+        await this.d.runtime.resume(id);
+        return false;
+      }
+      await this.d.store.transition(name, ['running'], 'suspended');
+      return true;
+    });
+  }
+
+  async resume(name: string): Promise<BoxRecord> {
+    return this.d.locks.exclusive(name, () => this.resumeLocked(name));
+  }
+
+  private async resumeLocked(name: string): Promise<BoxRecord> {
+    const box = await this.d.store.require(name);
+    if (box.state === 'running') return box;
+    if (box.state !== 'suspended') throw new BoxStateError(name, box.state, 'resume');
+    await this.d.runtime.resume(box.runtimeId ?? this.runtimeName(name));
+    await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt: Date.now() });
+    return this.d.store.require(name);
+  }
+
+  /** Resumes when suspended, then runs `fn` holding the box's shared lock. */
+  private async whileRunning<T>(name: string, fn: (box: BoxRecord) => Promise<T>): Promise<T> {
+    for (let i = 0; i < 3; i++) {
+      const box = await this.d.store.require(name);
+      if (box.state === 'suspended') await this.resume(name);
+      else if (box.state !== 'running') throw new BoxStateError(name, box.state, 'run commands');
+      const out = await this.d.locks.shared(name, async () => {
+        const now = await this.d.store.require(name);
+        if (now.state !== 'running') return undefined; // suspended in between: resume again
+        return { value: await fn(now) };
+      });
+      if (out) return out.value;
+    }
+    throw new BoxStateError(name, 'changing state', 'run commands');
+  }
+
+  async exec(job: Extract<HostJob, { op: 'exec' }>): Promise<ExecOutcome> {
+    const channel = `${this.d.prefix}:exec:${job.execId}`;
+    const publish = (m: ExecMessage) => void this.d.redis.publish(channel, JSON.stringify(m)).catch(() => undefined);
+    try {
+      const stdin = job.stdinBlob ? await this.takeBlob(job.stdinBlob) : undefined;
+      const outcome = await this.whileRunning(job.name, async (box) => {
+        await this.d.store.touch(job.name);
+        const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+        const started = performance.now();
+        const result = await this.d.runtime.exec(box.runtimeId ?? this.runtimeName(job.name), {
+          cmd: job.cmd,
+          cwd: job.cwd,
+          env: job.env,
+          stdin,
+          timeoutMs: job.timeoutMs,
+          onOutput: job.stream
+            ? (stream, data) => {
+                const text = decoders[stream].write(data);
+                if (text) publish({ stream, data: text });
+              }
+            : undefined,
+        });
+        const durationMs = Math.round(performance.now() - started);
+        await this.d.store.touch(job.name);
+        return {
+          exitCode: result.exitCode,
+          stdout: result.stdout.toString('utf8'),
+          stderr: result.stderr.toString('utf8'),
+          durationMs,
+          timedOut: result.timedOut,
+          truncated: result.truncated,
+        };
+      });
+      if (job.stream) publish({ exitCode: outcome.exitCode, durationMs: outcome.durationMs, timedOut: outcome.timedOut });
+      return outcome;
+    } catch (e) {
+      if (job.stream) {
+        const error = e instanceof BoxdError ? e.toWire() : { code: 'RUNTIME_ERROR', message: (e as Error).message };
+        publish({ error });
+      }
+      throw e;
+    }
+  }
+
+  async putFile(name: string, path: string, blob: string, mode?: number): Promise<void> {
+    const data = await this.takeBlob(blob);
+    await this.whileRunning(name, async (box) => {
+      await this.d.runtime.putFile(box.runtimeId ?? this.runtimeName(name), path, data, mode);
+      await this.d.store.touch(name);
+    });
+  }
+
+  /** Reads a file into a blob the caller collects (and deletes). */
+  async getFile(name: string, path: string): Promise<{ blob: string; size: number }> {
+    return this.whileRunning(name, async (box) => {
+      const data = await this.d.runtime.getFile(box.runtimeId ?? this.runtimeName(name), path);
+      await this.d.store.touch(name);
+      const blob = `${this.d.prefix}:blob:${crypto.randomUUID()}`;
+      await this.d.redis.set(blob, data, 'PX', 120_000);
+      return { blob, size: data.length };
+    });
+  }
+
+  private async takeBlob(key: string): Promise<Buffer> {
+    const [[, data]] = (await this.d.redis.multi().getBuffer(key).del(key).exec()) as [[unknown, Buffer | null]];
+    if (!data) throw new BoxdError('BLOB_EXPIRED', 'the uploaded data expired before the host took it; send it again');
+    return data;
+  }
+
+  /** Removes the container and the record. Idempotent. */
+  async destroy(name: string): Promise<void> {
+    await this.d.locks.exclusive(name, async () => {
+      const box = await this.d.store.get(name);
+      await this.d.runtime.destroy(box?.runtimeId ?? this.runtimeName(name));
+      await this.d.store.remove(name);
+    });
+  }
+}

@@ -1,0 +1,68 @@
+import type { BoxRecord, BoxStore } from '../core/boxes.ts';
+import type { Logger } from '../core/log.ts';
+import type { BoxSpec, Runtime } from './runtime.ts';
+
+export interface ReconcileReport {
+  removedContainers: string[];
+  erroredBoxes: string[];
+  restarted: string[];
+}
+
+/**
+ * Makes this host's containers and Redis records agree, at start-up. Containers no record knows
+ * are removed; records whose container vanished become `error`; a container stopped by an engine
+ * restart is started again (its files survive, its processes do not) and paused if its record
+ * says suspended.
+ */
+export async function reconcile(deps: {
+  store: BoxStore;
+  runtime: Pick<Runtime, 'list' | 'destroy' | 'create' | 'suspend' | 'resume' | 'inspect'>;
+  labels: Record<string, string>;
+  /** The spec a record's box is (re)created from; create is idempotent and starts a stopped box. */
+  spec: (box: BoxRecord) => BoxSpec;
+  hostId: string;
+  log: Logger;
+}): Promise<ReconcileReport> {
+  const report: ReconcileReport = { removedContainers: [], erroredBoxes: [], restarted: [] };
+  const containers = await deps.runtime.list(deps.labels);
+  const records = await deps.store.list({ hostId: deps.hostId });
+  const byBox = new Map(containers.map((c) => [c.labels['boxd.box'] ?? '', c]));
+  const known = new Set(records.map((r) => r.name));
+
+  for (const c of containers) {
+    const box = c.labels['boxd.box'] ?? '';
+    if (!known.has(box)) {
+      await deps.runtime.destroy(c.id);
+      report.removedContainers.push(c.name);
+    }
+  }
+  for (const box of records) {
+    const c = byBox.get(box.name);
+    if (box.state === 'creating') continue; // its create job is still queued and will finish it
+    if (!c) {
+      if (box.state === 'running' || box.state === 'suspended') {
+        await deps.store.transition(box.name, '*', 'error', { error: 'its container vanished while the host was down' });
+        report.erroredBoxes.push(box.name);
+      }
+      continue;
+    }
+    if (c.state === 'stopped') {
+      const inst = await deps.runtime.create(deps.spec(box)).catch(() => undefined);
+      if (!inst) {
+        await deps.store.transition(box.name, '*', 'error', { error: 'its container could not be restarted' });
+        report.erroredBoxes.push(box.name);
+        continue;
+      }
+      await deps.store.update(box.name, { hostPorts: inst.ports });
+      report.restarted.push(box.name);
+      if (box.state === 'suspended') await deps.runtime.suspend(c.id);
+      continue;
+    }
+    if (box.state === 'suspended' && c.state === 'running') await deps.runtime.suspend(c.id);
+    if (box.state === 'running' && c.state === 'paused') await deps.runtime.resume(c.id);
+  }
+  if (report.removedContainers.length || report.erroredBoxes.length || report.restarted.length) {
+    deps.log.info(report, 'reconciled Docker with Redis');
+  }
+  return report;
+}

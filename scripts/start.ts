@@ -1,0 +1,79 @@
+/**
+ * `npm start` after set-up: runs the Procfile's processes with one API key, waits until the
+ * gateway answers with a host attached, then prints the URLs and the key.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadConfig } from '../core/config.ts';
+
+const stateDir = process.env.BOXD_STATE_DIR ?? '.boxd';
+mkdirSync(stateDir, { recursive: true });
+const keyFile = `${stateDir}/api-key`;
+let apiKey = process.env.BOXD_API_KEY;
+if (!apiKey) {
+  if (!existsSync(keyFile)) writeFileSync(keyFile, `bxd_${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
+  apiKey = readFileSync(keyFile, 'utf8').trim();
+}
+const env = { ...process.env, BOXD_API_KEY: apiKey };
+const config = loadConfig(env);
+
+const procs = readFileSync('Procfile', 'utf8')
+  .split('\n')
+  .map((l) => /^([a-z0-9_-]+):\s*(.+)$/i.exec(l.trim()))
+  .filter((m): m is RegExpExecArray => !!m)
+  .map((m) => ({ name: m[1]!, cmd: m[2]! }));
+
+const children: ChildProcess[] = [];
+let stopping = false;
+const stop = (code: number) => {
+  if (stopping) return;
+  stopping = true;
+  for (const c of children) c.kill('SIGTERM');
+  setTimeout(() => process.exit(code), 3000).unref();
+  Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r))))).then(() => process.exit(code));
+};
+const width = Math.max(...procs.map((p) => p.name.length));
+for (const p of procs) {
+  const child = spawn('bash', ['-c', `exec npx --no-install ${p.cmd}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const tag = `${p.name.padEnd(width)} | `;
+  for (const stream of [child.stdout, child.stderr]) {
+    let rest = '';
+    stream.on('data', (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split('\n');
+      rest = lines.pop() ?? '';
+      for (const l of lines) process.stdout.write(tag + l + '\n');
+    });
+  }
+  child.on('exit', (code) => {
+    if (!stopping) {
+      console.error(`${p.name} exited with ${code}; stopping everything`);
+      stop(code || 1);
+    }
+  });
+  children.push(child);
+}
+process.on('SIGINT', () => stop(0));
+process.on('SIGTERM', () => stop(0));
+
+const api = `http://localhost:${config.BOXD_PORT}`;
+for (let i = 0; i < 300 && !stopping; i++) {
+  try {
+    const health = (await (await fetch(`http://127.0.0.1:${config.BOXD_PORT}/healthz`)).json()) as { hosts: number };
+    if (health.hosts > 0) {
+      console.log(`
+  boxd is up.
+    API          ${api}          (Authorization: Bearer <key>)
+    API key      ${apiKey}   (saved in ${keyFile})
+    previews     http://<box>.${config.BOXD_BASE_DOMAIN}:${config.BOXD_PORT}/
+
+  export BOXD_URL=${api} BOXD_API_KEY=${apiKey}
+  curl -s -H "Authorization: Bearer $BOXD_API_KEY" -X POST $BOXD_URL/v1/boxes -d '{"name":"try-1"}' -H 'Content-Type: application/json'
+`);
+      break;
+    }
+  } catch {
+    /* not up yet */
+  }
+  await new Promise((r) => setTimeout(r, 200));
+}
