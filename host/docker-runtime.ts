@@ -225,7 +225,7 @@ export class DockerRuntime implements Runtime {
       return;
     } catch (e) {
       if (status(e) !== 404) throw this.fileError(e, id, path);
-      if (/no such container/i.test(reason(e))) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is gone`);
+      if (/No such container:/.test(reason(e))) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is gone`);
     }
     const made = await this.exec(id, { cmd: ['mkdir', '-p', dir] });
     if (made.exitCode !== 0) {
@@ -277,7 +277,7 @@ export class DockerRuntime implements Runtime {
   private fileError(e: unknown, id: string, path: string): BoxdError {
     if (e instanceof BoxdError) return e;
     const msg = reason(e);
-    if (/no such container/i.test(msg)) return new BoxdError('BOX_NOT_FOUND', `box ${id} is gone`);
+    if (/No such container:/.test(msg)) return new BoxdError('BOX_NOT_FOUND', `box ${id} is gone`);
     if (status(e) === 404) return new BoxdError('FILE_NOT_FOUND', `${path} not found`);
     if (status(e) === 400 || status(e) === 403) return new ValidationError(`${path}: ${msg}`);
     if (status(e) === 409) return new BoxdError('BOX_STATE', `box ${id} cannot take files now: ${msg}`);

@@ -1,0 +1,94 @@
+import Docker from 'dockerode';
+import { Redis } from 'ioredis';
+import { randomBytes } from 'node:crypto';
+import { loadConfig, type Config } from '../core/config.ts';
+import { silentLogger } from '../core/log.ts';
+import { loadDefinitions } from '../golden-images/definitions.ts';
+
+export const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+
+/** The tag of a golden (built by `npm test`'s set-up). */
+export function goldenTag(name: string): string {
+  const g = loadDefinitions('golden-images').goldens.get(name);
+  if (!g) throw new Error(`no golden ${name}`);
+  return g.tag;
+}
+
+/** A config isolated from every other run: its own prefix (keys, queues, container labels). */
+export function testConfig(over: Record<string, string> = {}): Config {
+  const prefix = `t-${randomBytes(4).toString('hex')}`;
+  return loadConfig({
+    ...process.env,
+    BOXD_PREFIX: prefix,
+    BOXD_HOST_ID: `h-${prefix}`,
+    BOXD_API_KEY: `key-${randomBytes(12).toString('hex')}`,
+    LOG_LEVEL: 'silent',
+    ...over,
+  });
+}
+
+/** Removes every container and Redis key of a test prefix. */
+export async function purge(prefix: string): Promise<void> {
+  const containers = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${prefix}`] } });
+  await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
+  const images = await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-test/${prefix}*`] } }).catch(() => []);
+  for (const i of images) await docker.getImage(i.Id).remove({ force: true }).catch(() => undefined);
+  const redis = new Redis(loadConfig().REDIS_URL);
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.del(...keys);
+  } while (cursor !== '0');
+  await redis.quit();
+}
+
+export const log = silentLogger;
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
+export async function waitFor<T>(fn: () => Promise<T>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(everyMs);
+  }
+}
+
+import type { Config as _C } from '../core/config.ts';
+import { createGateway, type Gateway } from '../gateway/gateway.ts';
+import { startHost, type HostHandle } from '../host/host.ts';
+import supertest from 'supertest';
+
+export interface Stack {
+  config: _C;
+  gateway: Gateway;
+  host: HostHandle;
+  /** supertest agent bound to the gateway server. */
+  api: ReturnType<typeof supertest>;
+  auth: { Authorization: string };
+  close(): Promise<void>;
+}
+
+/** A gateway and a host in this process, on real Redis and real Docker, under a fresh prefix. */
+export async function startStack(over: Record<string, string> = {}, hostOpts: Parameters<typeof startHost>[2] = {}): Promise<Stack> {
+  const config = testConfig(over);
+  const host = await startHost(config, log, hostOpts);
+  const gateway = await createGateway(config, log);
+  await new Promise<void>((r) => gateway.server.listen(0, '127.0.0.1', () => r()));
+  return {
+    config,
+    gateway,
+    host,
+    api: supertest(gateway.server),
+    auth: { Authorization: `Bearer ${config.BOXD_API_KEY}` },
+    async close() {
+      await gateway.close();
+      await host.close();
+      await purge(config.BOXD_PREFIX);
+    },
+  };
+}
