@@ -79,16 +79,17 @@ export async function startStack(over: Record<string, string> = {}, hostOpts: Pa
   const host = await startHost(config, log, hostOpts);
   const gateway = await createGateway(config, log);
   await new Promise<void>((r) => gateway.server.listen(0, '127.0.0.1', () => r()));
-  return {
+  const stack: Stack = {
     config,
     gateway,
     host,
     api: supertest(gateway.server),
     auth: { Authorization: `Bearer ${config.BOXD_API_KEY}` },
     async close() {
-      await gateway.close();
-      await host.close();
+      await stack.gateway.close();
+      await stack.host.close();
       await purge(config.BOXD_PREFIX);
     },
   };
+  return stack;
 }
