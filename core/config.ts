@@ -43,6 +43,18 @@ export const configSchema = z.object({
   BOXD_EXEC_MAX_MS: int(3_600_000),
   /** Largest file accepted by PUT /files, in bytes. */
   BOXD_MAX_FILE_BYTES: int(64 * 1024 * 1024),
+  /** How long a preview request waits for its box to wake (or finish creating), in ms. */
+  BOXD_WAKE_TIMEOUT_MS: int(15_000),
+  /** Requests one gateway holds per waking box; more get 503 with Retry-After. */
+  BOXD_WAKE_MAX_WAITERS: int(512),
+  /** A proxied request whose upstream sends nothing for this long gets 504, in ms. */
+  BOXD_UPSTREAM_TIMEOUT_MS: int(60_000),
+  /** How long a body-less preview request is retried while the box's app is not listening yet, in ms. */
+  BOXD_CONNECT_RETRY_MS: int(3_000),
+  /** How often gateways write inbound activity to Redis, in ms (one write per busy box). */
+  BOXD_ACTIVITY_FLUSH_MS: int(1_000),
+  /** How often the host looks for idle boxes, in ms. */
+  BOXD_IDLE_CHECK_MS: int(1_000),
   /** Folder of golden image definitions. */
   BOXD_GOLDEN_DIR: z.string().default('golden-images'),
   /** pino log level. */

@@ -4,7 +4,6 @@ import { Redis } from 'ioredis';
 import { Accounts } from '../core/accounts.ts';
 import { BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
-import { BoxdError } from '../core/errors.ts';
 import { HostClient } from '../core/host-client.ts';
 import type { Logger } from '../core/log.ts';
 import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
@@ -15,6 +14,11 @@ import { ExecStreams } from './exec-stream.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
 import { Urls } from './urls.ts';
+import { Activity } from './activity.ts';
+import { Preview } from './preview.ts';
+import { RouteCache } from './route-cache.ts';
+import { refuseUpgrade } from './pages.ts';
+import { Waker } from './waker.ts';
 
 export interface Gateway {
   app: express.Express;
@@ -25,6 +29,9 @@ export interface Gateway {
   accounts: Accounts;
   hosts: HostClient;
   urls: Urls;
+  activity: Activity;
+  waker: Waker;
+  routes: RouteCache;
   close(): Promise<void>;
 }
 
@@ -45,6 +52,19 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const execStreams = new ExecStreams(sub);
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
+  const routes = new RouteCache(store, sub);
+  await RouteCache.subscribe(sub, store);
+  const activity = new Activity(store);
+  activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
+  const waker = new Waker({ routes, hosts, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
+  // A box suspended while we hold requests or WebSockets to it is woken again at once, so a
+  // race between an auto-suspend and traffic always ends with the traffic served.
+  routes.onAny((e) => {
+    if (e.state === 'suspended' && activity.busy(e.name) > 0) {
+      void store.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
+    }
+  });
+  const preview = new Preview({ config, routes, waker, activity, accounts, metrics, log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
@@ -89,7 +109,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       res.status(400).json({ error: { code: 'INVALID_HOST', message: target.reason } });
       return;
     }
-    next(new BoxdError('NOT_IMPLEMENTED', 'previews are not wired yet'));
+    preview.web(req, res, target.box, target.port).catch(next);
   };
   app.use(dispatch);
   app.use(errorHandler(log));
@@ -100,7 +120,20 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     else socket.destroy();
   });
 
+  server.on('upgrade', (req, socket: import('node:net').Socket, head: Buffer) => {
+    socket.on('error', () => undefined);
+    const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
+    if (target.kind !== 'box') {
+      refuseUpgrade(socket, target.kind === 'invalid' ? 400 : 404, 'NO_WEBSOCKET', 'WebSockets are served on box host names only');
+      return;
+    }
+    preview.ws(req, socket, head, target.box, target.port).catch(() => socket.destroy());
+  });
+
   return {
+    activity,
+    waker,
+    routes,
     app,
     server,
     redis,
@@ -109,8 +142,11 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     hosts,
     urls,
     async close() {
-      await new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
+      const closed = new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
       server.closeAllConnections?.();
+      await closed;
+      preview.close();
+      await activity.stop();
       await hosts.close();
       await Promise.all([redis.quit(), sub.quit()].map((p) => p.catch(() => undefined)));
     },

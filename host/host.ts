@@ -90,7 +90,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const worker: Worker = startWorker({ connection: workerConn, prefix, hostId, concurrency: 64, handle, log });
   await worker.waitUntilReady();
 
-  const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? 1000, log });
+  const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
   log.info({ hostId, prefix }, 'host ready');
 

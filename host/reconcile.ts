@@ -53,7 +53,8 @@ export async function reconcile(deps: {
         report.erroredBoxes.push(box.name);
         continue;
       }
-      await deps.store.update(box.name, { hostPorts: inst.ports });
+      // Ports may change when a container restarts; a transition publishes it so caches drop the old ones.
+      await deps.store.transition(box.name, '*', box.state, { hostPorts: inst.ports });
       report.restarted.push(box.name);
       if (box.state === 'suspended') await deps.runtime.suspend(c.id);
       continue;

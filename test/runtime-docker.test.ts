@@ -44,7 +44,7 @@ describe('DockerRuntime on real Docker', () => {
     assert.equal(info.HostConfig.NetworkMode, 'boxd');
     for (const binds of Object.values(info.NetworkSettings.Ports)) for (const b of binds ?? []) assert.equal(b.HostIp, '127.0.0.1');
     const net = await docker.getNetwork('boxd').inspect();
-    assert.equal(net.Options['com.docker.network.bridge.enable_icc'], 'false');
+    assert.equal(net.Options?.['com.docker.network.bridge.enable_icc'], 'false');
     const r = await runtime.exec(box.id, { cmd: ['sh', '-c', 'echo out; echo err >&2; echo $A; exit 4'], env: { B: '2' } });
     assert.equal(r.stdout.toString(), 'out\n1\n');
     assert.equal(r.stderr.toString(), 'err\n');

@@ -1,0 +1,281 @@
+import { createProxyServer } from 'http-proxy-3';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { hashSecret, type Accounts } from '../core/accounts.ts';
+import type { BoxRecord } from '../core/boxes.ts';
+import type { Config } from '../core/config.ts';
+import { BoxdError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import type { Activity } from './activity.ts';
+import { statusOf } from './errors.ts';
+import type { Metrics } from './metrics.ts';
+import { refuseUpgrade, sendPage } from './pages.ts';
+import type { RouteCache } from './route-cache.ts';
+import type { Waker } from './waker.ts';
+
+export const TOKEN_PARAM = 'boxd_token';
+export const TOKEN_HEADER = 'x-boxd-token';
+const TOKEN_COOKIE = 'boxd_token';
+
+/** A refusal on the preview path: status, code and a sentence for the page. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+interface Routed {
+  box: BoxRecord;
+  port: number;
+  hostPort: number;
+}
+
+export interface PreviewDeps {
+  config: Config;
+  routes: RouteCache;
+  waker: Waker;
+  activity: Activity;
+  accounts: Pick<Accounts, 'accountOf'>;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/**
+ * The preview path, as small named passes: route (box and port from the Host) → authorize
+ * (private boxes) → wake (suspended boxes) → strip and set headers → proxy (HTTP or WebSocket).
+ * Every failure ends in a page or a closed socket; nothing here throws to the server.
+ */
+export class Preview {
+  private readonly proxy = createProxyServer({ xfwd: false, ws: true, prependPath: false });
+  private readonly keyCache = new LRUCache<string, boolean>({ max: 1000, ttl: 60_000 });
+  private readonly upstreamTimers = new WeakMap<IncomingMessage, { timedOut: boolean }>();
+
+  constructor(private readonly d: PreviewDeps) {
+    // Errors without a callback would crash the process; every call passes one, this is a net.
+    this.proxy.on('error', (err) => d.log.debug({ err: err.message }, 'proxy error'));
+    this.proxy.on('proxyReq', (proxyReq, req) => {
+      const state = { timedOut: false };
+      this.upstreamTimers.set(req, state);
+      proxyReq.setTimeout(d.config.BOXD_UPSTREAM_TIMEOUT_MS, () => {
+        state.timedOut = true;
+        proxyReq.destroy(new Error('upstream timeout'));
+      });
+    });
+  }
+
+  async web(req: IncomingMessage, res: ServerResponse, boxName: string, port: number | null): Promise<void> {
+    let routed: Routed;
+    try {
+      const box = await this.route(boxName, port);
+      if (this.authorize(req, res, box)) return; // answered (redirect that sets the cookie)
+      routed = await this.awake(box, port);
+    } catch (e) {
+      this.refuse(res, e);
+      return;
+    }
+    this.d.metrics.inc('boxd_preview_requests_total');
+    this.d.activity.begin(routed.box.name);
+    let ended = false;
+    const end = () => {
+      if (!ended) {
+        ended = true;
+        this.d.activity.end(routed.box.name);
+      }
+    };
+    res.once('close', end);
+    res.once('finish', end);
+    this.sanitize(req);
+    const retryUntil = isBodyless(req) ? Date.now() + this.d.config.BOXD_CONNECT_RETRY_MS : 0;
+    this.forward(req, res, routed, retryUntil);
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, routed: Routed, retryUntil: number): void {
+    this.proxy.web(
+      req,
+      res,
+      { target: { host: '127.0.0.1', port: routed.hostPort }, buffer: isBodyless(req) ? Readable.from([]) : undefined },
+      (err: Error & { code?: string }) => {
+        if (req.destroyed || res.destroyed || (req.socket?.destroyed && !res.headersSent)) return; // the client went away: not our error
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        if (this.upstreamTimers.get(req)?.timedOut) {
+          this.d.metrics.inc('boxd_preview_errors_total', { code: 'UPSTREAM_TIMEOUT' });
+          sendPage(res, 504, 'UPSTREAM_TIMEOUT', 'The app did not answer', `Box "${routed.box.name}" accepted the request on port ${routed.port} but sent nothing back within ${this.d.config.BOXD_UPSTREAM_TIMEOUT_MS} ms.`);
+          return;
+        }
+        // Right after a wake or a start the app may not listen yet: retry body-less requests briefly.
+        if (Date.now() < retryUntil && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE'].includes(err.code ?? '')) {
+          setTimeout(() => this.forward(req, res, routed, retryUntil), 100).unref();
+          return;
+        }
+        this.d.metrics.inc('boxd_preview_errors_total', { code: 'UPSTREAM_UNAVAILABLE' });
+        sendPage(res, 502, 'UPSTREAM_UNAVAILABLE', 'Nothing is listening', `Box "${routed.box.name}" is running, but no app answered on port ${routed.port} (${err.code ?? err.message}). Start a server on 0.0.0.0:${routed.port} inside the box.`, { 'Retry-After': '1' });
+      },
+    );
+  }
+
+  async ws(req: IncomingMessage, socket: Socket, head: Buffer, boxName: string, port: number | null): Promise<void> {
+    socket.on('error', () => undefined);
+    let routed: Routed;
+    try {
+      const box = await this.route(boxName, port);
+      const token = this.tokenOf(req);
+      if (!box.public) this.checkToken(box, token);
+      routed = await this.awake(box, port);
+    } catch (e) {
+      const r = this.asRefusal(e);
+      refuseUpgrade(socket, r.status, r.code, r.message, r.headers);
+      return;
+    }
+    this.d.metrics.inc('boxd_preview_websockets_total');
+    this.d.activity.begin(routed.box.name);
+    let ended = false;
+    socket.once('close', () => {
+      if (!ended) {
+        ended = true;
+        this.d.activity.end(routed.box.name);
+      }
+    });
+    this.sanitize(req);
+    this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort } }, () => {
+      if (!socket.destroyed) refuseUpgrade(socket, 502, 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
+    });
+  }
+
+  /** Pass 1: the box and the port, from the cache. */
+  private async route(boxName: string, port: number | null): Promise<BoxRecord> {
+    const box = await this.d.routes.get(boxName);
+    if (!box) throw new Refusal(404, 'BOX_NOT_FOUND', `There is no box called "${boxName}".`);
+    if (!box.ports.length) throw new Refusal(404, 'NO_PORTS', `Box "${boxName}" declares no ports, so it has no preview.`);
+    if (port !== null && !box.ports.includes(port)) throw new Refusal(404, 'PORT_NOT_DECLARED', `Box "${boxName}" does not declare port ${port}; it declares ${box.ports.join(', ')}.`);
+    return box;
+  }
+
+  /** Pass 2: private boxes need their token. Returns true when it already answered. */
+  private authorize(req: IncomingMessage, res: ServerResponse, box: BoxRecord): boolean {
+    if (box.public) return false;
+    const url = new URL(req.url ?? '/', 'http://x');
+    const fromQuery = url.searchParams.get(TOKEN_PARAM);
+    const token = this.tokenOf(req);
+    this.checkToken(box, token);
+    if (fromQuery && (req.method === 'GET' || req.method === 'HEAD')) {
+      // Trade the query parameter for a cookie of this host only, and drop it from the URL.
+      url.searchParams.delete(TOKEN_PARAM);
+      res.writeHead(302, {
+        Location: url.pathname + (url.search || ''),
+        'Set-Cookie': `${TOKEN_COOKIE}=${encodeURIComponent(fromQuery)}; Path=/; HttpOnly; SameSite=Lax`,
+        'Cache-Control': 'no-store',
+      });
+      res.end();
+      return true;
+    }
+    return false;
+  }
+
+  private tokenOf(req: IncomingMessage): string | undefined {
+    const header = req.headers[TOKEN_HEADER];
+    if (typeof header === 'string' && header) return header;
+    const q = new URL(req.url ?? '/', 'http://x').searchParams.get(TOKEN_PARAM);
+    if (q) return q;
+    return cookies(req.headers.cookie).get(TOKEN_COOKIE);
+  }
+
+  private checkToken(box: BoxRecord, token: string | undefined): void {
+    if (!token) throw new Refusal(401, 'TOKEN_REQUIRED', `Box "${box.name}" is private: open it with ?${TOKEN_PARAM}=<preview token> or send ${TOKEN_HEADER}.`);
+    const a = Buffer.from(hashSecret(token), 'hex');
+    const b = Buffer.from(box.tokenHash ?? '', 'hex');
+    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new Refusal(403, 'TOKEN_INVALID', `That token does not open box "${box.name}".`);
+  }
+
+  /** Pass 3: a running box and the host port to connect to. */
+  private async awake(box: BoxRecord, port: number | null): Promise<Routed> {
+    const running = await this.d.waker.ensureRunning(box);
+    const p = port ?? running.ports[0]!;
+    const hostPort = running.hostPorts[p];
+    if (!hostPort) throw new Refusal(503, 'NO_ROUTE', `Box "${box.name}" has no published port for ${p} yet.`, { 'Retry-After': '1' });
+    return { box: running, port: p, hostPort };
+  }
+
+  /** Pass 4: the box sees our X-Forwarded-* only, and never the caller's API key or preview token. */
+  private sanitize(req: IncomingMessage): void {
+    const h = req.headers;
+    for (const name of Object.keys(h)) {
+      if (name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip' || name === TOKEN_HEADER) delete h[name];
+    }
+    if (h.cookie) {
+      const kept = h.cookie.split(';').map((c) => c.trim()).filter((c) => c && !c.startsWith(`${TOKEN_COOKIE}=`));
+      if (kept.length) h.cookie = kept.join('; ');
+      else delete h.cookie;
+    }
+    const auth = h.authorization;
+    if (auth && /^Bearer\s+\S+$/i.test(auth) && this.keyCache.get(auth) !== false) {
+      // Dropped when it is a boxd API key; the first sight of a value is checked asynchronously,
+      // so drop it then too rather than risk forwarding a key.
+      const known = this.keyCache.get(auth);
+      if (known === undefined) {
+        void this.d.accounts.accountOf(auth.replace(/^Bearer\s+/i, '')).then((a) => this.keyCache.set(auth, !!a)).catch(() => undefined);
+      }
+      delete h.authorization;
+    }
+    if (req.url?.includes(TOKEN_PARAM)) {
+      const url = new URL(req.url, 'http://x');
+      url.searchParams.delete(TOKEN_PARAM);
+      req.url = url.pathname + url.search;
+    }
+    h['x-forwarded-for'] = req.socket.remoteAddress ?? '';
+    h['x-forwarded-proto'] = 'http';
+    h['x-forwarded-host'] = h.host ?? '';
+    if (req.socket.localPort) h['x-forwarded-port'] = String(req.socket.localPort);
+  }
+
+  private asRefusal(e: unknown): Refusal {
+    if (e instanceof Refusal) return e;
+    if (e instanceof BoxdError) {
+      const status = statusOf(e.code);
+      return new Refusal(status, e.code, e.message, status === 503 ? { 'Retry-After': '2' } : {});
+    }
+    this.d.log.error({ err: e }, 'preview failure');
+    return new Refusal(500, 'INTERNAL', 'internal error');
+  }
+
+  private refuse(res: ServerResponse, e: unknown): void {
+    const r = this.asRefusal(e);
+    this.d.metrics.inc('boxd_preview_errors_total', { code: r.code });
+    const titles: Record<number, string> = { 401: 'This box is private', 403: 'Wrong preview token', 404: 'No such box', 503: 'The box is not available', 504: 'Timed out' };
+    sendPage(res, r.status, r.code, titles[r.status] ?? 'Preview error', r.message, r.headers);
+  }
+
+  close(): void {
+    this.proxy.close();
+  }
+}
+
+function isBodyless(req: IncomingMessage): boolean {
+  const len = req.headers['content-length'];
+  return !req.headers['transfer-encoding'] && (len === undefined || len === '0');
+}
+
+function cookies(header: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of (header ?? '').split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0) {
+      try {
+        out.set(part.slice(0, i).trim(), decodeURIComponent(part.slice(i + 1).trim()));
+      } catch {
+        /* malformed cookie value */
+      }
+    }
+  }
+  return out;
+}
