@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { describe, it } from 'node:test';
+import type { BoxRecord } from '../core/boxes.ts';
+import { BoxdError } from '../core/errors.ts';
+import type { HostJob } from '../core/jobs.ts';
+import { Activity } from '../gateway/activity.ts';
+import type { RouteCache } from '../gateway/route-cache.ts';
+import { Waker } from '../gateway/waker.ts';
+
+const box = (state: BoxRecord['state']): BoxRecord => ({
+  name: 'b', account: 'a', state, imageRef: 'i', ports: [80], hostPorts: { 80: 1 }, public: true, env: {},
+  idleTimeoutMs: 0, cpus: 1, memoryMb: 1, createdAt: 0, lastActivityAt: 0, hostId: 'h', version: 1,
+});
+
+/** A route cache over one mutable record, with events. */
+function routesOver(record: { current: BoxRecord }): RouteCache {
+  const events = new EventEmitter();
+  return {
+    get: async () => record.current,
+    on: (_n: string, fn: () => void) => (events.on('e', fn), () => events.off('e', fn)),
+  } as unknown as RouteCache;
+}
+
+describe('Waker', () => {
+  it('shares one resume among concurrent waiters', async () => {
+    const record = { current: box('suspended') };
+    const calls: HostJob[] = [];
+    const waker = new Waker({
+      routes: routesOver(record),
+      hosts: { call: async (_h: string, job: HostJob) => { calls.push(job); await new Promise((r) => setTimeout(r, 30)); record.current = box('running'); return {}; } } as never,
+      timeoutMs: 2000,
+      maxWaiters: 100,
+    });
+    const got = await Promise.all(Array.from({ length: 50 }, () => waker.ensureRunning(box('suspended'))));
+    assert.equal(calls.length, 1);
+    assert.ok(got.every((b) => b.state === 'running'));
+  });
+
+  it('answers 503 (UNAVAILABLE) past the waiter bound and past the wait bound', async () => {
+    const record = { current: box('suspended') };
+    const waker = new Waker({
+      routes: routesOver(record),
+      hosts: { call: () => new Promise(() => undefined) } as never, // a host that never answers
+      timeoutMs: 200,
+      maxWaiters: 3,
+    });
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => waker.ensureRunning(box('suspended'))));
+    const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as BoxdError).code : 'ok'));
+    assert.deepEqual(codes, Array(5).fill('UNAVAILABLE'));
+  });
+});
+
+describe('Activity', () => {
+  it('writes once per busy box per flush, not once per request', async () => {
+    const touched: string[] = [];
+    const a = new Activity({ touch: async (n: string) => void touched.push(n) });
+    for (let i = 0; i < 1000; i++) {
+      a.begin('x');
+      a.end('x');
+    }
+    a.begin('ws'); // an open WebSocket
+    await a.flush();
+    assert.deepEqual(touched.sort(), ['ws', 'x']);
+    touched.length = 0;
+    await a.flush();
+    assert.deepEqual(touched, ['ws'], 'the open WebSocket keeps its box active; the finished requests do not');
+  });
+});
