@@ -38,7 +38,7 @@ export class Waker {
         if (current.state === 'error' || current.state === 'destroyed') throw new UnavailableError(`box "${box.name}" is ${current.state}`);
         const left = deadline - Date.now();
         if (left <= 0) throw new UnavailableError(`box "${box.name}" did not wake within ${this.d.timeoutMs} ms`);
-        if (current.state === 'suspended') await this.wake(current, left);
+        if (current.state === 'suspended') await within(this.wake(current, left), left);
         else await this.nextEvent(box.name, left); // creating: wait for its create to finish
       }
     } catch (e) {
@@ -85,4 +85,10 @@ export class Waker {
       }, Math.min(timeoutMs, 1000));
     });
   }
+}
+
+/** Waits for `p` at most `ms`; on time-out it resolves, and the caller re-reads the state. */
+function within(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
 }
