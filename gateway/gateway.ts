@@ -1,4 +1,4 @@
-import express, { type RequestHandler } from 'express';
+import express from 'express';
 import { createServer, type Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { Accounts } from '../core/accounts.ts';
@@ -100,21 +100,21 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   api.use(notFound);
   api.use(errorHandler(log));
 
-  const app = express();
-  app.disable('x-powered-by');
-  const dispatch: RequestHandler = (req, res, next) => {
+  // Box host names skip Express entirely: the preview path is hot and needs none of it.
+  const app = api;
+  const server = createServer((req, res) => {
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
-    if (target.kind === 'api') return api(req, res, next);
+    if (target.kind === 'api') return app(req, res);
     if (target.kind === 'invalid') {
-      res.status(400).json({ error: { code: 'INVALID_HOST', message: target.reason } });
+      res.writeHead(400, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: { code: 'INVALID_HOST', message: target.reason } }));
       return;
     }
-    preview.web(req, res, target.box, target.port).catch(next);
-  };
-  app.use(dispatch);
-  app.use(errorHandler(log));
-
-  const server = createServer(app);
+    preview.web(req, res, target.box, target.port).catch((err) => {
+      log.error({ err }, 'preview failure');
+      if (!res.headersSent) res.writeHead(500).end();
+      else res.destroy();
+    });
+  });
   server.on('clientError', (_err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     else socket.destroy();

@@ -1,5 +1,5 @@
 import { createProxyServer } from 'http-proxy-3';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Agent, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { timingSafeEqual } from 'node:crypto';
@@ -54,7 +54,11 @@ export interface PreviewDeps {
  * Every failure ends in a page or a closed socket; nothing here throws to the server.
  */
 export class Preview {
-  private readonly proxy = createProxyServer({ xfwd: false, ws: true, prependPath: false });
+  // Without an agent http-proxy sends `Connection: close` and pays a new TCP connection (two, via
+  // the engine's port proxy) per request. Idle sockets are dropped quickly so a destroyed box's
+  // port is not reused through a stale socket; a reset on reuse is retried for body-less requests.
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, timeout: 60_000, keepAliveMsecs: 1000 });
+  private readonly proxy = createProxyServer({ xfwd: false, ws: true, prependPath: false, agent: this.agent });
   private readonly keyCache = new LRUCache<string, boolean>({ max: 1000, ttl: 60_000 });
   private readonly upstreamTimers = new WeakMap<IncomingMessage, { timedOut: boolean }>();
 
@@ -257,6 +261,7 @@ export class Preview {
 
   close(): void {
     this.proxy.close();
+    this.agent.destroy();
   }
 }
 

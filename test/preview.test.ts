@@ -59,7 +59,7 @@ describe('preview URLs through the gateway (real Docker, real Redis)', () => {
     const created = await s.api.post('/v1/boxes').set(s.auth).send({ name, golden: 'default', ...opts }).expect(201);
     await s.api.put(`/v1/boxes/${name}/files`).query({ path: '/opt/app.py' }).set(s.auth).set('Content-Type', 'application/octet-stream').send(app).expect(204);
     await s.api.post(`/v1/boxes/${name}/exec`).set(s.auth).send({ cmd: ['bash', '-c', 'nohup python3 /opt/app.py 3000 >/tmp/app.log 2>&1 &'] }).expect(200);
-    const headers = created.body.previewToken ? { 'x-boxd-token': created.body.previewToken } : {};
+    const headers: Record<string, string> = created.body.previewToken ? { 'x-boxd-token': created.body.previewToken } : {};
     await waitFor(async () => (await get(port, `${name}.${base}`, '/', headers)).status === 200, 20_000);
     return created.body as { previewToken?: string };
   };
