@@ -105,7 +105,11 @@ export class Preview {
     this.proxy.web(
       req,
       res,
-      { target: { host: '127.0.0.1', port: routed.hostPort }, buffer: isBodyless(req) ? Readable.from([]) : undefined },
+      // Body-less requests reuse pooled upstream sockets and are retried if a pooled socket turns
+      // out closed; requests with a body get a fresh connection, since they cannot be replayed.
+      isBodyless(req)
+        ? { target: { host: '127.0.0.1', port: routed.hostPort }, buffer: Readable.from([]) }
+        : { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false },
       (err: Error & { code?: string }) => {
         if (req.destroyed || res.destroyed || (req.socket?.destroyed && !res.headersSent)) return; // the client went away: not our error
         if (res.headersSent) {
@@ -151,7 +155,7 @@ export class Preview {
       }
     });
     this.sanitize(req);
-    this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort } }, () => {
+    this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false }, () => {
       if (!socket.destroyed) refuseUpgrade(socket, 502, 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
     });
   }
