@@ -55,6 +55,10 @@ export const configSchema = z.object({
   BOXD_ACTIVITY_FLUSH_MS: int(1_000),
   /** How often the host looks for idle boxes, in ms. */
   BOXD_IDLE_CHECK_MS: int(1_000),
+  /** Keep warm pools of the goldens' pool sizes on this host (false: every create is cold). */
+  BOXD_POOL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** How often the host tops its warm pools up, in ms (a claim also triggers a refill). */
+  BOXD_POOL_FILL_MS: int(5_000),
   /** Folder of golden image definitions. */
   BOXD_GOLDEN_DIR: z.string().default('golden-images'),
   /** pino log level. */

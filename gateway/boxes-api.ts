@@ -25,8 +25,8 @@ export interface BoxesApiDeps {
   urls: Urls;
   /** Optional source of ready boxes (the warm pool); undefined or null means a cold create. */
   claimFromPool?: (golden: string, box: PoolClaim) => Promise<BoxRecord | null>;
-  /** Resolves a snapshot name of an account to an image reference. */
-  snapshotImage?: (account: string, snapshot: string) => Promise<string>;
+  /** Resolves a snapshot of an account to its image, ports and host. */
+  snapshot?: (account: string, snapshot: string) => Promise<{ image: string; ports: number[]; hostId: string }>;
 }
 
 /** What a claimed pool box is given: the caller's name, account and settings. */
@@ -65,7 +65,7 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (claimed) return send(res, claimed, 201, token ? { previewToken: token, pooled: true } : { pooled: true });
     }
 
-    const hostId = await d.hosts.pickHost();
+    const hostId = settings.hostId ?? (await d.hosts.pickHost());
     const now = Date.now();
     await d.store.create(
       {
@@ -185,6 +185,8 @@ function parseMode(raw: unknown): number | undefined {
 
 interface Source {
   golden?: string;
+  /** The host that must run the box (a snapshot lives on one host). */
+  hostId?: string;
   imageRef: string;
   ports: number[];
   idleTimeoutMs: number;
@@ -196,8 +198,9 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
   const defaults = { idleTimeoutMs: d.config.BOXD_IDLE_TIMEOUT_MS, cpus: d.config.BOXD_BOX_CPUS, memoryMb: d.config.BOXD_BOX_MEMORY_MB };
   if (body.image) return { imageRef: body.image, ports: [], ...defaults };
   if (body.snapshot) {
-    if (!d.snapshotImage) throw new BoxdError('NOT_IMPLEMENTED', 'snapshots are not available');
-    return { imageRef: await d.snapshotImage(account, body.snapshot), ports: [], ...defaults };
+    if (!d.snapshot) throw new BoxdError('NOT_IMPLEMENTED', 'snapshots are not available');
+    const snap = await d.snapshot(account, body.snapshot);
+    return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
   }
   const name = body.golden ?? 'default';
   const g = (await d.goldens()).get(name);

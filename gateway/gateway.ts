@@ -8,7 +8,10 @@ import { HostClient } from '../core/host-client.ts';
 import type { Logger } from '../core/log.ts';
 import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
 import { requireKey } from './auth.ts';
-import { boxesApi } from './boxes-api.ts';
+import { boxesApi, type PoolClaim } from './boxes-api.ts';
+import { forkApi } from './fork-api.ts';
+import { Snapshots } from '../core/snapshots.ts';
+import { claimPooled, poolStats, recordClaim } from '../pool/claim.ts';
 import { errorHandler, notFound } from './errors.ts';
 import { ExecStreams } from './exec-stream.ts';
 import { Metrics } from './metrics.ts';
@@ -95,7 +98,45 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   v1.get('/goldens', async (_req, res) => {
     res.json({ goldens: [...(await goldens()).values()] });
   });
-  v1.use(boxesApi({ config, redis, store, accounts, hosts, execStreams, goldens, urls }));
+  const snapshots = new Snapshots(redis, prefix);
+  const claimFromPool = async (golden: string, c: PoolClaim) => {
+    for (const h of await hosts.aliveHosts()) {
+      const now = Date.now();
+      const got = await claimPooled(redis, prefix, {
+        hostId: h.id,
+        golden,
+        name: c.name,
+        account: c.account,
+        limit: c.limit,
+        fields: { env: c.env, idleTimeoutMs: c.idleTimeoutMs, public: c.public, tokenHash: c.tokenHash, createdAt: now, lastActivityAt: now },
+      });
+      if (!got) continue;
+      void hosts.enqueue(h.id, { op: 'pool-fill', golden }).catch(() => undefined);
+      try {
+        await hosts.call(h.id, { op: 'resume', name: c.name });
+      } catch (e) {
+        await hosts.call(h.id, { op: 'destroy', name: c.name }).catch(() => undefined);
+        throw e;
+      }
+      await recordClaim(redis, prefix, golden, true);
+      return store.require(c.name);
+    }
+    await recordClaim(redis, prefix, golden, false);
+    return null;
+  };
+  v1.use(
+    boxesApi({
+      config, redis, store, accounts, hosts, execStreams, goldens, urls,
+      claimFromPool: config.BOXD_POOL ? claimFromPool : undefined,
+      snapshot: async (account, name) => snapshots.require(account, name),
+    }),
+  );
+  v1.use(forkApi({ store, accounts, hosts, snapshots, urls }));
+  v1.get('/pool', async (_req, res) => {
+    const alive = (await hosts.aliveHosts()).map((h) => h.id);
+    const all = [...(await goldens()).values()].map((g) => ({ name: g.name, poolSize: g.poolSize }));
+    res.json({ pools: await poolStats(redis, prefix, all, alive) });
+  });
   api.use('/v1', v1);
   api.use(notFound);
   api.use(errorHandler(log));

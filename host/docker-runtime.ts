@@ -310,8 +310,10 @@ export class DockerRuntime implements Runtime {
   async commit(id: string, ref: string, labels: Record<string, string>): Promise<void> {
     const [repo, tag] = splitRef(ref);
     try {
-      // pause: true gives a consistent copy of a running box; the parent resumes right after.
-      await this.docker.getContainer(id).commit({ repo, tag, pause: true, changes: labelChanges(labels) });
+      // pause gives a consistent copy of a running box (it resumes right after); a suspended
+      // box is already frozen and must stay so.
+      const paused = (await this.inspect(id))?.state === 'paused';
+      await this.docker.getContainer(id).commit({ repo, tag, pause: !paused, changes: labelChanges(labels) });
     } catch (e) {
       throw this.lifecycleError(e, id, 'commit');
     }

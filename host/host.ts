@@ -14,10 +14,13 @@ import { BoxLocks } from './locks.ts';
 import { reconcile } from './reconcile.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
+import { Snapshots } from '../core/snapshots.ts';
+import { WarmPool } from '../pool/warm-pool.ts';
 
 export interface HostHandle {
   lifecycle: Lifecycle;
   runtime: Runtime;
+  pool: WarmPool;
   idle: IdleSuspender;
   close(): Promise<void>;
 }
@@ -46,17 +49,21 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   }
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
-  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, log });
+  const snapshots = new Snapshots(redis, prefix);
+  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log });
 
   await reconcile({
     store,
     runtime,
     labels: { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId },
     spec: (box) => lifecycle.spec(box),
+    idOf: (box) => box.runtimeId ?? lifecycle.runtimeName(box.name),
     hostId,
     log,
   });
-  await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
+  const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
+  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
+  await pool.reconcile();
 
   const startedAt = Date.now();
   const beat = async () => {
@@ -83,6 +90,15 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.putFile(job.name, job.path, job.blob, job.mode);
       case 'getFile':
         return lifecycle.getFile(job.name, job.path);
+      case 'fork':
+        return view(await lifecycle.fork(job.name, job.child, finalAttempt));
+      case 'snapshot':
+        return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
+      case 'deleteSnapshot':
+        return { removed: await runtime.removeImage(snapshots.imageFor(job.account, job.snapshot)) };
+      case 'pool-fill':
+        void pool.fill();
+        return null;
       default:
         throw new BoxdError('NOT_IMPLEMENTED', `operation ${job.op} is not available on this host yet`);
     }
@@ -92,14 +108,17 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
 
   const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
-  log.info({ hostId, prefix }, 'host ready');
+  if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
+  log.info({ hostId, prefix, pool: config.BOXD_POOL }, 'host ready');
 
   return {
     lifecycle,
     runtime,
+    pool,
     idle,
     async close() {
       clearInterval(heartbeat);
+      await pool.close();
       await idle.stop();
       await worker.close();
       await redis.hdel(`${prefix}:hosts`, hostId).catch(() => undefined);

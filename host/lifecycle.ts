@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { StringDecoder } from 'node:string_decoder';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
+import type { Snapshots } from '../core/snapshots.ts';
 import { BoxdError, BoxStateError } from '../core/errors.ts';
 import type { ExecMessage, ExecOutcome, HostJob } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
@@ -16,6 +17,7 @@ export interface LifecycleDeps {
   prefix: string;
   hostId: string;
   pidsLimit: number;
+  snapshots?: Snapshots;
   log: Logger;
 }
 
@@ -163,7 +165,8 @@ export class Lifecycle {
         const result = await this.d.runtime.exec(box.runtimeId ?? this.runtimeName(job.name), {
           cmd: job.cmd,
           cwd: job.cwd,
-          env: job.env,
+          // The box's own env first (a claimed pool box got it after its container was made).
+          env: { ...box.env, ...job.env },
           stdin,
           timeoutMs: job.timeoutMs,
           onOutput: job.stream
@@ -220,12 +223,44 @@ export class Lifecycle {
     return data;
   }
 
-  /** Removes the container and the record. Idempotent. */
+  /** Removes the container, the record, and the box's fork image when nothing else uses it. Idempotent. */
   async destroy(name: string): Promise<void> {
     await this.d.locks.exclusive(name, async () => {
       const box = await this.d.store.get(name);
       await this.d.runtime.destroy(box?.runtimeId ?? this.runtimeName(name));
       await this.d.store.remove(name);
+      if (box?.imageRef.startsWith('boxd-fork/')) await this.d.runtime.removeImage(box.imageRef);
+      if (box?.imageRef.startsWith('boxd-snap/') && this.d.snapshots && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
+        await this.d.runtime.removeImage(box.imageRef);
+      }
+    });
+  }
+
+  /**
+   * Forks `parent` into the record `child` (state creating, made by the caller): commits the
+   * parent's filesystem to the child's own image, then creates the child from it. The parent
+   * keeps running (it is frozen for the commit only) and nothing the child does reaches it.
+   */
+  async fork(parent: string, child: string, finalAttempt: boolean): Promise<BoxRecord> {
+    const image = `boxd-fork/${this.d.prefix}-${child}:v1`;
+    await this.d.locks.exclusive(parent, async () => {
+      const p = await this.d.store.require(parent);
+      if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
+      await this.d.runtime.commit(p.runtimeId ?? this.runtimeName(parent), image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
+    }).catch(async (e) => {
+      await this.d.store.remove(child);
+      throw e;
+    });
+    await this.d.store.update(child, { imageRef: image });
+    return this.create(child, finalAttempt);
+  }
+
+  /** Commits a box's filesystem to the snapshot's image. The snapshot record is the caller's. */
+  async snapshot(name: string, image: string): Promise<void> {
+    await this.d.locks.exclusive(name, async () => {
+      const box = await this.d.store.require(name);
+      if (box.state !== 'running' && box.state !== 'suspended') throw new BoxStateError(name, box.state, 'snapshot');
+      await this.d.runtime.commit(box.runtimeId ?? this.runtimeName(name), image, { 'boxd.instance': this.d.prefix, 'boxd.snapshot-of': name });
     });
   }
 }

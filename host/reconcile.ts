@@ -20,24 +20,26 @@ export async function reconcile(deps: {
   labels: Record<string, string>;
   /** The spec a record's box is (re)created from; create is idempotent and starts a stopped box. */
   spec: (box: BoxRecord) => BoxSpec;
+  /** Runtime id of a record's box. */
+  idOf: (box: BoxRecord) => string;
   hostId: string;
   log: Logger;
 }): Promise<ReconcileReport> {
   const report: ReconcileReport = { removedContainers: [], erroredBoxes: [], restarted: [] };
   const containers = await deps.runtime.list(deps.labels);
   const records = await deps.store.list({ hostId: deps.hostId });
-  const byBox = new Map(containers.map((c) => [c.labels['boxd.box'] ?? '', c]));
-  const known = new Set(records.map((r) => r.name));
+  // Matched by runtime id, not by label: a claimed pool box keeps its container under a new name.
+  const byId = new Map(containers.map((c) => [c.id, c]));
+  const known = new Set(records.map((r) => deps.idOf(r)));
 
   for (const c of containers) {
-    const box = c.labels['boxd.box'] ?? '';
-    if (!known.has(box)) {
+    if (!known.has(c.id)) {
       await deps.runtime.destroy(c.id);
       report.removedContainers.push(c.name);
     }
   }
   for (const box of records) {
-    const c = byBox.get(box.name);
+    const c = byId.get(deps.idOf(box));
     if (box.state === 'creating') continue; // its create job is still queued and will finish it
     if (!c) {
       if (box.state === 'running' || box.state === 'suspended') {
@@ -47,7 +49,7 @@ export async function reconcile(deps: {
       continue;
     }
     if (c.state === 'stopped') {
-      const inst = await deps.runtime.create(deps.spec(box)).catch(() => undefined);
+      const inst = await deps.runtime.create({ ...deps.spec(box), name: c.id }).catch(() => undefined);
       if (!inst) {
         await deps.store.transition(box.name, '*', 'error', { error: 'its container could not be restarted' });
         report.erroredBoxes.push(box.name);

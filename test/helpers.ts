@@ -23,6 +23,7 @@ export function testConfig(over: Record<string, string> = {}): Config {
     BOXD_HOST_ID: `h-${prefix}`,
     BOXD_API_KEY: `key-${randomBytes(12).toString('hex')}`,
     LOG_LEVEL: 'silent',
+    BOXD_POOL: 'false',
     ...over,
   });
 }
@@ -31,7 +32,7 @@ export function testConfig(over: Record<string, string> = {}): Config {
 export async function purge(prefix: string): Promise<void> {
   const containers = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${prefix}`] } });
   await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
-  const images = await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-test/${prefix}*`] } }).catch(() => []);
+  const images = await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-fork/${prefix}*`, `boxd-test/${prefix}*`] } }).catch(() => []);
   for (const i of images) await docker.getImage(i.Id).remove({ force: true }).catch(() => undefined);
   const redis = new Redis(loadConfig().REDIS_URL);
   let cursor = '0';

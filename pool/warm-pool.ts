@@ -1,0 +1,163 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { BoxStore } from '../core/boxes.ts';
+import type { Logger } from '../core/log.ts';
+import type { Golden } from '../golden-images/definitions.ts';
+import type { Lifecycle } from '../host/lifecycle.ts';
+import type { Runtime } from '../host/runtime.ts';
+import { POOL_ACCOUNT, poolListKey } from './keys.ts';
+
+/**
+ * One host's warm pools: for each golden with a pool size, that many boxes created from the
+ * golden's current image and suspended, listed in Redis for gateways to claim.
+ *
+ * Lifecycle: `reconcile` (after a restart: list what survived, drop what did not), `fill`
+ * (idempotent; one fill runs at a time), `close` (waits for the fill in flight).
+ * A golden whose definition changed has a new tag: boxes of the old tag are drained.
+ */
+export class WarmPool {
+  private filling: Promise<void> | undefined;
+  private again = false;
+  private closed = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly d: {
+      redis: Redis;
+      store: BoxStore;
+      lifecycle: Pick<Lifecycle, 'create' | 'suspend' | 'destroy'>;
+      runtime: Pick<Runtime, 'hasImage'>;
+      goldens: () => Map<string, Golden>;
+      prefix: string;
+      hostId: string;
+      pidsLimit?: number;
+      log: Logger;
+    },
+  ) {}
+
+  private key(golden: string): string {
+    return poolListKey(this.d.prefix, this.d.hostId, golden);
+  }
+
+  /** Ready box names of a golden, in claim order. */
+  ready(golden: string): Promise<string[]> {
+    return this.d.redis.lrange(this.key(golden), 0, -1);
+  }
+
+  /** After a restart: pooled boxes that survived are listed once, half-made ones removed. */
+  async reconcile(): Promise<void> {
+    const mine = (await this.d.store.list({ account: POOL_ACCOUNT })).filter((b) => b.hostId === this.d.hostId);
+    const goldens = this.d.goldens();
+    for (const golden of goldens.keys()) {
+      for (const name of await this.ready(golden)) {
+        if (!mine.some((b) => b.name === name)) await this.d.redis.lrem(this.key(golden), 0, name);
+      }
+    }
+    for (const box of mine) {
+      const listed = (await this.ready(box.golden ?? '')).includes(box.name);
+      if (listed && box.state === 'suspended') continue;
+      if (box.state === 'running') await this.d.lifecycle.suspend(box.name).catch(() => undefined);
+      const now = await this.d.store.get(box.name);
+      if (now?.state === 'suspended' && box.golden && goldens.has(box.golden)) {
+        if (!listed) await this.d.redis.rpush(this.key(box.golden), box.name);
+      } else {
+        await this.remove(box.golden ?? '', box.name);
+      }
+    }
+  }
+
+  /** Tops every pool up to its size and drains stale boxes. Concurrent calls share one run. */
+  fill(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.filling) {
+      this.again = true;
+      return this.filling;
+    }
+    this.filling = (async () => {
+      do {
+        this.again = false;
+        for (const golden of this.d.goldens().values()) {
+          if (this.closed) return;
+          try {
+            await this.fillOne(golden);
+          } catch (e) {
+            this.d.log.warn({ golden: golden.name, err: e }, 'pool fill failed');
+          }
+        }
+      } while (this.again && !this.closed);
+    })().finally(() => (this.filling = undefined));
+    return this.filling;
+  }
+
+  private async fillOne(golden: Golden): Promise<void> {
+    const names = await this.ready(golden.name);
+    // Drain boxes of an older build of this golden, and any beyond the size.
+    for (const name of names) {
+      const box = await this.d.store.get(name);
+      if (!box || box.imageRef !== golden.tag || box.state !== 'suspended') await this.remove(golden.name, name);
+    }
+    let ready = await this.d.redis.llen(this.key(golden.name));
+    while (ready > golden.manifest.poolSize) {
+      const extra = await this.d.redis.rpop(this.key(golden.name));
+      if (extra) await this.remove(golden.name, extra);
+      ready--;
+    }
+    if (ready >= golden.manifest.poolSize || !(await this.d.runtime.hasImage(golden.tag))) return;
+    while (ready < golden.manifest.poolSize && !this.closed) {
+      await this.addOne(golden);
+      ready++;
+    }
+  }
+
+  private async addOne(golden: Golden): Promise<void> {
+    const name = `pool-${golden.name}-${randomBytes(4).toString('hex')}`;
+    const now = Date.now();
+    await this.d.store.create(
+      {
+        name,
+        account: POOL_ACCOUNT,
+        golden: golden.name,
+        imageRef: golden.tag,
+        ports: golden.manifest.ports,
+        hostPorts: {},
+        public: true,
+        env: {},
+        idleTimeoutMs: golden.manifest.idleTimeoutMs,
+        cpus: golden.manifest.cpus,
+        memoryMb: golden.manifest.memoryMb,
+        createdAt: now,
+        lastActivityAt: now,
+        hostId: this.d.hostId,
+      },
+      -1,
+    );
+    try {
+      await this.d.lifecycle.create(name, true);
+      await this.d.lifecycle.suspend(name);
+      await this.d.redis.rpush(this.key(golden.name), name);
+      this.d.log.debug({ golden: golden.name, box: name }, 'pool box ready');
+    } catch (e) {
+      await this.d.lifecycle.destroy(name).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async remove(golden: string, name: string): Promise<void> {
+    await this.d.redis.lrem(this.key(golden), 0, name);
+    await this.d.lifecycle.destroy(name).catch((err) => this.d.log.warn({ box: name, err }, 'could not remove pool box'));
+  }
+
+  /** Fills now and then every `intervalMs`. */
+  start(intervalMs: number): void {
+    void this.fill();
+    this.timer = setInterval(() => void this.fill(), intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops filling and waits for the fill in flight. Boxes stay (they survive restarts). */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.filling;
+  }
+}

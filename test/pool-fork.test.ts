@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startHost } from '../host/host.ts';
+import { docker, log, startStack, waitFor, type Stack } from './helpers.ts';
+
+interface Pool { golden: string; target: number; ready: number; hits: number; misses: number; hitRate: number | null }
+
+describe('warm pool (real Docker, real Redis)', () => {
+  let s: Stack;
+  const pool = async (golden: string): Promise<Pool> =>
+    ((await s.api.get('/v1/pool').set(s.auth).expect(200)).body.pools as Pool[]).find((p) => p.golden === golden)!;
+  before(async () => {
+    s = await startStack({ BOXD_POOL: 'true', BOXD_POOL_FILL_MS: '300' });
+  });
+  after(async () => {
+    await s?.close();
+  });
+
+  it('hands out ready boxes, never the same one twice, and refills', async () => {
+    await waitFor(async () => (await pool('tiny')).ready === 2, 60_000);
+    const [a, b] = await Promise.all([
+      s.api.post('/v1/boxes').set(s.auth).send({ name: 'pa', golden: 'tiny', env: { FOO: 'from-a' } }),
+      s.api.post('/v1/boxes').set(s.auth).send({ name: 'pb', golden: 'tiny', env: { FOO: 'from-b' } }),
+    ]);
+    assert.equal(a.status, 201);
+    assert.equal(b.status, 201);
+    assert.equal(a.body.pooled, true);
+    assert.equal(b.body.pooled, true);
+    assert.equal(a.body.state, 'running');
+    const ra = await s.gateway.store.require('pa');
+    const rb = await s.gateway.store.require('pb');
+    assert.notEqual(ra.runtimeId, rb.runtimeId, 'two claims, two different boxes');
+    assert.equal(ra.account, 'default');
+    for (const [name, want] of [['pa', 'from-a'], ['pb', 'from-b']]) {
+      const r = await s.api.post(`/v1/boxes/${name}/exec`).set(s.auth).send({ cmd: ['sh', '-c', 'echo $FOO'] }).expect(200);
+      assert.equal(r.body.stdout, `${want}\n`, 'the claimed box got the caller’s env');
+    }
+    const stats = await pool('tiny');
+    assert.equal(stats.hits, 2);
+    await waitFor(async () => (await pool('tiny')).ready === 2, 30_000);
+    // An empty pool falls back to a cold create, never an error.
+    const burst = await Promise.all(['pc', 'pd', 'pe'].map((name) => s.api.post('/v1/boxes').set(s.auth).send({ name, golden: 'tiny' })));
+    assert.deepEqual(burst.map((r) => r.status), [201, 201, 201]);
+    assert.equal(burst.filter((r) => !r.body.pooled).length, 1, 'the third create was cold');
+    assert.ok((await pool('tiny')).misses >= 1);
+    for (const n of ['pa', 'pb', 'pc', 'pd', 'pe']) await s.api.delete(`/v1/boxes/${n}`).set(s.auth).expect(204);
+  });
+
+  it('keeps a full pool across a host restart and drains boxes of an old golden build', async () => {
+    await waitFor(async () => (await pool('tiny')).ready === 2, 30_000);
+    const before = await s.host.pool.ready('tiny');
+    await s.host.close();
+    s.host = await startHost(s.config, log);
+    assert.deepEqual(await s.host.pool.ready('tiny'), before, 'the same boxes are still ready');
+    for (const name of before) {
+      const c = await docker.getContainer((await s.gateway.store.require(name)).runtimeId!).inspect();
+      assert.equal(c.State.Paused, true);
+    }
+    // Pretend the first one was made from an older build of the golden.
+    await s.gateway.store.update(before[0]!, { imageRef: 'boxd-golden/tiny:old' });
+    await s.host.pool.fill();
+    const after = await s.host.pool.ready('tiny');
+    assert.ok(!after.includes(before[0]!), 'the stale box was drained');
+    assert.equal(await s.gateway.store.get(before[0]!), undefined);
+    const claimed = await s.api.post('/v1/boxes').set(s.auth).send({ name: 'after-restart', golden: 'tiny' }).expect(201);
+    assert.equal(claimed.body.pooled, true);
+    await s.api.delete('/v1/boxes/after-restart').set(s.auth).expect(204);
+  });
+});
+
+describe('fork and snapshots (real Docker, real Redis)', () => {
+  let s: Stack;
+  before(async () => {
+    s = await startStack();
+  });
+  after(async () => {
+    await s?.close();
+  });
+  const run = async (box: string, script: string) =>
+    (await s.api.post(`/v1/boxes/${box}/exec`).set(s.auth).send({ cmd: ['bash', '-c', script] }).expect(200)).body as { exitCode: number; stdout: string };
+
+  it('forks a running parent; the child cannot touch the parent', async () => {
+    await s.api.post('/v1/boxes').set(s.auth).send({ name: 'parent', golden: 'default' }).expect(201);
+    await run('parent', 'mkdir -p /workspace/repo && echo v1 > /workspace/repo/file.txt');
+    const child = await s.api.post('/v1/boxes/parent/fork').set(s.auth).send({ name: 'try-1' }).expect(201);
+    assert.equal(child.body.parent, 'parent');
+    assert.equal(child.body.state, 'running');
+    assert.match(child.body.url, /^http:\/\/try-1\./);
+    assert.equal((await run('try-1', 'cat /workspace/repo/file.txt')).stdout, 'v1\n');
+    await run('try-1', 'rm -rf /workspace/repo && echo child > /workspace/child-only');
+    assert.equal((await run('parent', 'cat /workspace/repo/file.txt')).stdout, 'v1\n', 'the parent still has its files');
+    assert.equal((await run('parent', 'test -e /workspace/child-only; echo $?')).stdout, '1\n');
+    assert.equal((await s.api.get('/v1/boxes/parent').set(s.auth).expect(200)).body.state, 'running');
+  });
+
+  it('forks a suspended parent, which stays suspended', async () => {
+    await s.api.post('/v1/boxes/parent/suspend').set(s.auth).expect(200);
+    const child = await s.api.post('/v1/boxes/parent/fork').set(s.auth).send({ name: 'try-2' }).expect(201);
+    assert.equal(child.body.state, 'running');
+    assert.equal((await run('try-2', 'cat /workspace/repo/file.txt')).stdout, 'v1\n');
+    assert.equal((await s.api.get('/v1/boxes/parent').set(s.auth).expect(200)).body.state, 'suspended');
+    await s.api.delete('/v1/boxes/try-1').set(s.auth).expect(204);
+    await s.api.delete('/v1/boxes/try-2').set(s.auth).expect(204);
+    const forks = await docker.listImages({ filters: { reference: [`boxd-fork/${s.config.BOXD_PREFIX}-*`] } });
+    assert.equal(forks.length, 0, 'fork images go with their boxes');
+  });
+
+  it('snapshots a box, creates any number of boxes from it, lists and deletes it', async () => {
+    await s.api.post('/v1/boxes/parent/snapshot').set(s.auth).send({ snapshot: 'before-step' }).expect(201);
+    await s.api.post('/v1/boxes/parent/snapshot').set(s.auth).send({ snapshot: 'before-step' }).expect(409);
+    await run('parent', 'echo v2 > /workspace/repo/file.txt');
+    for (const name of ['s1', 's2']) {
+      const b = await s.api.post('/v1/boxes').set(s.auth).send({ name, snapshot: 'before-step' }).expect(201);
+      assert.equal(b.body.snapshot, 'before-step');
+      assert.deepEqual(b.body.ports, [3000, 8080]);
+      assert.equal((await run(name, 'cat /workspace/repo/file.txt')).stdout, 'v1\n');
+    }
+    const list = await s.api.get('/v1/snapshots').set(s.auth).expect(200);
+    assert.deepEqual(list.body.snapshots.map((x: { name: string }) => x.name), ['before-step']);
+    const other = await s.gateway.accounts.createKey('someone-else');
+    await s.api.post('/v1/boxes').set('Authorization', `Bearer ${other}`).send({ snapshot: 'before-step' }).expect(404);
+    await s.api.delete('/v1/snapshots/before-step').set(s.auth).expect(204);
+    await s.api.post('/v1/boxes').set(s.auth).send({ snapshot: 'before-step' }).expect(404);
+    const image = `boxd-snap/${s.config.BOXD_PREFIX}-default-before-step:latest`;
+    assert.ok(await docker.getImage(image).inspect(), 'still used by s1 and s2');
+    await s.api.delete('/v1/boxes/s1').set(s.auth).expect(204);
+    await s.api.delete('/v1/boxes/s2').set(s.auth).expect(204);
+    await assert.rejects(docker.getImage(image).inspect(), 'removed with the last box using it');
+  });
+});
