@@ -10,6 +10,8 @@ import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
 import { requireKey } from './auth.ts';
 import { boxesApi, type PoolClaim } from './boxes-api.ts';
 import { forkApi } from './fork-api.ts';
+import { hooksApi, publicHooks, taskQueue } from './hooks-api.ts';
+import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { claimPooled, poolStats, recordClaim } from '../pool/claim.ts';
 import { errorHandler, notFound } from './errors.ts';
@@ -90,6 +92,9 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   api.get('/metrics', async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render(store));
   });
+  const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, urls };
+  const tasksQueue = taskQueue(hookDeps);
+  api.use(publicHooks(hookDeps, tasksQueue));
   const v1 = express.Router();
   v1.use(requireKey(accounts));
   // JSON bodies for everything but file uploads, which take raw bytes.
@@ -132,6 +137,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     }),
   );
   v1.use(forkApi({ store, accounts, hosts, snapshots, urls }));
+  v1.use(hooksApi(hookDeps));
   v1.get('/pool', async (_req, res) => {
     const alive = (await hosts.aliveHosts()).map((h) => h.id);
     const all = [...(await goldens()).values()].map((g) => ({ name: g.name, poolSize: g.poolSize }));
@@ -189,6 +195,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       preview.close();
       await activity.stop();
       await hosts.close();
+      await tasksQueue.close().catch(() => undefined);
       await Promise.all([redis.quit(), sub.quit()].map((p) => p.catch(() => undefined)));
     },
   };

@@ -7,7 +7,10 @@ import { BoxdError } from '../core/errors.ts';
 import type { HostInfo, HostJob } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
 import { DockerRuntime } from './docker-runtime.ts';
-import { publishGoldens } from './goldens.ts';
+import { publishGoldens, readGoldens } from './goldens.ts';
+import { TaskRunner } from './task-runner.ts';
+import { HookStore } from '../core/hooks.ts';
+import { Accounts } from '../core/accounts.ts';
 import { IdleSuspender } from './idle.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { BoxLocks } from './locks.ts';
@@ -106,6 +109,14 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const worker: Worker = startWorker({ connection: workerConn, prefix, hostId, concurrency: 64, handle, log });
   await worker.waitUntilReady();
 
+  const taskConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  const tasks = new TaskRunner({
+    connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
+    goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), log: log.child({ part: 'tasks' }),
+  });
+  await tasks.start();
+
   const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
@@ -120,9 +131,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       clearInterval(heartbeat);
       await pool.close();
       await idle.stop();
+      await tasks.close();
       await worker.close();
       await redis.hdel(`${prefix}:hosts`, hostId).catch(() => undefined);
-      await Promise.all([redis.quit(), workerConn.quit()].map((p) => p.catch(() => undefined)));
+      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
     },
   };
 }

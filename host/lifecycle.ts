@@ -199,7 +199,11 @@ export class Lifecycle {
   }
 
   async putFile(name: string, path: string, blob: string, mode?: number): Promise<void> {
-    const data = await this.takeBlob(blob);
+    await this.writeFile(name, path, await this.takeBlob(blob), mode);
+  }
+
+  /** Writes bytes into a box (resumed first if suspended). */
+  async writeFile(name: string, path: string, data: Buffer, mode?: number): Promise<void> {
     await this.whileRunning(name, async (box) => {
       await this.d.runtime.putFile(box.runtimeId ?? this.runtimeName(name), path, data, mode);
       await this.d.store.touch(name);

@@ -1,0 +1,114 @@
+import express, { Router } from 'express';
+import { Queue } from 'bullmq';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import type { Config } from '../core/config.ts';
+import { BoxdError } from '../core/errors.ts';
+import { TASK_QUEUE, verifySignature, type Hook, type HookStore, type Task } from '../core/hooks.ts';
+import type { GoldenInfo } from '../host/goldens.ts';
+import { accountOf } from './auth.ts';
+import { parse } from './schemas.ts';
+import type { Urls } from './urls.ts';
+
+const MAX_PAYLOAD = 1024 * 1024;
+
+const hookBody = z
+  .object({
+    name: z.string().min(1).max(100),
+    golden: z.string().regex(/^[a-z0-9][a-z0-9-]{0,30}$/).default('default'),
+    steps: z.array(z.object({ cmd: z.union([z.string().min(1).max(65_536), z.array(z.string().max(65_536)).min(1).max(1000)]) }).strict()).min(1).max(50),
+    secret: z.string().min(16, 'secrets have at least 16 characters').max(256).optional(),
+    keepMs: z.number().int().min(0).max(24 * 3600 * 1000).default(0),
+  })
+  .strict();
+
+export interface HooksDeps {
+  config: Config;
+  redis: Redis;
+  hooks: HookStore;
+  goldens: () => Promise<Map<string, GoldenInfo>>;
+  urls: Urls;
+}
+
+/** The task queue, shared by every host. */
+export function taskQueue(d: HooksDeps): Queue {
+  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: d.config.BOXD_PREFIX });
+  q.on('error', () => undefined);
+  return q;
+}
+
+/** `POST /hooks/:id`: public, signed; enqueues a task and answers 202 at once. */
+export function publicHooks(d: HooksDeps, queue: Queue): Router {
+  const r = Router();
+  r.post('/hooks/:id', express.raw({ type: () => true, limit: MAX_PAYLOAD }), async (req, res) => {
+    const hook = await d.hooks.hook(String(req.params.id));
+    if (!hook) throw new BoxdError('HOOK_NOT_FOUND', 'no such hook');
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const signature = req.header('x-boxd-signature') ?? req.header('x-hub-signature-256');
+    if (!verifySignature(hook.secret, body, signature)) {
+      throw new BoxdError('UNAUTHORIZED', 'missing or wrong X-Boxd-Signature (sha256=<hex HMAC-SHA256 of the raw body>)');
+    }
+    const taskId = `tk-${randomBytes(8).toString('hex')}`;
+    const delivery = req.header('x-boxd-delivery') ?? req.header('x-github-delivery');
+    if (delivery) {
+      const first = await d.hooks.firstDelivery(hook.id, delivery.slice(0, 200), taskId);
+      if (first !== true) {
+        res.status(200).json({ task: first, duplicate: true });
+        return;
+      }
+    }
+    const task: Task = { id: taskId, hook: hook.id, account: hook.account, state: 'queued', steps: [], box: null, attempts: 0, triggeredAt: Date.now() };
+    await d.redis.set(d.hooks.payloadKey(taskId), body, 'EX', 7 * 86_400);
+    await d.hooks.saveTask(task);
+    await queue.add('task', { taskId }, { jobId: taskId, attempts: 2, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: { age: 86_400 }, removeOnFail: { age: 86_400 } });
+    res.status(202).json({ task: taskJson(task, d.urls) });
+  });
+  return r;
+}
+
+/** `/v1/hooks…` and `/v1/tasks…` (authenticated). */
+export function hooksApi(d: HooksDeps): Router {
+  const r = Router();
+  r.post('/hooks', async (req, res) => {
+    const body = parse(hookBody, req.body);
+    if (!(await d.goldens()).has(body.golden)) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
+    const hook = await d.hooks.createHook({ ...body, account: accountOf(req) });
+    res.status(201).json({ ...hookJson(hook, d.urls), secret: hook.secret });
+  });
+  r.get('/hooks', async (req, res) => {
+    res.json({ hooks: (await d.hooks.hooks(accountOf(req))).map((h) => hookJson(h, d.urls)) });
+  });
+  r.delete('/hooks/:id', async (req, res) => {
+    await d.hooks.deleteHook(accountOf(req), String(req.params.id));
+    res.status(204).end();
+  });
+  r.get('/tasks', async (req, res) => {
+    res.json({ tasks: (await d.hooks.tasks(accountOf(req))).map((t) => taskJson(t, d.urls)) });
+  });
+  r.get('/tasks/:id', async (req, res) => {
+    const t = await d.hooks.task(String(req.params.id));
+    if (!t || t.account !== accountOf(req)) throw new BoxdError('TASK_NOT_FOUND', `no task ${req.params.id}`);
+    res.json(taskJson(t, d.urls));
+  });
+  return r;
+}
+
+function hookJson(h: Hook, urls: Urls) {
+  return { id: h.id, url: `${urls.api}/hooks/${h.id}`, name: h.name, golden: h.golden, steps: h.steps, keepMs: h.keepMs, createdAt: new Date(h.createdAt).toISOString() };
+}
+
+function taskJson(t: Task, urls: Urls) {
+  return {
+    id: t.id,
+    hook: t.hook,
+    state: t.state,
+    steps: t.steps.map((s) => ({ cmd: s.cmd, exitCode: s.exitCode, stdout: s.stdout, stderr: s.stderr, durationMs: s.durationMs, startedAt: new Date(s.startedAt).toISOString() })),
+    box: t.box ? { name: t.box.name, kept: t.box.kept, url: t.box.kept ? urls.box(t.box.name) : null, until: t.box.until ? new Date(t.box.until).toISOString() : undefined } : null,
+    error: t.error,
+    attempts: t.attempts,
+    triggeredAt: new Date(t.triggeredAt).toISOString(),
+    startedAt: t.startedAt ? new Date(t.startedAt).toISOString() : undefined,
+    finishedAt: t.finishedAt ? new Date(t.finishedAt).toISOString() : undefined,
+  };
+}

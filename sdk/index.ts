@@ -1,0 +1,272 @@
+/**
+ * boxd TypeScript SDK.
+ *
+ *   const c = new Compute({ apiKey: process.env.BOXD_API_KEY });
+ *   const box = await c.box.create({ name: `task-${id}` });
+ *   await box.exec(['bash', '-lc', 'npm test']);
+ *   await box.suspend(); await box.resume(); await box.destroy();
+ *
+ * Every failed call throws BoxdApiError carrying the API's error `code` and HTTP `status`.
+ */
+
+export interface BoxInfo {
+  name: string;
+  state: 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
+  golden?: string;
+  image?: string;
+  snapshot?: string;
+  url: string | null;
+  urls: Record<string, string>;
+  ports: number[];
+  public: boolean;
+  parent?: string;
+  idleTimeoutMs: number;
+  createdAt: string;
+  lastActivityAt: string;
+  previewToken?: string;
+  pooled?: boolean;
+  error?: string;
+}
+
+export interface CreateOptions {
+  name?: string;
+  golden?: string;
+  image?: string;
+  snapshot?: string;
+  ports?: number[];
+  env?: Record<string, string>;
+  idleTimeoutMs?: number;
+  public?: boolean;
+}
+
+export interface ExecOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: string;
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+  timedOut: boolean;
+  truncated: boolean;
+}
+
+export type ExecEvent = { stream: 'stdout' | 'stderr'; data: string } | { exitCode: number; durationMs: number; timedOut: boolean };
+
+/** An error answered by the API (or a transport failure, code NETWORK_ERROR). */
+export class BoxdApiError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+    this.name = 'BoxdApiError';
+  }
+}
+
+export interface ComputeOptions {
+  /** Defaults to env BOXD_API_KEY. */
+  apiKey?: string;
+  /** Defaults to env BOXD_URL, then http://localhost:8080. */
+  baseUrl?: string;
+  fetch?: typeof fetch;
+}
+
+class Client {
+  readonly baseUrl: string;
+  private readonly apiKey: string;
+  private readonly doFetch: typeof fetch;
+
+  constructor(o: ComputeOptions) {
+    const key = o.apiKey ?? process.env.BOXD_API_KEY;
+    if (!key) throw new BoxdApiError('NO_API_KEY', 'pass apiKey or set BOXD_API_KEY', 0);
+    this.apiKey = key;
+    this.baseUrl = (o.baseUrl ?? process.env.BOXD_URL ?? 'http://localhost:8080').replace(/\/+$/, '');
+    this.doFetch = o.fetch ?? fetch;
+  }
+
+  async raw(method: string, path: string, init: { body?: string | Buffer; json?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
+    const headers: Record<string, string> = { Authorization: `Bearer ${this.apiKey}`, ...init.headers };
+    let body: string | Buffer | undefined = init.body;
+    if (init.json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(init.json);
+    }
+    let res: Response;
+    try {
+      res = await this.doFetch(this.baseUrl + path, { method, headers, body });
+    } catch (e) {
+      throw new BoxdApiError('NETWORK_ERROR', `${method} ${path}: ${(e as Error).message}`, 0);
+    }
+    if (res.status >= 400) {
+      const text = await res.text();
+      let code = 'HTTP_ERROR';
+      let message = text || res.statusText;
+      try {
+        const e = (JSON.parse(text) as { error?: { code: string; message: string } }).error;
+        if (e) ({ code, message } = e);
+      } catch {
+        /* not JSON */
+      }
+      throw new BoxdApiError(code, message, res.status);
+    }
+    return res;
+  }
+
+  async json<T>(method: string, path: string, json?: unknown): Promise<T> {
+    const res = await this.raw(method, path, json === undefined ? {} : { json });
+    return (res.status === 204 ? undefined : await res.json()) as T;
+  }
+}
+
+/** A box handle. `info` is the state as of the last call that returned it. */
+export class Box {
+  constructor(
+    private readonly client: Client,
+    public info: BoxInfo,
+  ) {}
+
+  get name(): string {
+    return this.info.name;
+  }
+  /** The preview URL of the box's first port (null without ports). */
+  get url(): string | null {
+    return this.info.url;
+  }
+  get state(): BoxInfo['state'] {
+    return this.info.state;
+  }
+
+  private path(rest = ''): string {
+    return `/v1/boxes/${encodeURIComponent(this.info.name)}${rest}`;
+  }
+
+  async refresh(): Promise<Box> {
+    this.info = await this.client.json<BoxInfo>('GET', this.path());
+    return this;
+  }
+
+  /** Runs argv to completion (a suspended box is resumed first). */
+  async exec(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.client.json<ExecResult>('POST', this.path('/exec'), { cmd, ...opts });
+  }
+
+  /** Runs argv and yields output as it comes, then `{ exitCode }`. */
+  async *stream(cmd: string[], opts: ExecOptions = {}): AsyncGenerator<ExecEvent> {
+    const res = await this.client.raw('POST', this.path('/exec'), { json: { cmd, ...opts }, headers: { Accept: 'application/x-ndjson' } });
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buf = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (!line) continue;
+        const m = JSON.parse(line) as ExecEvent | { error: { code: string; message: string } };
+        if ('error' in m) throw new BoxdApiError(m.error.code, m.error.message, 200);
+        yield m;
+      }
+    }
+  }
+
+  async suspend(): Promise<Box> {
+    this.info = await this.client.json<BoxInfo>('POST', this.path('/suspend'));
+    return this;
+  }
+
+  async resume(): Promise<Box> {
+    this.info = await this.client.json<BoxInfo>('POST', this.path('/resume'));
+    return this;
+  }
+
+  /** A child box from this box's current filesystem (processes are not copied). */
+  async fork(opts: { name?: string } = {}): Promise<Box> {
+    return new Box(this.client, await this.client.json<BoxInfo>('POST', this.path('/fork'), opts));
+  }
+
+  /** Stores the filesystem as a named snapshot boxes can be created from. */
+  async snapshot(name: string): Promise<{ name: string }> {
+    return (await this.client.json<{ snapshot: { name: string } }>('POST', this.path('/snapshot'), { snapshot: name })).snapshot;
+  }
+
+  readonly files = {
+    write: async (path: string, data: string | Uint8Array, opts: { mode?: number } = {}): Promise<void> => {
+      const q = `?path=${encodeURIComponent(path)}${opts.mode !== undefined ? `&mode=${opts.mode.toString(8)}` : ''}`;
+      await this.client.raw('PUT', this.path(`/files${q}`), { body: typeof data === 'string' ? data : Buffer.from(data), headers: { 'Content-Type': 'application/octet-stream' } });
+    },
+    read: async (path: string): Promise<Buffer> => {
+      const res = await this.client.raw('GET', this.path(`/files?path=${encodeURIComponent(path)}`));
+      return Buffer.from(await res.arrayBuffer());
+    },
+    readText: async (path: string): Promise<string> => (await this.files.read(path)).toString('utf8'),
+  };
+
+  async destroy(): Promise<void> {
+    await this.client.json('DELETE', this.path());
+    this.info = { ...this.info, state: 'destroyed' };
+  }
+}
+
+/** The entry point: `new Compute({ apiKey, baseUrl })`. */
+export class Compute {
+  private readonly client: Client;
+
+  constructor(opts: ComputeOptions = {}) {
+    this.client = new Client(opts);
+  }
+
+  get baseUrl(): string {
+    return this.client.baseUrl;
+  }
+
+  readonly box = {
+    create: async (opts: CreateOptions = {}): Promise<Box> => new Box(this.client, await this.client.json<BoxInfo>('POST', '/v1/boxes', opts)),
+    get: async (name: string): Promise<Box> => new Box(this.client, await this.client.json<BoxInfo>('GET', `/v1/boxes/${encodeURIComponent(name)}`)),
+    list: async (): Promise<Box[]> => (await this.client.json<{ boxes: BoxInfo[] }>('GET', '/v1/boxes')).boxes.map((b) => new Box(this.client, b)),
+  };
+
+  readonly snapshots = {
+    list: async () => (await this.client.json<{ snapshots: { name: string; box: string; createdAt: string }[] }>('GET', '/v1/snapshots')).snapshots,
+    delete: async (name: string) => void (await this.client.json('DELETE', `/v1/snapshots/${encodeURIComponent(name)}`)),
+  };
+
+  readonly hooks = {
+    create: async (h: { name: string; golden?: string; steps: { cmd: string | string[] }[]; secret?: string; keepMs?: number }) =>
+      this.client.json<{ id: string; url: string; secret: string }>('POST', '/v1/hooks', h),
+    list: async () => (await this.client.json<{ hooks: { id: string; url: string; name: string; golden: string }[] }>('GET', '/v1/hooks')).hooks,
+    delete: async (id: string) => void (await this.client.json('DELETE', `/v1/hooks/${encodeURIComponent(id)}`)),
+  };
+
+  readonly tasks = {
+    get: async (id: string) => this.client.json<TaskInfo>('GET', `/v1/tasks/${encodeURIComponent(id)}`),
+    list: async () => (await this.client.json<{ tasks: TaskInfo[] }>('GET', '/v1/tasks')).tasks,
+  };
+
+  async goldens() {
+    return (await this.client.json<{ goldens: { name: string; description: string; poolSize: number; ports: number[]; built: boolean }[] }>('GET', '/v1/goldens')).goldens;
+  }
+
+  async pool() {
+    return (await this.client.json<{ pools: { golden: string; target: number; ready: number; hits: number; misses: number; hitRate: number | null }[] }>('GET', '/v1/pool')).pools;
+  }
+}
+
+export interface TaskInfo {
+  id: string;
+  hook: string;
+  state: 'queued' | 'running' | 'succeeded' | 'failed';
+  steps: { cmd: string[]; exitCode: number | null; stdout: string; stderr: string; durationMs: number; startedAt: string }[];
+  box: { name: string; kept: boolean; url: string | null; until?: string } | null;
+  error?: string;
+  attempts: number;
+  triggeredAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
