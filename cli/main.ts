@@ -1,0 +1,215 @@
+/**
+ * `boxd` — the command line of boxd. Reads BOXD_URL and BOXD_API_KEY (or .boxd/api-key).
+ * Human tables by default, `--json` for programs; a progress line on slow calls.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { BoxdApiError, Compute, type BoxInfo } from '../sdk/index.ts';
+
+const HELP = `boxd — sandboxes for coding agents
+
+usage: boxd <command> [args] [--json]
+
+  up                         set up and run boxd here (same as npm start)
+  ls                         list boxes
+  create [NAME] [--golden G] [--image I] [--snapshot S] [--port P]… [--env K=V]… [--private]
+  exec NAME -- CMD…          run a command, stream its output, exit with its code
+  suspend NAME · resume NAME
+  fork NAME [CHILD]          a child box from NAME's filesystem
+  snapshot NAME SNAPSHOT     store NAME's filesystem as SNAPSHOT
+  rm NAME…                   destroy boxes
+  url NAME                   the preview URL
+  goldens · pool             golden images · warm pool state
+  hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] · hooks rm ID
+  tasks [ID]                 list tasks, or show one
+
+env: BOXD_URL (http://localhost:8080), BOXD_API_KEY`;
+
+const argv = process.argv.slice(2);
+const json = argv.includes('--json');
+const args = argv.filter((a) => a !== '--json');
+const [command, ...rest] = args;
+
+function flag(name: string): string | undefined {
+  const i = rest.indexOf(`--${name}`);
+  return i >= 0 ? rest[i + 1] : undefined;
+}
+function flags(name: string): string[] {
+  const out: string[] = [];
+  rest.forEach((a, i) => a === `--${name}` && rest[i + 1] !== undefined && out.push(rest[i + 1]!));
+  return out;
+}
+function positional(): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    if (rest[i] === '--') break;
+    if (rest[i]!.startsWith('--')) {
+      if (!['private'].includes(rest[i]!.slice(2))) i++;
+      continue;
+    }
+    out.push(rest[i]!);
+  }
+  return out;
+}
+
+function client(): Compute {
+  let apiKey = process.env.BOXD_API_KEY;
+  if (!apiKey && existsSync('.boxd/api-key')) apiKey = readFileSync('.boxd/api-key', 'utf8').trim();
+  return new Compute({ apiKey });
+}
+
+/** A progress line on stderr while `p` runs (only on a terminal, never with --json). */
+async function progress<T>(label: string, p: Promise<T>): Promise<T> {
+  if (json || !process.stderr.isTTY) return p;
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+  let i = 0;
+  const started = Date.now();
+  const timer = setInterval(() => process.stderr.write(`\r${frames[i++ % frames.length]} ${label} ${((Date.now() - started) / 1000).toFixed(1)}s`), 80);
+  try {
+    return await p;
+  } finally {
+    clearInterval(timer);
+    process.stderr.write('\r\x1b[K');
+  }
+}
+
+function table(rows: Record<string, unknown>[], cols: string[]): void {
+  if (json) return void console.log(JSON.stringify(rows, null, 2));
+  if (!rows.length) return void console.log('(none)');
+  const cell = (v: unknown) => (v === undefined || v === null ? '-' : Array.isArray(v) ? v.join(',') : String(v));
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  console.log(cols.map((c, i) => c.toUpperCase().padEnd(widths[i]!)).join('  '));
+  for (const r of rows) console.log(cols.map((c, i) => cell(r[c]).padEnd(widths[i]!)).join('  '));
+}
+
+function show(box: BoxInfo): void {
+  if (json) return void console.log(JSON.stringify(box, null, 2));
+  console.log(`${box.name}  ${box.state}  ${box.url ?? '(no ports)'}${box.previewToken ? `\npreview token: ${box.previewToken}` : ''}`);
+}
+
+const need = (v: string | undefined, what: string): string => {
+  if (!v) throw new BoxdApiError('USAGE', `missing ${what}; see boxd --help`, 2);
+  return v;
+};
+
+async function main(): Promise<number> {
+  const c = () => client();
+  const [a, b] = positional();
+  switch (command) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(HELP);
+      return 0;
+    case 'up': {
+      const child = spawn('npm', ['start'], { stdio: 'inherit' });
+      return new Promise((r) => child.on('exit', (code) => r(code ?? 1)));
+    }
+    case 'ls':
+      table((await c().box.list()).map((x) => ({ ...x.info })), ['name', 'state', 'golden', 'url', 'parent', 'lastActivityAt']);
+      return 0;
+    case 'create': {
+      const env = Object.fromEntries(flags('env').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      const ports = flags('port').map(Number);
+      const box = await progress('creating box', c().box.create({
+        name: a, golden: flag('golden'), image: flag('image'), snapshot: flag('snapshot'),
+        ports: ports.length ? ports : undefined, env: Object.keys(env).length ? env : undefined,
+        public: rest.includes('--private') ? false : undefined,
+      }));
+      show(box.info);
+      return 0;
+    }
+    case 'exec': {
+      const dash = rest.indexOf('--');
+      const cmd = dash >= 0 ? rest.slice(dash + 1) : rest.slice(1);
+      if (!cmd.length) throw new BoxdApiError('USAGE', 'usage: boxd exec NAME -- CMD…', 2);
+      const box = await c().box.get(need(a, 'box name'));
+      let code = 1;
+      for await (const e of box.stream(cmd)) {
+        if ('stream' in e) (e.stream === 'stdout' ? process.stdout : process.stderr).write(e.data);
+        else code = e.exitCode;
+      }
+      return code;
+    }
+    case 'suspend':
+    case 'resume': {
+      const box = await c().box.get(need(a, 'box name'));
+      show((command === 'suspend' ? await box.suspend() : await box.resume()).info);
+      return 0;
+    }
+    case 'fork': {
+      const box = await c().box.get(need(a, 'box name'));
+      show((await progress(`forking ${a}`, box.fork({ name: b }))).info);
+      return 0;
+    }
+    case 'snapshot': {
+      const box = await c().box.get(need(a, 'box name'));
+      const s = await progress(`snapshotting ${a}`, box.snapshot(need(b, 'snapshot name')));
+      console.log(json ? JSON.stringify(s) : `snapshot ${s.name} of ${a}`);
+      return 0;
+    }
+    case 'rm': {
+      const names = positional();
+      if (!names.length) need(undefined, 'box name');
+      for (const n of names) {
+        await (await c().box.get(n)).destroy();
+        if (!json) console.log(`removed ${n}`);
+      }
+      return 0;
+    }
+    case 'url': {
+      const box = await c().box.get(need(a, 'box name'));
+      console.log(json ? JSON.stringify({ url: box.url, urls: box.info.urls }) : box.url ?? '(no ports)');
+      return 0;
+    }
+    case 'goldens':
+      table((await c().goldens()) as unknown as Record<string, unknown>[], ['name', 'built', 'poolSize', 'ports', 'description']);
+      return 0;
+    case 'pool':
+      table((await c().pool()) as unknown as Record<string, unknown>[], ['golden', 'target', 'ready', 'hits', 'misses', 'hitRate']);
+      return 0;
+    case 'hooks': {
+      if (a === 'create') {
+        const steps = flags('step').map((cmd) => ({ cmd }));
+        const keep = flag('keep-ms');
+        const h = await c().hooks.create({ name: need(b, 'hook name'), golden: flag('golden'), steps, keepMs: keep ? Number(keep) : undefined });
+        console.log(json ? JSON.stringify(h, null, 2) : `hook ${h.id}\nurl     ${h.url}\nsecret  ${h.secret}  (shown once)`);
+        return 0;
+      }
+      if (a === 'rm') {
+        await c().hooks.delete(need(b, 'hook id'));
+        if (!json) console.log(`removed ${b}`);
+        return 0;
+      }
+      table((await c().hooks.list()) as unknown as Record<string, unknown>[], ['id', 'name', 'golden', 'url']);
+      return 0;
+    }
+    case 'tasks': {
+      if (a) {
+        const t = await c().tasks.get(a);
+        if (json) console.log(JSON.stringify(t, null, 2));
+        else {
+          console.log(`${t.id}  ${t.state}${t.error ? `  (${t.error})` : ''}${t.box?.url ? `  ${t.box.url}` : ''}`);
+          for (const s of t.steps) console.log(`  [${s.exitCode}] ${s.cmd.join(' ')}  ${s.durationMs} ms\n${s.stdout.replace(/^/gm, '    ')}`);
+        }
+        return 0;
+      }
+      table((await c().tasks.list()).map((t) => ({ ...t, steps: t.steps.length })), ['id', 'state', 'steps', 'triggeredAt', 'error']);
+      return 0;
+    }
+    default:
+      console.error(`unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+try {
+  process.exitCode = await main();
+} catch (e) {
+  if (e instanceof BoxdApiError) {
+    if (json) console.error(JSON.stringify({ error: { code: e.code, message: e.message } }));
+    else console.error(`boxd: ${e.message} (${e.code})`);
+    process.exitCode = e.status === 2 ? 2 : 1;
+  } else throw e;
+}
