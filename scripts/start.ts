@@ -29,13 +29,24 @@ let stopping = false;
 const stop = (code: number) => {
   if (stopping) return;
   stopping = true;
-  for (const c of children) c.kill('SIGTERM');
+  // Each process runs in its own group so that the signal reaches tsx's child too.
+  for (const c of children) {
+    try {
+      if (c.pid) process.kill(-c.pid, 'SIGTERM');
+    } catch {
+      /* already gone */
+    }
+  }
   setTimeout(() => process.exit(code), 3000).unref();
   Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r))))).then(() => process.exit(code));
 };
 const width = Math.max(...procs.map((p) => p.name.length));
 for (const p of procs) {
-  const child = spawn('bash', ['-c', `exec npx --no-install ${p.cmd}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['-c', `exec ${p.cmd}`], {
+    env: { ...env, PATH: `${process.cwd()}/node_modules/.bin:${process.env.PATH}` },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   const tag = `${p.name.padEnd(width)} | `;
   for (const stream of [child.stdout, child.stderr]) {
     let rest = '';
