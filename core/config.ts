@@ -59,6 +59,8 @@ export const configSchema = z.object({
   BOXD_POOL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** How often the host tops its warm pools up, in ms (a claim also triggers a refill). */
   BOXD_POOL_FILL_MS: int(5_000),
+  /** Lock of a running webhook task; a host silent this long is taken as dead and the task re-run, in ms. */
+  BOXD_TASK_LOCK_MS: int(30_000),
   /** Folder of golden image definitions. */
   BOXD_GOLDEN_DIR: z.string().default('golden-images'),
   /** pino log level. */

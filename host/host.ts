@@ -113,7 +113,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
-    goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), log: log.child({ part: 'tasks' }),
+    goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
   });
   await tasks.start();
 

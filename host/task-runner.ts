@@ -34,6 +34,7 @@ export class TaskRunner {
       lifecycle: Lifecycle;
       goldens: () => Promise<Map<string, GoldenInfo>>;
       maxBoxes: (account: string) => Promise<number>;
+      lockMs: number;
       log: Logger;
     },
   ) {
@@ -45,7 +46,8 @@ export class TaskRunner {
       connection: this.d.connection,
       prefix: this.d.prefix,
       concurrency: 4,
-      lockDuration: 30_000,
+      lockDuration: this.d.lockMs,
+      stalledInterval: this.d.lockMs,
       maxStalledCount: 1,
     });
     this.worker.on('failed', (job, err) => {
