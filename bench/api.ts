@@ -4,35 +4,16 @@
  * Prints median and p95 in ms and the API/direct ratio. `npm run bench` (BENCH_N to change N).
  */
 import Docker from 'dockerode';
-import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../core/config.ts';
-import { silentLogger as log } from '../core/log.ts';
-import { createGateway } from '../gateway/gateway.ts';
 import { loadDefinitions } from '../golden-images/definitions.ts';
-import { startHost } from '../host/host.ts';
+import { benchStack } from './stack.ts';
 import { median, pct, row, time } from './stats.ts';
 
 const N = Number(process.env.BENCH_N ?? 20);
-const prefix = `bench-${randomBytes(3).toString('hex')}`;
-const key = `bench-${randomBytes(12).toString('hex')}`;
-const config = loadConfig({ ...process.env, BOXD_PREFIX: prefix, BOXD_HOST_ID: prefix, BOXD_API_KEY: key, BOXD_MAX_BOXES: '1000', LOG_LEVEL: 'silent', BOXD_IDLE_TIMEOUT_MS: '0' });
 const image = loadDefinitions('golden-images').goldens.get('tiny')!.tag;
 const docker = new Docker({ socketPath: '/var/run/docker.sock' });
-
-const host = await startHost(config, log);
-const gateway = await createGateway(config, log);
-await new Promise<void>((r) => gateway.server.listen(0, '127.0.0.1', () => r()));
-const port = (gateway.server.address() as { port: number }).port;
-const base = `http://127.0.0.1:${port}`;
-const api = async (method: string, path: string, body?: unknown) => {
-  const res = await fetch(base + path, {
-    method,
-    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
-  return res.status === 204 ? null : res.json();
-};
+const stack = await benchStack('bench', { BOXD_IDLE_TIMEOUT_MS: '0', BOXD_POOL: 'false' });
+const { api, config } = stack;
+const prefix = config.BOXD_PREFIX;
 
 const results: Record<string, { api: number[]; direct: number[] }> = {};
 const record = (op: string, kind: 'api' | 'direct', ms: number) => ((results[op] ??= { api: [], direct: [] })[kind].push(ms));
@@ -79,8 +60,5 @@ try {
   }
   console.log('\napi = HTTP to the gateway → BullMQ job on the host queue → dockerode → answer; direct = the same dockerode call in this process.');
 } finally {
-  await gateway.close();
-  await host.close();
-  const left = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${prefix}`] } });
-  for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  await stack.close();
 }

@@ -10,28 +10,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../core/config.ts';
-import { silentLogger as log } from '../core/log.ts';
-import { createGateway } from '../gateway/gateway.ts';
-import { startHost } from '../host/host.ts';
+import { benchStack } from './stack.ts';
 import { median, pct, row } from './stats.ts';
 
 const DURATION = process.env.BENCH_DURATION ?? '8s';
 const CONNS = process.env.BENCH_CONNS ?? '32';
 const N = Number(process.env.BENCH_N ?? 30);
-const prefix = `benchp-${randomBytes(3).toString('hex')}`;
-const key = `bench-${randomBytes(12).toString('hex')}`;
-const config = loadConfig({ ...process.env, BOXD_PREFIX: prefix, BOXD_HOST_ID: prefix, BOXD_API_KEY: key, LOG_LEVEL: 'silent' });
-const host = await startHost(config, log);
-const gateway = await createGateway(config, log);
-await new Promise<void>((r) => gateway.server.listen(0, '127.0.0.1', () => r()));
-const gwPort = (gateway.server.address() as { port: number }).port;
-const api = async (method: string, path: string, body?: unknown) => {
-  const res = await fetch(`http://127.0.0.1:${gwPort}${path}`, { method, headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
-  return res.status === 204 ? null : res.json();
-};
+const stack = await benchStack('benchp', { BOXD_POOL: 'false' });
+const { api, config, gateway, port: gwPort } = stack;
 const hostName = `web.${config.BOXD_BASE_DOMAIN}`;
 
 /** Time to the first byte of a GET through the gateway. */
@@ -121,7 +107,5 @@ http {
 } finally {
   nginx?.kill();
   rmSync(work, { recursive: true, force: true });
-  await api('DELETE', '/v1/boxes/web').catch(() => undefined);
-  await gateway.close();
-  await host.close();
+  await stack.close();
 }

@@ -2,27 +2,17 @@
  * Issue 5 bench: latency from a signed webhook trigger to the start of the task's first step,
  * with a warm pool (and with the pool off, for comparison). `npm run bench:tasks` (BENCH_N).
  */
-import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../core/config.ts';
 import { sign } from '../core/hooks.ts';
-import { silentLogger as log } from '../core/log.ts';
-import { createGateway } from '../gateway/gateway.ts';
-import { startHost } from '../host/host.ts';
+import { benchStack } from './stack.ts';
 import { median, pct, row } from './stats.ts';
 
 const N = Number(process.env.BENCH_N ?? 10);
 const golden = process.env.BENCH_GOLDEN ?? 'default';
 
 async function measure(pool: boolean): Promise<{ latency: number[]; hits: number }> {
-  const prefix = `bencht-${randomBytes(3).toString('hex')}`;
-  const key = `bench-${randomBytes(12).toString('hex')}`;
-  const config = loadConfig({ ...process.env, BOXD_PREFIX: prefix, BOXD_HOST_ID: prefix, BOXD_API_KEY: key, LOG_LEVEL: 'silent', BOXD_POOL: String(pool), BOXD_POOL_FILL_MS: '200' });
-  const host = await startHost(config, log);
-  const gateway = await createGateway(config, log);
-  await new Promise<void>((r) => gateway.server.listen(0, '127.0.0.1', () => r()));
-  const base = `http://127.0.0.1:${(gateway.server.address() as { port: number }).port}`;
-  const api = async (method: string, path: string, body?: unknown) =>
-    (await fetch(base + path, { method, headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) })).json() as Promise<any>;
+  const stack = await benchStack('bencht', { BOXD_POOL: String(pool), BOXD_POOL_FILL_MS: '200' });
+  const base = `http://127.0.0.1:${stack.port}`;
+  const api = stack.api;
   try {
     const hook = await api('POST', '/v1/hooks', { name: 'bench', golden, steps: [{ cmd: 'cat "$BOXD_PAYLOAD" > /dev/null' }] });
     const latency: number[] = [];
@@ -49,10 +39,7 @@ async function measure(pool: boolean): Promise<{ latency: number[]; hits: number
     hits = stats?.hits ?? 0;
     return { latency, hits };
   } finally {
-    await gateway.close();
-    await host.close();
-    const { purge } = await import('../test/helpers.ts');
-    await purge(prefix);
+    await stack.close();
   }
 }
 

@@ -1,14 +1,8 @@
-import { ConfigError, loadConfig } from '../core/config.ts';
+import { loadConfigOrExit } from '../core/config.ts';
 import { createLogger } from '../core/log.ts';
 import { startHost } from './host.ts';
 
-let config;
-try {
-  config = loadConfig();
-} catch (e) {
-  console.error(e instanceof ConfigError ? e.message : e);
-  process.exit(2);
-}
+const config = loadConfigOrExit();
 const log = createLogger(config.LOG_LEVEL, 'host');
 const host = await startHost(config, log);
 let stopping = false;

@@ -49,11 +49,11 @@ export const log = silentLogger;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
-export async function waitFor<T>(fn: () => Promise<T>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+export async function waitFor<T>(fn: () => Promise<T>, timeoutMs = 20_000, everyMs = 100): Promise<NonNullable<T>> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
-    if (v) return v;
+    if (v) return v as NonNullable<T>;
     if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
     await sleep(everyMs);
   }
