@@ -122,4 +122,5 @@ export function sign(secret: string, body: Buffer | string): string {
 }
 
 export const TASK_QUEUE = 'tasks';
-export const PAYLOAD_PATH = '/run/boxd/payload';
+/** Where a task's payload is written (every golden has /tmp, so no folder has to be made first). */
+export const PAYLOAD_PATH = '/tmp/boxd-payload';
