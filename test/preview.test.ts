@@ -167,6 +167,18 @@ describe('preview URLs through the gateway (real Docker, real Redis)', () => {
     assert.equal(await state('idle'), 'running');
   });
 
+  it('counts a running exec as activity, and drops cached routes the moment a box changes state', async () => {
+    await s.api.post('/v1/boxes').set(s.auth).send({ name: 'busy', golden: 'tiny', idleTimeoutMs: 1000 }).expect(201);
+    const routes = s.gateway.routes;
+    assert.equal((await routes.get('busy'))?.state, 'running', 'cached now');
+    const long = s.api.post('/v1/boxes/busy/exec').set(s.auth).send({ cmd: ['sleep', '4'] }).then((r) => r);
+    await sleep(2500); // well past the 1 s idle timeout
+    assert.equal(await state('busy'), 'running', 'not suspended while an exec runs');
+    assert.equal((await long).body.exitCode, 0);
+    await waitFor(async () => (await state('busy')) === 'suspended', 15_000);
+    await waitFor(async () => (await routes.get('busy'))?.state === 'suspended', 1000, 10);
+  });
+
   it('needs a token for a private box: header, or a query parameter traded for a cookie', async () => {
     const { previewToken } = await startApp('secret', { public: false, idleTimeoutMs: 0 });
     assert.ok(previewToken);
