@@ -103,9 +103,10 @@ export class Lifecycle {
   }
 
   /**
-   * Suspends `name` only if it is still idle once its lock is held: no exec or file transfer
-   * running and no activity since `idleSince`. Returns whether it suspended. A request that
-   * arrives during the pause is served: the box is thawed again and stays running.
+   * Suspends `name` only if `isIdle` still holds once its lock is held and again after the
+   * freeze: activity recorded meanwhile thaws it at once. Returns whether it suspended. Traffic
+   * that lands in the last instant is still served: gateways holding requests for a box that
+   * became suspended wake it again.
    */
   async suspendIfIdle(name: string, isIdle: (box: BoxRecord) => boolean): Promise<boolean> {
     if (this.d.locks.active(name)) return false;
