@@ -96,7 +96,7 @@ export class Preview {
     };
     res.once('close', end);
     res.once('finish', end);
-    this.sanitize(req);
+    await this.sanitize(req);
     const retryUntil = isBodyless(req) ? Date.now() + this.d.config.BOXD_CONNECT_RETRY_MS : 0;
     this.forward(req, res, routed, retryUntil);
   }
@@ -154,7 +154,7 @@ export class Preview {
         this.d.activity.end(routed.box.name);
       }
     });
-    this.sanitize(req);
+    await this.sanitize(req);
     this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false }, () => {
       if (!socket.destroyed) refuseUpgrade(socket, 502, 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
     });
@@ -215,7 +215,20 @@ export class Preview {
   }
 
   /** Pass 4: the box sees our X-Forwarded-* only, and never the caller's API key or preview token. */
-  private sanitize(req: IncomingMessage): void {
+  /** Whether an Authorization value carries a boxd API key (looked up once a minute per value). */
+  private async isApiKey(auth: string): Promise<boolean> {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    if (!m) return false;
+    let known = this.keyCache.get(auth);
+    if (known === undefined) {
+      // When Redis cannot say, drop the header rather than risk forwarding a key.
+      known = await this.d.accounts.accountOf(m[1]!).then((a) => !!a, () => true);
+      this.keyCache.set(auth, known);
+    }
+    return known;
+  }
+
+  private async sanitize(req: IncomingMessage): Promise<void> {
     const h = req.headers;
     for (const name of Object.keys(h)) {
       if (name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip' || name === TOKEN_HEADER) delete h[name];
@@ -225,16 +238,7 @@ export class Preview {
       if (kept.length) h.cookie = kept.join('; ');
       else delete h.cookie;
     }
-    const auth = h.authorization;
-    if (auth && /^Bearer\s+\S+$/i.test(auth) && this.keyCache.get(auth) !== false) {
-      // Dropped when it is a boxd API key; the first sight of a value is checked asynchronously,
-      // so drop it then too rather than risk forwarding a key.
-      const known = this.keyCache.get(auth);
-      if (known === undefined) {
-        void this.d.accounts.accountOf(auth.replace(/^Bearer\s+/i, '')).then((a) => this.keyCache.set(auth, !!a)).catch(() => undefined);
-      }
-      delete h.authorization;
-    }
+    if (h.authorization && (await this.isApiKey(h.authorization))) delete h.authorization;
     if (req.url?.includes(TOKEN_PARAM)) {
       const url = new URL(req.url, 'http://x');
       url.searchParams.delete(TOKEN_PARAM);

@@ -95,6 +95,8 @@ describe('preview URLs through the gateway (real Docker, real Redis)', () => {
     assert.equal(seen.forwarded, undefined);
     assert.equal(seen.authorization, undefined, 'the API key never reaches the box');
     assert.equal(seen.cookie, 'theme=dark', 'the preview token cookie never reaches the box');
+    const own = await get(port, `web.${base}`, '/headers', { Authorization: 'Bearer the-apps-own-token' });
+    assert.equal((JSON.parse(own.body) as Record<string, string>).authorization, 'Bearer the-apps-own-token', 'the app’s own credentials pass');
   });
 
   it('reaches other declared ports as <port>.<name>.<base>, and explains what is not there', async () => {
