@@ -10,6 +10,7 @@ import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
 import { requireKey } from './auth.ts';
 import { boxesApi, type PoolClaim } from './boxes-api.ts';
 import { forkApi } from './fork-api.ts';
+import { dashboard } from './dashboard.ts';
 import { hooksApi, publicHooks, taskQueue } from './hooks-api.ts';
 import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
@@ -84,6 +85,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     res.on('finish', () => metrics.inc('boxd_api_requests_total', { status: `${Math.floor(res.statusCode / 100)}xx` }));
     next();
   });
+  api.use(dashboard());
   api.get('/healthz', async (_req, res) => {
     const redisOk = await redis.ping().then(() => true, () => false);
     const hostsAlive = redisOk ? (await hosts.aliveHosts().catch(() => [])).length : 0;

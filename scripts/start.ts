@@ -76,6 +76,7 @@ for (let i = 0; i < 300 && !stopping; i++) {
   boxd is up.
     API          ${api}          (Authorization: Bearer <key>)
     API key      ${apiKey}   (saved in ${keyFile})
+    dashboard    ${api}/#key=${apiKey}
     previews     http://<box>.${config.BOXD_BASE_DOMAIN}:${config.BOXD_PORT}/
 
   export BOXD_URL=${api} BOXD_API_KEY=${apiKey}

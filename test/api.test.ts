@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import vm from 'node:vm';
 import { after, before, describe, it } from 'node:test';
 import { docker, startStack, type Stack } from './helpers.ts';
 
@@ -108,6 +109,14 @@ describe('control API on the real stack (Redis + Docker + host worker)', () => {
       assert.equal(res.body.error?.code, code, `${what}: code`);
     }
     await s.api.get('/healthz').expect(200);
+  });
+
+  it('serves the dashboard page on the bare host, whose script parses', async () => {
+    const page = await s.api.get('/').expect(200).expect('Content-Type', /text\/html/);
+    assert.match(page.text, /<title>boxd<\/title>/);
+    const script = /<script>([\s\S]*)<\/script>/.exec(page.text)?.[1] ?? '';
+    assert.ok(script.includes("api('GET', '/v1/boxes')"));
+    assert.doesNotThrow(() => new vm.Script(script), 'the inline script is valid JavaScript');
   });
 
   it('keeps accounts apart and enforces the live-box limit with 429', async () => {
