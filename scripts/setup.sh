@@ -55,14 +55,16 @@ fi
 # --- Docker Engine ---------------------------------------------------------------
 docker_ok() { curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; }
 if ! docker_ok; then
-  # A stopped session can leave a stale pid file behind; dockerd refuses to start then.
-  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
-    rm -f /var/run/docker.pid
+  # A stopped session leaves a stale pid file behind (and its pid may since belong to another
+  # process); dockerd refuses to start while it exists. Only a live dockerd keeps it.
+  pid="$(cat /var/run/docker.pid 2>/dev/null || true)"
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+    log "dockerd (pid $pid) is starting; waiting for it"
+  else
+    rm -f /var/run/docker.pid /var/run/docker.sock
+    log "starting dockerd (log: $STATE_DIR/dockerd.log)"
+    nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
   fi
-  rm -f /var/run/docker.sock
-  pgrep -x containerd >/dev/null || rm -f /run/containerd/containerd.sock /var/run/containerd/containerd.pid 2>/dev/null || true
-  log "starting dockerd (log: $STATE_DIR/dockerd.log)"
-  nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
   for _ in $(seq 1 150); do docker_ok && break; sleep 0.2; done
   docker_ok || { log "dockerd did not start; last lines of $STATE_DIR/dockerd.log:"; tail -20 "$STATE_DIR/dockerd.log" >&2; exit 1; }
 fi
