@@ -62,6 +62,12 @@ if ! docker_ok; then
     log "dockerd (pid $pid) is starting; waiting for it"
   else
     rm -f /var/run/docker.pid /var/run/docker.sock
+    # The same holds for the containerd that dockerd supervises: a stale pid makes dockerd wait
+    # for a containerd that is not there.
+    cpid="$(cat /var/run/docker/containerd/containerd.pid 2>/dev/null || true)"
+    if [ -n "$cpid" ] && [ "$(cat "/proc/$cpid/comm" 2>/dev/null)" != containerd ]; then
+      rm -f /var/run/docker/containerd/containerd.pid /var/run/docker/containerd/containerd.sock
+    fi
     log "starting dockerd (log: $STATE_DIR/dockerd.log)"
     nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
   fi
