@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { BoxdError } from '../core/errors.ts';
+import { BoxdError, isRedisDown } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 
 /** The one place an error code becomes an HTTP status. */
@@ -8,8 +8,14 @@ const STATUS: Record<string, number> = {
   INVALID_JSON: 400,
   IMAGE_NOT_FOUND: 400,
   GOLDEN_NOT_FOUND: 400,
+  INVALID_HOST: 400,
   UNAUTHORIZED: 401,
+  TOKEN_REQUIRED: 401,
   FORBIDDEN: 403,
+  TOKEN_INVALID: 403,
+  NO_PORTS: 404,
+  PORT_NOT_DECLARED: 404,
+  NO_WEBSOCKET: 404,
   BOX_NOT_FOUND: 404,
   NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
@@ -26,9 +32,12 @@ const STATUS: Record<string, number> = {
   LIMIT_EXCEEDED: 429,
   NOT_IMPLEMENTED: 501,
   RUNTIME_ERROR: 502,
+  UPSTREAM_UNAVAILABLE: 502,
   UNAVAILABLE: 503,
+  NO_ROUTE: 503,
   BLOB_EXPIRED: 503,
   TIMEOUT: 504,
+  UPSTREAM_TIMEOUT: 504,
 };
 
 export function statusOf(code: string): number {
@@ -51,6 +60,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     else if (parser?.type === 'entity.too.large') e = new BoxdError('PAYLOAD_TOO_LARGE', 'request body is too large');
     else if (parser?.type === 'encoding.unsupported' || parser?.type === 'charset.unsupported') e = new BoxdError('UNSUPPORTED_MEDIA_TYPE', parser.message ?? 'unsupported encoding');
     else if (parser?.status && parser.status >= 400 && parser.status < 500) e = new BoxdError('INVALID_REQUEST', parser.message ?? 'bad request');
+    else if (isRedisDown(err)) e = new BoxdError('UNAVAILABLE', 'boxd cannot reach its state store (Redis) right now');
     else {
       log.error({ err, method: req.method, url: req.originalUrl }, 'unhandled error');
       e = new BoxdError('INTERNAL', 'internal error');

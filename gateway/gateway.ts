@@ -15,7 +15,7 @@ import { hooksApi, publicHooks, taskQueue } from './hooks-api.ts';
 import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { claimPooled, poolStats, recordClaim } from '../pool/claim.ts';
-import { errorHandler, notFound } from './errors.ts';
+import { errorHandler, notFound, statusOf } from './errors.ts';
 import { ExecStreams } from './exec-stream.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
@@ -155,7 +155,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
     if (target.kind === 'api') return app(req, res);
     if (target.kind === 'invalid') {
-      res.writeHead(400, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: { code: 'INVALID_HOST', message: target.reason } }));
+      res.writeHead(statusOf('INVALID_HOST'), { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: { code: 'INVALID_HOST', message: target.reason } }));
       return;
     }
     preview.web(req, res, target.box, target.port).catch((err) => {
@@ -173,7 +173,8 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     socket.on('error', () => undefined);
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
     if (target.kind !== 'box') {
-      refuseUpgrade(socket, target.kind === 'invalid' ? 400 : 404, 'NO_WEBSOCKET', 'WebSockets are served on box host names only');
+      const code = target.kind === 'invalid' ? 'INVALID_HOST' : 'NO_WEBSOCKET';
+      refuseUpgrade(socket, statusOf(code), code, 'WebSockets are served on box host names only');
       return;
     }
     preview.ws(req, socket, head, target.box, target.port).catch(() => socket.destroy());

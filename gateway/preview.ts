@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache';
 import { hashSecret, type Accounts } from '../core/accounts.ts';
 import type { BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
-import { BoxdError } from '../core/errors.ts';
+import { BoxdError, isRedisDown } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { Activity } from './activity.ts';
 import { statusOf } from './errors.ts';
@@ -20,15 +20,16 @@ export const TOKEN_PARAM = 'boxd_token';
 export const TOKEN_HEADER = 'x-boxd-token';
 const TOKEN_COOKIE = 'boxd_token';
 
-/** A refusal on the preview path: status, code and a sentence for the page. */
+/** A refusal on the preview path: a code (its status comes from gateway/errors.ts) and a sentence for the page. */
 class Refusal extends Error {
+  readonly status: number;
   constructor(
-    readonly status: number,
     readonly code: string,
     message: string,
     readonly headers: Record<string, string> = {},
   ) {
     super(message);
+    this.status = statusOf(code);
   }
 }
 
@@ -118,7 +119,7 @@ export class Preview {
         }
         if (this.upstreamTimers.get(req)?.timedOut) {
           this.d.metrics.inc('boxd_preview_errors_total', { code: 'UPSTREAM_TIMEOUT' });
-          sendPage(res, 504, 'UPSTREAM_TIMEOUT', 'The app did not answer', `Box "${routed.box.name}" accepted the request on port ${routed.port} but sent nothing back within ${this.d.config.BOXD_UPSTREAM_TIMEOUT_MS} ms.`);
+          sendPage(res, statusOf('UPSTREAM_TIMEOUT'), 'UPSTREAM_TIMEOUT', 'The app did not answer', `Box "${routed.box.name}" accepted the request on port ${routed.port} but sent nothing back within ${this.d.config.BOXD_UPSTREAM_TIMEOUT_MS} ms.`);
           return;
         }
         // Right after a wake or a start the app may not listen yet: retry body-less requests briefly.
@@ -127,7 +128,7 @@ export class Preview {
           return;
         }
         this.d.metrics.inc('boxd_preview_errors_total', { code: 'UPSTREAM_UNAVAILABLE' });
-        sendPage(res, 502, 'UPSTREAM_UNAVAILABLE', 'Nothing is listening', `Box "${routed.box.name}" is running, but no app answered on port ${routed.port} (${err.code ?? err.message}). Start a server on 0.0.0.0:${routed.port} inside the box.`, { 'Retry-After': '1' });
+        sendPage(res, statusOf('UPSTREAM_UNAVAILABLE'), 'UPSTREAM_UNAVAILABLE', 'Nothing is listening', `Box "${routed.box.name}" is running, but no app answered on port ${routed.port} (${err.code ?? err.message}). Start a server on 0.0.0.0:${routed.port} inside the box.`, { 'Retry-After': '1' });
       },
     );
   }
@@ -156,16 +157,16 @@ export class Preview {
     });
     await this.sanitize(req);
     this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false }, () => {
-      if (!socket.destroyed) refuseUpgrade(socket, 502, 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
+      if (!socket.destroyed) refuseUpgrade(socket, statusOf('UPSTREAM_UNAVAILABLE'), 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
     });
   }
 
   /** Pass 1: the box and the port, from the cache. */
   private async route(boxName: string, port: number | null): Promise<BoxRecord> {
     const box = await this.d.routes.get(boxName);
-    if (!box) throw new Refusal(404, 'BOX_NOT_FOUND', `There is no box called "${boxName}".`);
-    if (!box.ports.length) throw new Refusal(404, 'NO_PORTS', `Box "${boxName}" declares no ports, so it has no preview.`);
-    if (port !== null && !box.ports.includes(port)) throw new Refusal(404, 'PORT_NOT_DECLARED', `Box "${boxName}" does not declare port ${port}; it declares ${box.ports.join(', ')}.`);
+    if (!box) throw new Refusal('BOX_NOT_FOUND', `There is no box called "${boxName}".`);
+    if (!box.ports.length) throw new Refusal('NO_PORTS', `Box "${boxName}" declares no ports, so it has no preview.`);
+    if (port !== null && !box.ports.includes(port)) throw new Refusal('PORT_NOT_DECLARED', `Box "${boxName}" does not declare port ${port}; it declares ${box.ports.join(', ')}.`);
     return box;
   }
 
@@ -199,10 +200,10 @@ export class Preview {
   }
 
   private checkToken(box: BoxRecord, token: string | undefined): void {
-    if (!token) throw new Refusal(401, 'TOKEN_REQUIRED', `Box "${box.name}" is private: open it with ?${TOKEN_PARAM}=<preview token> or send ${TOKEN_HEADER}.`);
+    if (!token) throw new Refusal('TOKEN_REQUIRED', `Box "${box.name}" is private: open it with ?${TOKEN_PARAM}=<preview token> or send ${TOKEN_HEADER}.`);
     const a = Buffer.from(hashSecret(token), 'hex');
     const b = Buffer.from(box.tokenHash ?? '', 'hex');
-    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new Refusal(403, 'TOKEN_INVALID', `That token does not open box "${box.name}".`);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new Refusal('TOKEN_INVALID', `That token does not open box "${box.name}".`);
   }
 
   /** Pass 3: a running box and the host port to connect to. */
@@ -210,7 +211,7 @@ export class Preview {
     const running = await this.d.waker.ensureRunning(box);
     const p = port ?? running.ports[0]!;
     const hostPort = running.hostPorts[p];
-    if (!hostPort) throw new Refusal(503, 'NO_ROUTE', `Box "${box.name}" has no published port for ${p} yet.`, { 'Retry-After': '1' });
+    if (!hostPort) throw new Refusal('NO_ROUTE', `Box "${box.name}" has no published port for ${p} yet.`, { 'Retry-After': '1' });
     return { box: running, port: p, hostPort };
   }
 
@@ -254,10 +255,11 @@ export class Preview {
     if (e instanceof Refusal) return e;
     if (e instanceof BoxdError) {
       const status = statusOf(e.code);
-      return new Refusal(status, e.code, e.message, status === 503 ? { 'Retry-After': '2' } : {});
+      return new Refusal(e.code, e.message, status === 503 ? { 'Retry-After': '2' } : {});
     }
+    if (isRedisDown(e)) return new Refusal('UNAVAILABLE', 'boxd cannot reach its state store right now', { 'Retry-After': '2' });
     this.d.log.error({ err: e }, 'preview failure');
-    return new Refusal(500, 'INTERNAL', 'internal error');
+    return new Refusal('INTERNAL', 'internal error');
   }
 
   private refuse(res: ServerResponse, e: unknown): void {
