@@ -4,20 +4,24 @@ import type { BoxEvent, BoxRecord, BoxStore } from '../core/boxes.ts';
 
 /**
  * Box look-ups for the preview path, cached per gateway and dropped the moment a box changes
- * state: every transition is published on `<prefix>:events` and this cache listens. The TTL is
- * only a safety net for a missed message (e.g. while Redis reconnects).
+ * state: every transition is published on `<prefix>:events` and this cache listens. A read that
+ * raced an event is not cached when its record is older than the event (records and events carry
+ * the same `version`). The TTL is only a safety net for a missed message (e.g. while Redis reconnects).
  */
 export class RouteCache {
   private readonly cache: LRUCache<string, BoxRecord>;
+  /** Newest version announced per box, to refuse caching a read that an event overtook. */
+  private readonly announced: LRUCache<string, number>;
   private readonly listeners = new Map<string, Set<(e: BoxEvent) => void>>();
   private readonly globalListeners = new Set<(e: BoxEvent) => void>();
 
   constructor(
     private readonly store: BoxStore,
-    sub: Redis,
+    private readonly sub: Redis,
     opts: { max?: number; ttlMs?: number } = {},
   ) {
     this.cache = new LRUCache({ max: opts.max ?? 10_000, ttl: opts.ttlMs ?? 30_000 });
+    this.announced = new LRUCache({ max: opts.max ?? 10_000, ttl: opts.ttlMs ?? 30_000 });
     sub.on('message', (channel: string, message: string) => {
       if (channel !== store.eventsChannel) return;
       let event: BoxEvent;
@@ -27,27 +31,23 @@ export class RouteCache {
         return;
       }
       this.cache.delete(event.name);
+      this.announced.set(event.name, Math.max(event.version, this.announced.get(event.name) ?? 0));
       for (const fn of this.listeners.get(event.name) ?? []) fn(event);
       for (const fn of this.globalListeners) fn(event);
     });
   }
 
   /** Subscribes to box events; call once before serving. */
-  static async subscribe(sub: Redis, store: BoxStore): Promise<void> {
-    await sub.subscribe(store.eventsChannel);
+  async start(): Promise<void> {
+    await this.sub.subscribe(this.store.eventsChannel);
   }
 
   async get(name: string): Promise<BoxRecord | undefined> {
     const hit = this.cache.get(name);
     if (hit) return hit;
     const box = await this.store.get(name);
-    if (box) this.cache.set(name, box);
+    if (box && box.version >= (this.announced.get(name) ?? 0)) this.cache.set(name, box);
     return box;
-  }
-
-  /** Drops an entry (e.g. after the proxy found its port dead). */
-  drop(name: string): void {
-    this.cache.delete(name);
   }
 
   /** Calls `fn` for every event of `name` until the returned function is called. */
