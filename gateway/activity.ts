@@ -9,7 +9,6 @@ export class Activity {
   private readonly inflight = new Map<string, number>();
   private readonly dirty = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
-  writes = 0;
 
   constructor(private readonly store: Pick<BoxStore, 'touch'>) {}
 
@@ -25,6 +24,18 @@ export class Activity {
     this.dirty.add(name);
   }
 
+  /** Counts `name` busy until the returned function is called (calling it again does nothing). */
+  hold(name: string): () => void {
+    this.begin(name);
+    let held = true;
+    return () => {
+      if (held) {
+        held = false;
+        this.end(name);
+      }
+    };
+  }
+
   /** Requests in flight and WebSockets open to `name` through this gateway. */
   busy(name: string): number {
     return this.inflight.get(name) ?? 0;
@@ -34,7 +45,6 @@ export class Activity {
     const names = new Set([...this.dirty, ...this.inflight.keys()]);
     this.dirty.clear();
     await Promise.all([...names].map((n) => this.store.touch(n, now).catch(() => undefined)));
-    this.writes += names.size;
   }
 
   start(intervalMs: number): void {

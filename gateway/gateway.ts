@@ -59,7 +59,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
-  await RouteCache.subscribe(sub, store);
+  await routes.start();
   const activity = new Activity(store);
   activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
   const waker = new Waker({ routes, hosts, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
@@ -67,7 +67,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   // race between an auto-suspend and traffic always ends with the traffic served.
   routes.onAny((e) => {
     if (e.state === 'suspended' && activity.busy(e.name) > 0) {
-      void store.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
+      void routes.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
   const preview = new Preview({ config, routes, waker, activity, accounts, metrics, log: log.child({ part: 'preview' }) });
@@ -150,10 +150,9 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   api.use(errorHandler(log));
 
   // Box host names skip Express entirely: the preview path is hot and needs none of it.
-  const app = api;
   const server = createServer((req, res) => {
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
-    if (target.kind === 'api') return app(req, res);
+    if (target.kind === 'api') return api(req, res);
     if (target.kind === 'invalid') {
       res.writeHead(statusOf('INVALID_HOST'), { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: { code: 'INVALID_HOST', message: target.reason } }));
       return;
@@ -184,7 +183,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     activity,
     waker,
     routes,
-    app,
+    app: api,
     server,
     redis,
     store,

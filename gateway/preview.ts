@@ -87,30 +87,26 @@ export class Preview {
       return;
     }
     this.d.metrics.inc('boxd_preview_requests_total');
-    this.d.activity.begin(routed.box.name);
-    let ended = false;
-    const end = () => {
-      if (!ended) {
-        ended = true;
-        this.d.activity.end(routed.box.name);
-      }
-    };
-    res.once('close', end);
-    res.once('finish', end);
+    const release = this.d.activity.hold(routed.box.name);
+    res.once('close', release);
+    res.once('finish', release);
     await this.sanitize(req);
-    const retryUntil = isBodyless(req) ? Date.now() + this.d.config.BOXD_CONNECT_RETRY_MS : 0;
+    // Body-less requests reuse pooled upstream sockets and are retried while the app is not
+    // listening yet (or a pooled socket turns out closed); requests with a body get a fresh
+    // connection and one try, since they cannot be replayed.
+    const retryUntil = isBodyless(req) ? Date.now() + this.d.config.BOXD_CONNECT_RETRY_MS : null;
     this.forward(req, res, routed, retryUntil);
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse, routed: Routed, retryUntil: number): void {
+  /** `retryUntil` null: the request has a body, so one try on a fresh connection. */
+  private forward(req: IncomingMessage, res: ServerResponse, routed: Routed, retryUntil: number | null): void {
+    const target = { host: '127.0.0.1', port: routed.hostPort };
     this.proxy.web(
       req,
       res,
-      // Body-less requests reuse pooled upstream sockets and are retried if a pooled socket turns
-      // out closed; requests with a body get a fresh connection, since they cannot be replayed.
-      isBodyless(req)
-        ? { target: { host: '127.0.0.1', port: routed.hostPort }, buffer: Readable.from([]) }
-        : { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false },
+      // Body-less requests send an empty body of our own rather than piping `req`: on an upstream
+      // error the proxy tears down what it piped, and a retry needs the request still open.
+      retryUntil === null ? { target, agent: false } : { target, buffer: Readable.from([]) },
       (err: Error & { code?: string }) => {
         if (req.destroyed || res.destroyed || (req.socket?.destroyed && !res.headersSent)) return; // the client went away: not our error
         if (res.headersSent) {
@@ -123,7 +119,7 @@ export class Preview {
           return;
         }
         // Right after a wake or a start the app may not listen yet: retry body-less requests briefly.
-        if (Date.now() < retryUntil && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE'].includes(err.code ?? '')) {
+        if (retryUntil !== null && Date.now() < retryUntil && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE'].includes(err.code ?? '')) {
           setTimeout(() => this.forward(req, res, routed, retryUntil), 100).unref();
           return;
         }
@@ -138,8 +134,7 @@ export class Preview {
     let routed: Routed;
     try {
       const box = await this.route(boxName, port);
-      const token = this.tokenOf(req);
-      if (!box.public) this.checkToken(box, token);
+      if (!box.public) this.checkToken(box, this.tokenOf(req, new URL(req.url ?? '/', 'http://x')));
       routed = await this.awake(box, port);
     } catch (e) {
       const r = this.asRefusal(e);
@@ -147,14 +142,7 @@ export class Preview {
       return;
     }
     this.d.metrics.inc('boxd_preview_websockets_total');
-    this.d.activity.begin(routed.box.name);
-    let ended = false;
-    socket.once('close', () => {
-      if (!ended) {
-        ended = true;
-        this.d.activity.end(routed.box.name);
-      }
-    });
+    socket.once('close', this.d.activity.hold(routed.box.name));
     await this.sanitize(req);
     this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false }, () => {
       if (!socket.destroyed) refuseUpgrade(socket, statusOf('UPSTREAM_UNAVAILABLE'), 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
@@ -175,8 +163,7 @@ export class Preview {
     if (box.public) return false;
     const url = new URL(req.url ?? '/', 'http://x');
     const fromQuery = url.searchParams.get(TOKEN_PARAM);
-    const token = this.tokenOf(req);
-    this.checkToken(box, token);
+    this.checkToken(box, this.tokenOf(req, url));
     if (fromQuery && (req.method === 'GET' || req.method === 'HEAD')) {
       // Trade the query parameter for a cookie of this host only, and drop it from the URL.
       url.searchParams.delete(TOKEN_PARAM);
@@ -191,10 +178,10 @@ export class Preview {
     return false;
   }
 
-  private tokenOf(req: IncomingMessage): string | undefined {
+  private tokenOf(req: IncomingMessage, url: URL): string | undefined {
     const header = req.headers[TOKEN_HEADER];
     if (typeof header === 'string' && header) return header;
-    const q = new URL(req.url ?? '/', 'http://x').searchParams.get(TOKEN_PARAM);
+    const q = url.searchParams.get(TOKEN_PARAM);
     if (q) return q;
     return cookies(req.headers.cookie).get(TOKEN_COOKIE);
   }
@@ -215,7 +202,6 @@ export class Preview {
     return { box: running, port: p, hostPort };
   }
 
-  /** Pass 4: the box sees our X-Forwarded-* only, and never the caller's API key or preview token. */
   /** Whether an Authorization value carries a boxd API key (looked up once a minute per value). */
   private async isApiKey(auth: string): Promise<boolean> {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
@@ -229,6 +215,7 @@ export class Preview {
     return known;
   }
 
+  /** Pass 4: the box sees our X-Forwarded-* only, and never the caller's API key or preview token. */
   private async sanitize(req: IncomingMessage): Promise<void> {
     const h = req.headers;
     for (const name of Object.keys(h)) {

@@ -11,7 +11,6 @@ import type { RouteCache } from './route-cache.ts';
 export class Waker {
   private readonly waking = new Map<string, Promise<void>>();
   private readonly waiters = new Map<string, number>();
-  wakes = 0;
 
   constructor(
     private readonly d: {
@@ -62,7 +61,6 @@ export class Waker {
   wake(box: Pick<BoxRecord, 'name' | 'hostId'>, timeoutMs = this.d.timeoutMs): Promise<void> {
     let p = this.waking.get(box.name);
     if (!p) {
-      this.wakes++;
       p = this.d.hosts
         .call(box.hostId, { op: 'resume', name: box.name }, timeoutMs)
         .then(() => undefined)
