@@ -87,7 +87,8 @@ return 1`;
 
 type Fields = Partial<Omit<BoxRecord, 'name' | 'state' | 'version'>>;
 
-function encode(fields: Fields): string[] {
+/** Flattens fields for HSET: objects as JSON, everything else as text, undefined left out. */
+export function encodeFields(fields: Record<string, unknown>): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(fields)) {
     if (v === undefined) continue;
@@ -172,7 +173,7 @@ export class BoxStore {
       'creating',
       'version',
       '1',
-      ...encode(rest),
+      ...encodeFields(rest),
     );
     if (result === 'EXISTS') throw new BoxExistsError(record.name);
     if (result === 'LIMIT') throw new LimitError(`account "${record.account}" already has ${limit} live boxes; delete one first`);
@@ -214,7 +215,7 @@ export class BoxStore {
       from === '*' ? '*' : from.join(','),
       to,
       name,
-      ...encode(fields),
+      ...encodeFields(fields),
     )) as [string, string];
     if (outcome === 'MISSING') throw new BoxNotFoundError(name);
     if (outcome === 'CONFLICT') throw new BoxStateError(name, state, `go to ${to}`);
@@ -223,7 +224,7 @@ export class BoxStore {
 
   /** Writes fields that are not state (ports, runtime handle). */
   async update(name: string, fields: Fields): Promise<void> {
-    const args = encode(fields);
+    const args = encodeFields(fields);
     if (args.length) await this.redis.hset(this.key(name), ...args);
   }
 

@@ -14,7 +14,7 @@ import { dashboard } from './dashboard.ts';
 import { hooksApi, publicHooks, taskQueue } from './hooks-api.ts';
 import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
-import { claimPooled, poolStats, recordClaim } from '../pool/claim.ts';
+import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
 import { ExecStreams } from './exec-stream.ts';
 import { Metrics } from './metrics.ts';
@@ -106,30 +106,16 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     res.json({ goldens: [...(await goldens()).values()] });
   });
   const snapshots = new Snapshots(redis, prefix);
+  const poolHost: PoolHost = {
+    wake: (hostId, name) => hosts.call(hostId, { op: 'resume', name }),
+    destroy: (hostId, name) => hosts.call(hostId, { op: 'destroy', name }),
+    refill: (hostId, golden) => hosts.enqueue(hostId, { op: 'pool-fill', golden }),
+  };
   const claimFromPool = async (golden: string, c: PoolClaim) => {
-    for (const h of await hosts.aliveHosts()) {
-      const now = Date.now();
-      const got = await claimPooled(redis, prefix, {
-        hostId: h.id,
-        golden,
-        name: c.name,
-        account: c.account,
-        limit: c.limit,
-        fields: { env: c.env, idleTimeoutMs: c.idleTimeoutMs, public: c.public, tokenHash: c.tokenHash, createdAt: now, lastActivityAt: now },
-      });
-      if (!got) continue;
-      void hosts.enqueue(h.id, { op: 'pool-fill', golden }).catch(() => undefined);
-      try {
-        await hosts.call(h.id, { op: 'resume', name: c.name });
-      } catch (e) {
-        await hosts.call(h.id, { op: 'destroy', name: c.name }).catch(() => undefined);
-        throw e;
-      }
-      await recordClaim(redis, prefix, golden, true);
-      return store.require(c.name);
-    }
-    await recordClaim(redis, prefix, golden, false);
-    return null;
+    const alive = (await hosts.aliveHosts()).map((h) => h.id);
+    const fields = { env: c.env, idleTimeoutMs: c.idleTimeoutMs, public: c.public, tokenHash: c.tokenHash };
+    const from = await takeFromPool(redis, prefix, alive, { golden, name: c.name, account: c.account, limit: c.limit, fields }, poolHost);
+    return from ? store.require(c.name) : null;
   };
   v1.use(
     boxesApi({

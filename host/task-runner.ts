@@ -8,7 +8,7 @@ import { hostQueueName } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
 import type { GoldenInfo } from './goldens.ts';
 import type { Lifecycle } from './lifecycle.ts';
-import { claimPooled, recordClaim } from '../pool/claim.ts';
+import { takeFromPool } from '../pool/claim.ts';
 
 const STEP_TIMEOUT_MS = 30 * 60_000;
 
@@ -143,21 +143,19 @@ export class TaskRunner {
     const info = (await this.d.goldens()).get(golden);
     if (!info) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${golden}"`);
     const limit = await this.d.maxBoxes(task.account);
+    const fromPool = await takeFromPool(
+      this.d.redis,
+      this.d.prefix,
+      [this.d.hostId],
+      { golden, name, account: task.account, limit, fields: { env: {}, idleTimeoutMs: info.idleTimeoutMs, public: true } },
+      {
+        wake: (_host, box) => this.d.lifecycle.resume(box),
+        destroy: (_host, box) => this.d.lifecycle.destroy(box),
+        refill: () => this.hostQueue.add('pool-fill', { op: 'pool-fill', golden }, { removeOnComplete: true, removeOnFail: true }),
+      },
+    );
+    if (fromPool) return name;
     const now = Date.now();
-    const claimed = await claimPooled(this.d.redis, this.d.prefix, {
-      hostId: this.d.hostId,
-      golden,
-      name,
-      account: task.account,
-      limit,
-      fields: { env: {}, idleTimeoutMs: info.idleTimeoutMs, public: true, createdAt: now, lastActivityAt: now },
-    });
-    await recordClaim(this.d.redis, this.d.prefix, golden, !!claimed);
-    if (claimed) {
-      await this.hostQueue.add('pool-fill', { op: 'pool-fill', golden }, { removeOnComplete: true, removeOnFail: true });
-      await this.d.lifecycle.resume(name);
-      return name;
-    }
     await this.d.store.create(
       {
         name, account: task.account, golden, imageRef: info.tag, ports: info.ports, hostPorts: {}, public: true, env: {},

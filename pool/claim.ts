@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { BoxRecord } from '../core/boxes.ts';
+import { encodeFields, type BoxRecord } from '../core/boxes.ts';
 import { BoxExistsError, LimitError } from '../core/errors.ts';
 import { POOL_ACCOUNT, poolListKey, poolStatsKey } from './keys.ts';
 
@@ -49,11 +49,8 @@ export interface ClaimRequest {
 
 /** Claims a ready box from `hostId`'s pool of `golden`; undefined when the pool is empty. */
 export async function claimPooled(redis: Redis, prefix: string, req: ClaimRequest): Promise<{ pooled: string } | undefined> {
-  const fields: string[] = [];
-  for (const [k, v] of Object.entries(req.fields)) {
-    if (v !== undefined) fields.push(k, typeof v === 'object' ? JSON.stringify(v) : String(v));
-  }
-  if (req.fields.tokenHash === undefined) fields.push('tokenHash', '');
+  // A pooled box has no token: write an empty one unless the caller's box is private.
+  const fields = encodeFields({ ...req.fields, tokenHash: req.fields.tokenHash ?? '' });
   const [outcome, pooled] = (await redis.eval(
     CLAIM,
     3,
@@ -72,7 +69,48 @@ export async function claimPooled(redis: Redis, prefix: string, req: ClaimReques
   return { pooled: pooled! };
 }
 
-export async function recordClaim(redis: Redis, prefix: string, golden: string, hit: boolean): Promise<void> {
+/** How a caller reaches the host whose box it claimed. */
+export interface PoolHost {
+  /** Resumes the claimed (suspended) box. */
+  wake(hostId: string, name: string): Promise<unknown>;
+  /** Removes a claimed box that could not be woken. */
+  destroy(hostId: string, name: string): Promise<unknown>;
+  /** Asks the host to top its pool up again (no need to wait). */
+  refill(hostId: string, golden: string): Promise<unknown>;
+}
+
+/**
+ * Takes a ready box of `golden` from the first of `hostIds` that has one, renamed into the
+ * caller's box, and wakes it. Returns the host it came from, or undefined when every pool was
+ * empty (the caller then creates cold). Hits and misses are counted. A box that cannot be woken
+ * is destroyed, never left half-claimed.
+ */
+export async function takeFromPool(
+  redis: Redis,
+  prefix: string,
+  hostIds: string[],
+  req: Omit<ClaimRequest, 'hostId'>,
+  host: PoolHost,
+): Promise<string | undefined> {
+  for (const hostId of hostIds) {
+    const now = Date.now();
+    const got = await claimPooled(redis, prefix, { ...req, hostId, fields: { createdAt: now, lastActivityAt: now, ...req.fields } });
+    if (!got) continue;
+    void host.refill(hostId, req.golden).catch(() => undefined);
+    try {
+      await host.wake(hostId, req.name);
+    } catch (e) {
+      await host.destroy(hostId, req.name).catch(() => undefined);
+      throw e;
+    }
+    await recordClaim(redis, prefix, req.golden, true);
+    return hostId;
+  }
+  await recordClaim(redis, prefix, req.golden, false);
+  return undefined;
+}
+
+async function recordClaim(redis: Redis, prefix: string, golden: string, hit: boolean): Promise<void> {
   await redis.hincrby(poolStatsKey(prefix), `${golden}:${hit ? 'hits' : 'misses'}`, 1);
 }
 
