@@ -3,6 +3,12 @@ import type { Redis } from 'ioredis';
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
+/** A new preview token for a private box: shown to the caller once, stored only as its hash. */
+export function newPreviewToken(): { token: string; tokenHash: string } {
+  const token = `bxp_${randomBytes(24).toString('base64url')}`;
+  return { token, tokenHash: hashSecret(token) };
+}
+
 /** API keys (stored as sha256) → accounts, and per-account limits. */
 export class Accounts {
   constructor(

@@ -35,6 +35,10 @@ export interface BoxRecord {
   version: number;
 }
 
+/** What a new record needs; the rest has defaults. */
+export type NewBox = Omit<BoxRecord, 'state' | 'version' | 'hostPorts' | 'createdAt' | 'lastActivityAt'> &
+  Partial<Pick<BoxRecord, 'hostPorts' | 'createdAt' | 'lastActivityAt'>>;
+
 /** Emitted on `<prefix>:events` by every transition, atomically with it. */
 export interface BoxEvent {
   name: string;
@@ -151,11 +155,13 @@ export class BoxStore {
   }
 
   /**
-   * Inserts a record in state `creating`. Throws BoxExistsError when the name is taken and
+   * Inserts a record in state `creating` (created and last active now, no ports published yet,
+   * unless given). Throws BoxExistsError when the name is taken and
    * LimitError when the account already has `limit` live boxes (-1: no limit). Atomic.
    */
-  async create(record: Omit<BoxRecord, 'state' | 'version'>, limit: number): Promise<BoxRecord> {
-    const full: BoxRecord = { ...record, state: 'creating', version: 1 };
+  async create(record: NewBox, limit: number): Promise<BoxRecord> {
+    const now = Date.now();
+    const full: BoxRecord = { hostPorts: {}, createdAt: now, lastActivityAt: now, ...record, state: 'creating', version: 1 };
     const { name: _n, ...rest } = full;
     const result = await this.redis.eval(
       CREATE,

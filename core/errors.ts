@@ -47,11 +47,6 @@ export class ValidationError extends BoxdError {
     super('INVALID_REQUEST', message);
   }
 }
-export class NotFoundError extends BoxdError {
-  constructor(what: string) {
-    super('NOT_FOUND', `${what} not found`);
-  }
-}
 export class RuntimeError extends BoxdError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('RUNTIME_ERROR', message, options);

@@ -1,10 +1,10 @@
-import type { BoxRecord } from '../core/boxes.ts';
+import type { BoxRecord, BoxState } from '../core/boxes.ts';
 import type { Urls } from './urls.ts';
 
 /** A box as the API shows it. */
 export interface BoxJson {
   name: string;
-  state: string;
+  state: BoxState;
   golden?: string;
   image?: string;
   snapshot?: string;

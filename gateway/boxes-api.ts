@@ -1,13 +1,14 @@
 import express, { Router, type Request, type Response } from 'express';
 import type { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { hashSecret, type Accounts } from '../core/accounts.ts';
+import { newPreviewToken, type Accounts } from '../core/accounts.ts';
+import { Blobs } from '../core/blobs.ts';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { BoxdError, UnavailableError } from '../core/errors.ts';
 import type { HostClient } from '../core/host-client.ts';
 import type { ExecMessage, ExecOutcome } from '../core/jobs.ts';
-import type { GoldenInfo } from '../host/goldens.ts';
+import { boxSettings, type GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { boxJson } from './box-view.ts';
 import type { ExecStreams } from './exec-stream.ts';
@@ -45,6 +46,7 @@ const DEFAULT_EXEC_TIMEOUT_MS = 600_000;
 /** `/v1/boxes…`: create, list, get, exec, files, suspend, resume, delete. */
 export function boxesApi(d: BoxesApiDeps): Router {
   const r = Router();
+  const blobs = new Blobs(d.redis, d.config.BOXD_PREFIX);
   const own = async (req: Request): Promise<BoxRecord> => d.store.require(parseName(req.params.name), accountOf(req));
   const send = (res: Response, box: BoxRecord, status = 200, extra: object = {}) =>
     res.status(status).json({ ...boxJson(box, d.urls), ...extra });
@@ -53,20 +55,19 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const body = parse(createBoxBody, req.body);
     const account = accountOf(req);
     const name = body.name ?? `box-${randomBytes(4).toString('hex')}`;
-    const token = body.public === false ? `bxp_${randomBytes(24).toString('base64url')}` : undefined;
+    const preview = body.public === false ? newPreviewToken() : undefined;
     const limit = await d.accounts.maxBoxes(account);
     const settings = await resolveSource(d, body, account);
     const env = body.env ?? {};
     const idleTimeoutMs = body.idleTimeoutMs ?? settings.idleTimeoutMs;
-    const tokenHash = token ? hashSecret(token) : undefined;
+    const tokenHash = preview?.tokenHash;
 
     if (settings.golden && !body.ports && d.claimFromPool) {
       const claimed = await d.claimFromPool(settings.golden, { name, account, env, idleTimeoutMs, public: body.public ?? true, tokenHash, limit });
-      if (claimed) return send(res, claimed, 201, token ? { previewToken: token, pooled: true } : { pooled: true });
+      if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
     const hostId = settings.hostId ?? (await d.hosts.pickHost());
-    const now = Date.now();
     await d.store.create(
       {
         name,
@@ -76,21 +77,18 @@ export function boxesApi(d: BoxesApiDeps): Router {
         snapshot: body.snapshot,
         imageRef: settings.imageRef,
         ports: body.ports ?? settings.ports,
-        hostPorts: {},
         public: body.public ?? true,
         tokenHash,
         env,
         idleTimeoutMs,
         cpus: settings.cpus,
         memoryMb: settings.memoryMb,
-        createdAt: now,
-        lastActivityAt: now,
         hostId,
       },
       limit,
     );
     await d.hosts.call(hostId, { op: 'create', name });
-    send(res, await d.store.require(name), 201, token ? { previewToken: token } : {});
+    send(res, await d.store.require(name), 201, preview ? { previewToken: preview.token } : {});
   });
 
   r.get('/boxes', async (req, res) => {
@@ -119,11 +117,7 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const body = parse(execBody, req.body);
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
     const execId = crypto.randomUUID();
-    let stdinBlob: string | undefined;
-    if (body.stdin !== undefined) {
-      stdinBlob = `${d.config.BOXD_PREFIX}:blob:${execId}`;
-      await d.redis.set(stdinBlob, Buffer.from(body.stdin, 'utf8'), 'PX', timeoutMs + 60_000);
-    }
+    const stdinBlob = body.stdin === undefined ? undefined : await blobs.put(Buffer.from(body.stdin, 'utf8'), timeoutMs + 60_000, execId);
     const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
     const job = { op: 'exec' as const, name: box.name, execId, cmd: body.cmd, cwd: body.cwd, env: body.env, stdinBlob, timeoutMs, stream: streaming };
     const wait = timeoutMs + 30_000;
@@ -159,8 +153,7 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const path = parseBoxPath(req.query.path);
     const mode = parseMode(req.query.mode);
     const data = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const blob = `${d.config.BOXD_PREFIX}:blob:${crypto.randomUUID()}`;
-    await d.redis.set(blob, data, 'PX', 300_000);
+    const blob = await blobs.put(data, 300_000);
     await d.hosts.call(box.hostId, { op: 'putFile', name: box.name, path, blob, mode });
     res.status(204).end();
   });
@@ -169,9 +162,7 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const box = await own(req);
     const path = parseBoxPath(req.query.path);
     const { blob } = await d.hosts.call<{ blob: string; size: number }>(box.hostId, { op: 'getFile', name: box.name, path });
-    const [[, data]] = (await d.redis.multi().getBuffer(blob).del(blob).exec()) as [[unknown, Buffer | null]];
-    if (!data) throw new BoxdError('BLOB_EXPIRED', 'the file expired before it could be sent; try again');
-    res.status(200).type('application/octet-stream').send(data);
+    res.status(200).type('application/octet-stream').send(await blobs.take(blob));
   });
 
   return r;
@@ -206,5 +197,5 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
   const g = (await d.goldens()).get(name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
   if (!g.built) throw new UnavailableError(`golden "${name}" is not built on the host yet; run \`npm start\` or \`tsx golden-images/build.ts ${name}\``);
-  return { golden: name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb };
+  return boxSettings(g);
 }

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { randomBytes } from 'node:crypto';
-import { hashSecret, type Accounts } from '../core/accounts.ts';
+import { newPreviewToken, type Accounts } from '../core/accounts.ts';
 import type { BoxStore } from '../core/boxes.ts';
 import type { HostClient } from '../core/host-client.ts';
 import type { Snapshots } from '../core/snapshots.ts';
@@ -18,8 +18,7 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
     const parent = await d.store.require(parseName(req.params.name), account);
     const body = parse(forkBody, req.body);
     const child = body.name ?? `${parent.name.slice(0, 50)}-${randomBytes(3).toString('hex')}`;
-    const token = parent.public ? undefined : `bxp_${randomBytes(24).toString('base64url')}`;
-    const now = Date.now();
+    const preview = parent.public ? undefined : newPreviewToken();
     // The child lives on the parent's host: that is where the parent's filesystem is.
     await d.store.create(
       {
@@ -30,16 +29,13 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         snapshot: parent.snapshot,
         imageRef: '',
         ports: parent.ports,
-        hostPorts: {},
         public: parent.public,
-        tokenHash: token ? hashSecret(token) : undefined,
+        tokenHash: preview?.tokenHash,
         parent: parent.name,
         env: parent.env,
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
-        createdAt: now,
-        lastActivityAt: now,
         hostId: parent.hostId,
       },
       await d.accounts.maxBoxes(account),
@@ -50,7 +46,7 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
       await d.store.remove(child).catch(() => undefined);
       throw e;
     }
-    res.status(201).json({ ...boxJson(await d.store.require(child), d.urls), ...(token ? { previewToken: token } : {}) });
+    res.status(201).json({ ...boxJson(await d.store.require(child), d.urls), ...(preview ? { previewToken: preview.token } : {}) });
   });
 
   r.post('/boxes/:name/snapshot', async (req, res) => {

@@ -8,7 +8,7 @@ import { BoxdError } from '../core/errors.ts';
 import { TASK_QUEUE, verifySignature, type Hook, type HookStore, type Task } from '../core/hooks.ts';
 import type { GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
-import { parse } from './schemas.ts';
+import { goldenName, parse } from './schemas.ts';
 import type { Urls } from './urls.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
@@ -16,7 +16,7 @@ const MAX_PAYLOAD = 1024 * 1024;
 const hookBody = z
   .object({
     name: z.string().min(1).max(100),
-    golden: z.string().regex(/^[a-z0-9][a-z0-9-]{0,30}$/).default('default'),
+    golden: goldenName.default('default'),
     steps: z.array(z.object({ cmd: z.union([z.string().min(1).max(65_536), z.array(z.string().max(65_536)).min(1).max(1000)]) }).strict()).min(1).max(50),
     secret: z.string().min(16, 'secrets have at least 16 characters').max(256).optional(),
     keepMs: z.number().int().min(0).max(24 * 3600 * 1000).default(0),

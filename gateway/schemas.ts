@@ -1,6 +1,7 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
 import { ValidationError } from '../core/errors.ts';
+import { GOLDEN_NAME } from '../golden-images/definitions.ts';
 
 export const BOX_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const boxName = z.string().regex(BOX_NAME, 'must be a DNS label: a-z, 0-9 and "-", at most 63, not starting or ending with "-"');
@@ -9,14 +10,16 @@ const noNul = (s: string) => !s.includes('\0');
 const env = z
   .record(z.string().regex(envName, 'environment variable names are letters, digits and _'), z.string().max(32_768).refine(noNul, 'no NUL bytes'))
   .refine((r) => Object.keys(r).length <= 200, 'at most 200 variables');
+export const goldenName = z.string().regex(GOLDEN_NAME, 'golden names are lowercase letters, digits and "-"');
+const snapshotName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'snapshot names are lowercase letters, digits, ".", "_" and "-"');
 const imageRef = z.string().min(1).max(255).regex(/^[a-zA-Z0-9][a-zA-Z0-9._\-/:@]*$/, 'not an image reference');
 
 export const createBoxBody = z
   .object({
     name: boxName.optional(),
-    golden: z.string().regex(/^[a-z0-9][a-z0-9-]{0,30}$/).optional(),
+    golden: goldenName.optional(),
     image: imageRef.optional(),
-    snapshot: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/).optional(),
+    snapshot: snapshotName.optional(),
     ports: z.array(z.number().int().min(1).max(65535)).max(16).optional(),
     env: env.optional(),
     idleTimeoutMs: z.number().int().min(0).max(7 * 24 * 3600 * 1000).optional(),
@@ -36,9 +39,10 @@ export const execBody = z
   })
   .strict();
 
+export type ExecBody = z.infer<typeof execBody>;
+
 export const forkBody = z.object({ name: boxName.optional() }).strict();
-export const snapshotBody = z.object({ snapshot: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'snapshot names are lowercase letters, digits, ".", "_" and "-"') }).strict();
-export const nameParam = boxName;
+export const snapshotBody = z.object({ snapshot: snapshotName }).strict();
 
 /** Parses with a schema; the first problems become one INVALID_REQUEST message. */
 export function parse<T>(schema: z.ZodType<T>, value: unknown, what = 'request body'): T {
@@ -49,7 +53,7 @@ export function parse<T>(schema: z.ZodType<T>, value: unknown, what = 'request b
 }
 
 export function parseName(raw: unknown): string {
-  return parse(nameParam, raw, 'box name');
+  return parse(boxName, raw, 'box name');
 }
 
 /** An absolute, normalised path inside the box; no "..", no NUL. */

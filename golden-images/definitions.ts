@@ -8,6 +8,9 @@ import { z } from 'zod';
  * in `bases.json`. Tags are content hashes of the definitions, so any process computes the
  * same tag without building, and a golden is rebuilt exactly when its definition changes.
  */
+/** Golden names: short DNS labels (they become image names). */
+export const GOLDEN_NAME = /^[a-z0-9][a-z0-9-]{0,30}$/;
+
 export const manifestSchema = z.object({
   description: z.string().default(''),
   /** `debian`, `busybox` (from bases.json) or `golden:<name>` to build on another golden. */
@@ -81,7 +84,7 @@ export function loadDefinitions(dir: string): Definitions {
     if (!entry.isDirectory()) continue;
     const gdir = join(dir, entry.name);
     if (!existsSync(join(gdir, 'manifest.json'))) continue;
-    if (!/^[a-z0-9][a-z0-9-]{0,30}$/.test(entry.name)) throw new Error(`golden name "${entry.name}" is not a DNS label`);
+    if (!GOLDEN_NAME.test(entry.name)) throw new Error(`golden name "${entry.name}" is not a DNS label`);
     const parsed = manifestSchema.safeParse(JSON.parse(readFileSync(join(gdir, 'manifest.json'), 'utf8')));
     if (!parsed.success) throw new Error(`${entry.name}/manifest.json: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     raw.set(entry.name, { dir: gdir, manifest: parsed.data, dockerfile: readFileSync(join(gdir, 'Dockerfile'), 'utf8') });

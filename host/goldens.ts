@@ -16,6 +16,11 @@ export interface GoldenInfo {
   built: boolean;
 }
 
+/** The record settings of a box made from a golden. */
+export function boxSettings(g: GoldenInfo) {
+  return { golden: g.name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb };
+}
+
 /** Reads the definitions, checks which images exist, and publishes them for gateways. */
 export async function publishGoldens(
   redis: Redis,

@@ -60,7 +60,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     runtime,
     labels: { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId },
     spec: (box) => lifecycle.spec(box),
-    idOf: (box) => box.runtimeId ?? lifecycle.runtimeName(box.name),
+    idOf: (box) => lifecycle.idOf(box),
     hostId,
     log,
   });

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { StringDecoder } from 'node:string_decoder';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import type { Snapshots } from '../core/snapshots.ts';
+import { Blobs } from '../core/blobs.ts';
 import { BoxdError, BoxStateError } from '../core/errors.ts';
 import type { ExecMessage, ExecOutcome, HostJob } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
@@ -27,11 +28,20 @@ export interface LifecycleDeps {
  * the record with an atomic transition only after the runtime did the work.
  */
 export class Lifecycle {
-  constructor(private readonly d: LifecycleDeps) {}
+  private readonly blobs: Blobs;
+
+  constructor(private readonly d: LifecycleDeps) {
+    this.blobs = new Blobs(d.redis, d.prefix);
+  }
 
   /** Runtime name of a box: unique per prefix, so parallel instances never collide. */
   runtimeName(name: string): string {
     return `${this.d.prefix}-${name}`;
+  }
+
+  /** Runtime id of a box: its container, which a claimed pool box keeps under its new name. */
+  idOf(box: Pick<BoxRecord, 'name' | 'runtimeId'>): string {
+    return box.runtimeId ?? this.runtimeName(box.name);
   }
 
   labels(box: Pick<BoxRecord, 'name' | 'account'>): Record<string, string> {
@@ -96,7 +106,7 @@ export class Lifecycle {
       const box = await this.d.store.require(name);
       if (box.state === 'suspended') return box;
       if (box.state !== 'running') throw new BoxStateError(name, box.state, 'suspend');
-      await this.d.runtime.suspend(box.runtimeId ?? this.runtimeName(name));
+      await this.d.runtime.suspend(this.idOf(box));
       await this.d.store.transition(name, ['running'], 'suspended');
       return this.d.store.require(name);
     });
@@ -113,7 +123,7 @@ export class Lifecycle {
     return this.d.locks.exclusive(name, async () => {
       const box = await this.d.store.get(name);
       if (!box || box.state !== 'running' || !isIdle(box)) return false;
-      const id = box.runtimeId ?? this.runtimeName(name);
+      const id = this.idOf(box);
       await this.d.runtime.suspend(id);
       const after = await this.d.store.get(name);
       if (!after || after.state !== 'running' || !isIdle(after)) {
@@ -133,7 +143,7 @@ export class Lifecycle {
     const box = await this.d.store.require(name);
     if (box.state === 'running') return box;
     if (box.state !== 'suspended') throw new BoxStateError(name, box.state, 'resume');
-    await this.d.runtime.resume(box.runtimeId ?? this.runtimeName(name));
+    await this.d.runtime.resume(this.idOf(box));
     await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt: Date.now() });
     return this.d.store.require(name);
   }
@@ -158,12 +168,12 @@ export class Lifecycle {
     const channel = `${this.d.prefix}:exec:${job.execId}`;
     const publish = (m: ExecMessage) => void this.d.redis.publish(channel, JSON.stringify(m)).catch(() => undefined);
     try {
-      const stdin = job.stdinBlob ? await this.takeBlob(job.stdinBlob) : undefined;
+      const stdin = job.stdinBlob ? await this.blobs.take(job.stdinBlob) : undefined;
       const outcome = await this.whileRunning(job.name, async (box) => {
         await this.d.store.touch(job.name);
         const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
         const started = performance.now();
-        const result = await this.d.runtime.exec(box.runtimeId ?? this.runtimeName(job.name), {
+        const result = await this.d.runtime.exec(this.idOf(box), {
           cmd: job.cmd,
           cwd: job.cwd,
           // The box's own env first (a claimed pool box got it after its container was made).
@@ -200,13 +210,13 @@ export class Lifecycle {
   }
 
   async putFile(name: string, path: string, blob: string, mode?: number): Promise<void> {
-    await this.writeFile(name, path, await this.takeBlob(blob), mode);
+    await this.writeFile(name, path, await this.blobs.take(blob), mode);
   }
 
   /** Writes bytes into a box (resumed first if suspended). */
   async writeFile(name: string, path: string, data: Buffer, mode?: number): Promise<void> {
     await this.whileRunning(name, async (box) => {
-      await this.d.runtime.putFile(box.runtimeId ?? this.runtimeName(name), path, data, mode);
+      await this.d.runtime.putFile(this.idOf(box), path, data, mode);
       await this.d.store.touch(name);
     });
   }
@@ -214,25 +224,18 @@ export class Lifecycle {
   /** Reads a file into a blob the caller collects (and deletes). */
   async getFile(name: string, path: string): Promise<{ blob: string; size: number }> {
     return this.whileRunning(name, async (box) => {
-      const data = await this.d.runtime.getFile(box.runtimeId ?? this.runtimeName(name), path);
+      const data = await this.d.runtime.getFile(this.idOf(box), path);
       await this.d.store.touch(name);
-      const blob = `${this.d.prefix}:blob:${crypto.randomUUID()}`;
-      await this.d.redis.set(blob, data, 'PX', 120_000);
-      return { blob, size: data.length };
+      return { blob: await this.blobs.put(data, 120_000), size: data.length };
     });
   }
 
-  private async takeBlob(key: string): Promise<Buffer> {
-    const [[, data]] = (await this.d.redis.multi().getBuffer(key).del(key).exec()) as [[unknown, Buffer | null]];
-    if (!data) throw new BoxdError('BLOB_EXPIRED', 'the uploaded data expired before the host took it; send it again');
-    return data;
-  }
 
   /** Removes the container, the record, and the box's fork image when nothing else uses it. Idempotent. */
   async destroy(name: string): Promise<void> {
     await this.d.locks.exclusive(name, async () => {
       const box = await this.d.store.get(name);
-      await this.d.runtime.destroy(box?.runtimeId ?? this.runtimeName(name));
+      await this.d.runtime.destroy(box ? this.idOf(box) : this.runtimeName(name));
       await this.d.store.remove(name);
       if (box?.imageRef.startsWith('boxd-fork/')) await this.d.runtime.removeImage(box.imageRef);
       if (box?.imageRef.startsWith('boxd-snap/') && this.d.snapshots && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
@@ -251,7 +254,7 @@ export class Lifecycle {
     await this.d.locks.exclusive(parent, async () => {
       const p = await this.d.store.require(parent);
       if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
-      await this.d.runtime.commit(p.runtimeId ?? this.runtimeName(parent), image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
+      await this.d.runtime.commit(this.idOf(p), image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
     }).catch(async (e) => {
       await this.d.store.remove(child);
       throw e;
@@ -265,7 +268,7 @@ export class Lifecycle {
     await this.d.locks.exclusive(name, async () => {
       const box = await this.d.store.require(name);
       if (box.state !== 'running' && box.state !== 'suspended') throw new BoxStateError(name, box.state, 'snapshot');
-      await this.d.runtime.commit(box.runtimeId ?? this.runtimeName(name), image, { 'boxd.instance': this.d.prefix, 'boxd.snapshot-of': name });
+      await this.d.runtime.commit(this.idOf(box), image, { 'boxd.instance': this.d.prefix, 'boxd.snapshot-of': name });
     });
   }
 }

@@ -6,7 +6,7 @@ import { BoxdError } from '../core/errors.ts';
 import { PAYLOAD_PATH, TASK_QUEUE, type HookStore, type StepResult, type Task } from '../core/hooks.ts';
 import { hostQueueName } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
-import type { GoldenInfo } from './goldens.ts';
+import { boxSettings, type GoldenInfo } from './goldens.ts';
 import type { Lifecycle } from './lifecycle.ts';
 import { takeFromPool } from '../pool/claim.ts';
 
@@ -155,14 +155,7 @@ export class TaskRunner {
       },
     );
     if (fromPool) return name;
-    const now = Date.now();
-    await this.d.store.create(
-      {
-        name, account: task.account, golden, imageRef: info.tag, ports: info.ports, hostPorts: {}, public: true, env: {},
-        idleTimeoutMs: info.idleTimeoutMs, cpus: info.cpus, memoryMb: info.memoryMb, createdAt: now, lastActivityAt: now, hostId: this.d.hostId,
-      },
-      limit,
-    );
+    await this.d.store.create({ ...boxSettings(info), name, account: task.account, public: true, env: {}, hostId: this.d.hostId }, limit);
     await this.d.lifecycle.create(name, true);
     return name;
   }

@@ -111,7 +111,6 @@ export class WarmPool {
 
   private async addOne(golden: Golden): Promise<void> {
     const name = `pool-${golden.name}-${randomBytes(4).toString('hex')}`;
-    const now = Date.now();
     await this.d.store.create(
       {
         name,
@@ -119,14 +118,11 @@ export class WarmPool {
         golden: golden.name,
         imageRef: golden.tag,
         ports: golden.manifest.ports,
-        hostPorts: {},
         public: true,
         env: {},
         idleTimeoutMs: golden.manifest.idleTimeoutMs,
         cpus: golden.manifest.cpus,
         memoryMb: golden.manifest.memoryMb,
-        createdAt: now,
-        lastActivityAt: now,
         hostId: this.d.hostId,
       },
       -1,

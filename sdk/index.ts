@@ -9,53 +9,22 @@
  * Every failed call throws BoxdApiError carrying the API's error `code` and HTTP `status`.
  */
 
-export interface BoxInfo {
-  name: string;
-  state: 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
-  golden?: string;
-  image?: string;
-  snapshot?: string;
-  url: string | null;
-  urls: Record<string, string>;
-  ports: number[];
-  public: boolean;
-  parent?: string;
-  idleTimeoutMs: number;
-  createdAt: string;
-  lastActivityAt: string;
+// Types only: the wire shapes are the server's own, so they cannot drift; nothing is imported at run time.
+import type { BoxJson } from '../gateway/box-view.ts';
+import type { CreateBoxBody, ExecBody } from '../gateway/schemas.ts';
+import type { ExecMessage, ExecOutcome } from '../core/jobs.ts';
+
+/** A box as the API answers it (`previewToken` on the create of a private box, `pooled` when it came from the warm pool). */
+export interface BoxInfo extends BoxJson {
   previewToken?: string;
   pooled?: boolean;
-  error?: string;
 }
 
-export interface CreateOptions {
-  name?: string;
-  golden?: string;
-  image?: string;
-  snapshot?: string;
-  ports?: number[];
-  env?: Record<string, string>;
-  idleTimeoutMs?: number;
-  public?: boolean;
-}
-
-export interface ExecOptions {
-  cwd?: string;
-  env?: Record<string, string>;
-  stdin?: string;
-  timeoutMs?: number;
-}
-
-export interface ExecResult {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-  durationMs: number;
-  timedOut: boolean;
-  truncated: boolean;
-}
-
-export type ExecEvent = { stream: 'stdout' | 'stderr'; data: string } | { exitCode: number; durationMs: number; timedOut: boolean };
+export type CreateOptions = CreateBoxBody;
+export type ExecOptions = Omit<ExecBody, 'cmd'>;
+export type ExecResult = ExecOutcome;
+/** A streamed exec yields output chunks, then the exit line. */
+export type ExecEvent = Exclude<ExecMessage, { error: unknown }>;
 
 /** An error answered by the API (or a transport failure, code NETWORK_ERROR). */
 export class BoxdApiError extends Error {
