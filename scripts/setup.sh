@@ -19,6 +19,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v iptables >/dev/null || need+=(iptables)
+# The Python SDK's tests (test/python-sdk.test.ts) run on Debian's python3 with its httpx and pytest.
+/usr/bin/python3 -c 'import httpx' 2>/dev/null || need+=(python3-httpx)
+/usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
 if [ "${BOXD_SETUP_BENCH:-0}" = 1 ]; then
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v wrk >/dev/null || need+=(wrk)
