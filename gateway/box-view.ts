@@ -1,23 +1,9 @@
-import type { BoxRecord, BoxState } from '../core/boxes.ts';
+import type { BoxRecord } from '../core/boxes.ts';
+import type { BoxJson } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
-/** A box as the API shows it. */
-export interface BoxJson {
-  name: string;
-  state: BoxState;
-  golden?: string;
-  image?: string;
-  snapshot?: string;
-  url: string | null;
-  urls: Record<string, string>;
-  ports: number[];
-  public: boolean;
-  parent?: string;
-  idleTimeoutMs: number;
-  createdAt: string;
-  lastActivityAt: string;
-  error?: string;
-}
+/** A box as the API shows it: the SDK's wire type, so the two cannot drift. */
+export type { BoxJson };
 
 export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
   const out: BoxJson = {

@@ -9,6 +9,7 @@ import { TASK_QUEUE, verifySignature, type Hook, type HookStore, type Task } fro
 import type { GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { goldenName, parse } from './schemas.ts';
+import type { HookInfo, TaskInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
@@ -94,11 +95,11 @@ export function hooksApi(d: HooksDeps): Router {
   return r;
 }
 
-function hookJson(h: Hook, urls: Urls) {
+function hookJson(h: Hook, urls: Urls): HookInfo {
   return { id: h.id, url: `${urls.api}/hooks/${h.id}`, name: h.name, golden: h.golden, steps: h.steps, keepMs: h.keepMs, createdAt: new Date(h.createdAt).toISOString() };
 }
 
-function taskJson(t: Task, urls: Urls) {
+function taskJson(t: Task, urls: Urls): TaskInfo {
   return {
     id: t.id,
     hook: t.hook,
