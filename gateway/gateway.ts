@@ -16,6 +16,7 @@ import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
+import { openApiDocument } from './openapi.ts';
 import { ExecStreams } from './exec-stream.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
@@ -97,6 +98,11 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, urls };
   const tasksQueue = taskQueue(hookDeps);
   api.use(publicHooks(hookDeps, tasksQueue));
+  // Public: the machine-readable API (gateway/api-spec.ts), generated once on first request.
+  let openapi: object | undefined;
+  api.get('/v1/openapi.json', (_req, res) => {
+    res.json((openapi ??= openApiDocument(undefined, { serverUrl: urls.api })));
+  });
   const v1 = express.Router();
   v1.use(requireKey(accounts));
   // JSON bodies for everything but file uploads, which take raw bytes.

@@ -14,7 +14,7 @@ import type { Urls } from './urls.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
 
-const hookBody = z
+export const hookBody = z
   .object({
     name: z.string().min(1).max(100),
     golden: goldenName.default('default'),

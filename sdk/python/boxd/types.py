@@ -195,7 +195,7 @@ class PoolStats:
     ready: int
     hits: int
     misses: int
-    hit_rate: Optional[float] = None
+    hit_rate: Optional[float]
 
 
 @dataclass
