@@ -60,14 +60,14 @@ describe('@boxd/sdk as a package (npm pack, install in an empty project, product
     assert.equal(pack.code, 0, pack.out);
     const packed = JSON.parse(pack.out.slice(pack.out.indexOf('[')))[0] as { filename: string; files: { path: string }[] };
     const files = packed.files.map((f) => f.path).sort();
-    assert.deepEqual(files, ['dist/index.d.ts', 'dist/index.js', 'dist/types.d.ts', 'dist/types.js', 'package.json']);
+    assert.deepEqual(files, ['README.md', 'dist/index.d.ts', 'dist/index.js', 'dist/types.d.ts', 'dist/types.js', 'package.json']);
 
     const app = join(dir, 'app');
     await run('mkdir', [app]);
     await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'example', private: true, type: 'module' }));
     const inst = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', join(dir, packed.filename)], { cwd: app });
     assert.equal(inst.code, 0, inst.out);
-    assert.deepEqual(await readdir(join(app, 'node_modules')), ['.package-lock.json', '@boxd'], 'nothing but the SDK is installed');
+    assert.deepEqual((await readdir(join(app, 'node_modules'))).sort(), ['.package-lock.json', '@boxd'], 'nothing but the SDK is installed');
 
     const example = PRODUCT_PAGE_EXAMPLE.replace('"@boxd-sh/sdk"', '"@boxd/sdk"');
     assert.equal(example.split('\n').filter((l, i) => l !== PRODUCT_PAGE_EXAMPLE.split('\n')[i]).length, 1, 'only the import line differs');
