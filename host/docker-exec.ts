@@ -54,12 +54,22 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
     });
     stream = (await exec.start({ hijack: true, stdin: hasStdin })) as unknown as Duplex;
   } catch (e) {
+    leave();
     if (status(e) === 404) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is gone`);
     if (status(e) === 409) throw new BoxdError('BOX_STATE', `box ${id} is not running: ${reason(e)}`);
     throw new RuntimeError(`exec in ${id}: ${reason(e)}`, { cause: e });
-  } finally {
-    leave();
   }
+  // The engine answers the start before runc has launched the process: the start is over only
+  // once a process of this exec runs (or its output came or ended), so a freeze never lands on it.
+  let seen = false;
+  void (async () => {
+    const until = Date.now() + 5000;
+    while (!seen && Date.now() < until) {
+      const pids = await ctx.procs.tagged(id, execId).catch(() => []);
+      if (pids.length) break;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  })().finally(leave);
 
   let timedOut = false;
   let killed = false;
@@ -78,6 +88,7 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
   const done = new Promise<void>((resolve) => {
     let pending: Buffer = Buffer.alloc(0);
     stream.on('data', (chunk: Buffer) => {
+      seen = true;
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
       // Engine frames: [stream type, 0, 0, 0, size (uint32 BE)] then the payload.
       while (pending.length >= 8) {
@@ -94,9 +105,13 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
         }
       }
     });
-    stream.once('end', () => resolve());
-    stream.once('close', () => resolve());
-    stream.once('error', () => resolve());
+    const ended = () => {
+      seen = true;
+      resolve();
+    };
+    stream.once('end', ended);
+    stream.once('close', ended);
+    stream.once('error', ended);
     if (wrapped) {
       // The command may have exited while a background child holds stdout: look for the exit
       // file with a backoff, then give the stream a moment to deliver the command's last output.

@@ -83,7 +83,11 @@ export class DockerRuntime implements Runtime {
 
   /** Marks an exec start in flight; waits while the box is being frozen. */
   private async enterStart(id: string): Promise<() => void> {
+    const dir = this.freezer ? (await this.procs.info(id))?.dir : undefined;
     for (let f = this.freezing.get(id); f; f = this.freezing.get(id)) await f.catch(() => undefined);
+    // Synchronously from here: an exec never starts in a frozen cgroup (its runc init would
+    // freeze half-way and wedge the engine); the caller resumes the box and tries again.
+    if (dir && this.freezer!.state(dir) !== 'thawed') throw new BoxdError('BOX_STATE', `box ${id} is suspended`);
     this.starting.set(id, (this.starting.get(id) ?? 0) + 1);
     let left = false;
     return () => {

@@ -197,7 +197,10 @@ export class Lifecycle {
         } catch (e) {
           if (work.signal.reason === 'destroyed') throw destroyedWhileRunning(name);
           if (e instanceof BoxdError && e.code === 'BOX_NOT_FOUND' && !(await this.d.store.get(name))) throw destroyedWhileRunning(name);
-          if (i < 3 && e instanceof BoxdError && e.code === 'BOX_STATE') continue;
+          if (i < 5 && e instanceof BoxdError && e.code === 'BOX_STATE') {
+            await new Promise((r) => setTimeout(r, 10 * (i + 1))); // a suspend is landing: let its record catch up
+            continue;
+          }
           throw e;
         }
       }
