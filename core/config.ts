@@ -73,6 +73,14 @@ export const configSchema = z.object({
   BOXD_POOL_FILL_MS: int(5_000),
   /** Lock of a running webhook task; a host silent this long is taken as dead and the task re-run, in ms. */
   BOXD_TASK_LOCK_MS: int(30_000),
+  /** Images (exact references, comma-separated) any account may create boxes from, besides goldens and its own snapshots. */
+  BOXD_ALLOWED_IMAGES: z.string().default('').transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean)),
+  /** Bound of every Redis command of the gateway, in ms: past it the API answers 503 instead of hanging on a frozen Redis. */
+  BOXD_REDIS_TIMEOUT_MS: int(1_500),
+  /** A client must send a request's headers within this time or its connection is closed (slowloris), in ms. */
+  BOXD_HEADERS_TIMEOUT_MS: int(10_000),
+  /** A client must send a whole request (headers and body) within this time, in ms; 0 disables. */
+  BOXD_REQUEST_TIMEOUT_MS: int(300_000),
   /** Folder of golden image definitions. */
   BOXD_GOLDEN_DIR: z.string().default('golden-images'),
   /** pino log level. */

@@ -28,6 +28,8 @@ export interface BoxesApiDeps {
   claimFromPool?: (golden: string, box: PoolClaim) => Promise<BoxRecord | null>;
   /** Resolves a snapshot of an account to its image, ports and host. */
   snapshot?: (account: string, snapshot: string) => Promise<{ image: string; ports: number[]; hostId: string }>;
+  /** The snapshots of an account (an `image` at create may name one of their images). */
+  snapshotsOf?: (account: string) => Promise<{ image: string; ports: number[]; hostId: string }[]>;
 }
 
 /** What a claimed pool box is given: the caller's name, account and settings. */
@@ -196,7 +198,16 @@ interface Source {
 
 async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: string): Promise<Source> {
   const defaults = { idleTimeoutMs: d.config.BOXD_IDLE_TIMEOUT_MS, cpus: d.config.BOXD_BOX_CPUS, memoryMb: d.config.BOXD_BOX_MEMORY_MB };
-  if (body.image) return { imageRef: body.image, ports: [], ...defaults };
+  if (body.image) {
+    // `image` takes only a golden's tag, an image on the operator's allowlist, or one of the
+    // caller's own snapshot images: never another account's fork or snapshot, nor any local image.
+    const golden = [...(await d.goldens()).values()].find((g) => g.tag === body.image);
+    if (golden) return boxSettings(golden);
+    if (d.config.BOXD_ALLOWED_IMAGES.includes(body.image)) return { imageRef: body.image, ports: [], ...defaults };
+    const snap = (await d.snapshotsOf?.(account))?.find((s) => s.image === body.image);
+    if (snap) return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
+    throw new BoxdError('IMAGE_NOT_ALLOWED', `image "${body.image}" is not allowed: use a golden (GET /v1/goldens), one of your snapshots, or an image the operator lists in BOXD_ALLOWED_IMAGES`);
+  }
   if (body.snapshot) {
     if (!d.snapshot) throw new BoxdError('NOT_IMPLEMENTED', 'snapshots are not available');
     const snap = await d.snapshot(account, body.snapshot);

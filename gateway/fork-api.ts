@@ -63,7 +63,7 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
       golden: box.golden,
       createdAt: Date.now(),
     };
-    await d.snapshots.reserve(record);
+    await d.snapshots.reserve(record, (await d.accounts.accountLimits(account)).maxSnapshots);
     try {
       await d.hosts.call(box.hostId, { op: 'snapshot', name: box.name, snapshot, account });
     } catch (e) {

@@ -59,7 +59,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
-  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log });
+  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  const lifecycle = new Lifecycle({
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log,
+    revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
+  });
 
   await reconcile({
     store,
@@ -115,7 +119,6 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   await worker.waitUntilReady();
 
   const taskConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
     goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),

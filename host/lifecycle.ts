@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
-import type { Snapshots } from '../core/snapshots.ts';
+import { forkImage, type Snapshots } from '../core/snapshots.ts';
 import { BoxdError, BoxStateError } from '../core/errors.ts';
 import type { ExecOutcome } from '../core/jobs.ts';
 import { BusyBoxes, destroyedWhileRunning } from './busy.ts';
@@ -40,6 +40,8 @@ export interface LifecycleDeps {
   hostId: string;
   pidsLimit: number;
   snapshots?: Snapshots;
+  /** Revokes the box-scoped keys of a destroyed box (Accounts.revokeBoxKeys). */
+  revokeBoxKeys?: (account: string, box: string) => Promise<void>;
   log: Logger;
 }
 
@@ -300,8 +302,11 @@ export class Lifecycle {
       const box = await this.d.store.get(name);
       await this.d.runtime.destroy(box ? this.idOf(box) : this.runtimeName(name));
       await this.d.store.remove(name);
-      if (box?.imageRef.startsWith('boxd-fork/')) await this.d.runtime.removeImage(box.imageRef);
-      if (box?.imageRef.startsWith('boxd-snap/') && this.d.snapshots && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
+      if (box) await this.d.revokeBoxKeys?.(box.account, box.name).catch((err) => this.d.log.warn({ err, box: name }, 'revoking box keys failed'));
+      // Only images that are this box's own (its fork image) or its account's unreferenced
+      // snapshot images are removed: never another account's image.
+      if (box && box.imageRef === forkImage(this.d.prefix, box.account, box.name)) await this.d.runtime.removeImage(box.imageRef);
+      if (box && this.d.snapshots?.ownsImage(box.account, box.imageRef) && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
         await this.d.runtime.removeImage(box.imageRef);
       }
     });
@@ -313,7 +318,8 @@ export class Lifecycle {
    * keeps running (it is frozen for the commit only) and nothing the child does reaches it.
    */
   async fork(parent: string, child: string, finalAttempt: boolean): Promise<BoxRecord> {
-    const image = `boxd-fork/${this.d.prefix}-${child}:v1`;
+    const c = await this.d.store.require(child);
+    const image = forkImage(this.d.prefix, c.account, child);
     await this.d.locks.exclusive(parent, async () => {
       const p = await this.d.store.require(parent);
       if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
