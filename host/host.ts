@@ -45,6 +45,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       network: config.BOXD_NETWORK,
       ociRuntime: config.BOXD_OCI_RUNTIME,
       maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+      prefix,
+      stateDir: config.BOXD_STATE_DIR,
+      egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
     });
     await dr.prepare();
@@ -53,7 +56,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
-  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log });
+  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, log });
 
   await reconcile({
     store,
