@@ -31,6 +31,10 @@ export class LoopDiskQuota {
     return join(this.root, instance, `${container}.ext4`);
   }
 
+  hasImage(instance: string, container: string): Promise<boolean> {
+    return exists(this.imagePath(instance, container));
+  }
+
   /**
    * Puts a `sizeMb` ext4 under `layerDir` (the container's overlay2 layer folder). Idempotent: a
    * layer already mounted is left alone, and an existing image (a box restarted after a reboot)

@@ -157,8 +157,11 @@ export class DockerRuntime implements Runtime {
   /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */
   private async attachQuota(instance: string, name: string, sizeMb: number): Promise<void> {
     const info = await this.docker.getContainer(name).inspect();
-    // A running box (a retried create) keeps the layer it started on; swapping it now would hide its files.
+    // A running box (a retried create) keeps the layer it started on; swapping it now would hide
+    // its files. So does a box that ran before without a quota (made before quotas were on).
     if (info.State.Running) return;
+    const ranBefore = !!info.State.StartedAt && !info.State.StartedAt.startsWith('0001-');
+    if (ranBefore && !(await this.quota.hasImage(instance, name))) return;
     const layer = layerDirOf(info.GraphDriver as { Name?: string; Data?: Record<string, string> });
     if (!layer) {
       throw new RuntimeError(`disk quotas need Docker's overlay2 storage driver (this engine uses ${info.GraphDriver?.Name}); set BOXD_BOX_DISK_MB=0 to run without quotas`);
