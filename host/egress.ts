@@ -79,25 +79,43 @@ export class Egress {
    */
   async apply(instance: string, container: string, ip: string, policy: NetworkPolicy): Promise<void> {
     const chain = this.chainOf(container);
-    const stale = (await this.listed()).filter((r) => r.container === container || (r.source === `${ip}/32` && r.bridge === this.o.bridge));
-    const batch = [
-      '*filter',
-      `:${chain} - [0:0]`, // declared again: flushed
-      ...stale.map((r) => r.line.replace(/^-A /, '-D ')),
-      ...this.rules(chain, policy),
-      `-A ${EGRESS_CHAIN} -s ${ip}/32 -i ${this.o.bridge} -m comment --comment "${this.comment(instance, container)}" -j ${chain}`,
-      'COMMIT',
-      '',
-    ];
-    await restore(batch.join('\n'));
-    // Chains of stale rules that belonged to other containers are now unreferenced.
-    for (const r of stale) if (r.target !== chain) await this.dropChain(r.target);
+    // A concurrent destroy may delete a stale rule between the listing and the batch (the batch
+    // then fails as a whole and changes nothing): list again and retry.
+    for (let attempt = 1; ; attempt++) {
+      const stale = (await this.listed()).filter((r) => r.container === container || (r.source === `${ip}/32` && r.bridge === this.o.bridge));
+      const batch = [
+        '*filter',
+        `:${chain} - [0:0]`, // declared again: flushed
+        ...stale.map((r) => r.line.replace(/^-A /, '-D ')),
+        ...this.rules(chain, policy),
+        `-A ${EGRESS_CHAIN} -s ${ip}/32 -i ${this.o.bridge} -m comment --comment "${this.comment(instance, container)}" -j ${chain}`,
+        'COMMIT',
+        '',
+      ];
+      try {
+        await restore(batch.join('\n'));
+      } catch (e) {
+        if (attempt >= 3) throw e;
+        continue;
+      }
+      // Chains of stale rules that belonged to other containers are now unreferenced.
+      for (const r of stale) if (r.target !== chain) await this.dropChain(r.target);
+      return;
+    }
   }
 
   /** Removes a box's rules and chain (container names are unique on an engine). Idempotent. */
   async remove(container: string): Promise<void> {
-    const mine = (await this.listed()).filter((r) => r.container === container);
-    if (mine.length) await restore(['*filter', ...mine.map((r) => r.line.replace(/^-A /, '-D ')), 'COMMIT', ''].join('\n')).catch((e) => this.o.log.warn({ err: String(e) }, 'could not remove egress rules'));
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const mine = (await this.listed()).filter((r) => r.container === container);
+      if (!mine.length) break;
+      try {
+        await restore(['*filter', ...mine.map((r) => r.line.replace(/^-A /, '-D ')), 'COMMIT', ''].join('\n'));
+        break;
+      } catch (e) {
+        if (attempt === 3) this.o.log.warn({ err: String(e), container }, 'could not remove egress rules');
+      }
+    }
     await this.dropChain(this.chainOf(container));
   }
 

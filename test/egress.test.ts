@@ -5,6 +5,8 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { DockerRuntime } from '../host/docker-runtime.ts';
 import { EGRESS_CHAIN, Egress } from '../host/egress.ts';
+import { networkPolicySchema, parseAllowEntry } from '../core/network-policy.ts';
+import { manifestSchema } from '../golden-images/definitions.ts';
 import { docker, log, startStack, waitFor, type Stack } from './helpers.ts';
 
 /**
@@ -79,6 +81,42 @@ class TestNamespace {
     }
   }
 }
+
+describe('egress policy parsing and rules (pure)', () => {
+  it('parses and normalises allow entries, refuses the rest', () => {
+    assert.deepEqual(parseAllowEntry('10.1.2.3/8:443'), { cidr: '10.0.0.0/8', port: 443 });
+    assert.deepEqual(parseAllowEntry('1.2.3.4'), { cidr: '1.2.3.4/32' });
+    assert.deepEqual(parseAllowEntry('0.0.0.0/0'), { cidr: '0.0.0.0/0' });
+    for (const bad of ['10.0.0.0/33', '256.0.0.1', '10.0.0.0/8:0', '10.0.0.0/8:65536', 'a.b.c.d', '::1', '10.0.0/8', ' ']) {
+      assert.equal(parseAllowEntry(bad), undefined, bad);
+    }
+    assert.equal(networkPolicySchema.safeParse({ allow: ['10.0.0.0/8:443'] }).success, true);
+    assert.equal(networkPolicySchema.safeParse({ allow: ['10.0.0.0/8:443'], extra: 1 }).success, false);
+    assert.equal(networkPolicySchema.safeParse('open').success, true);
+  });
+
+  it('golden manifests accept diskMb and network', () => {
+    const m = manifestSchema.parse({ base: 'busybox', diskMb: 2048, network: { allow: ['10.0.0.0/8:443'] } });
+    assert.equal(m.diskMb, 2048);
+    assert.deepEqual(m.network, { allow: ['10.0.0.0/8:443'] });
+    assert.equal('network' in manifestSchema.parse({ base: 'busybox' }), false, 'absent stays absent (golden tags unchanged)');
+    assert.equal(manifestSchema.safeParse({ base: 'busybox', network: 'closed' }).success, false);
+  });
+
+  it('builds the chain of each policy', () => {
+    const e = new Egress({ bridge: 'boxd0', deny: ['8.8.0.0/16'], log });
+    const open = e.rules('C', 'open');
+    assert.match(open[0]!, /ESTABLISHED -j RETURN$/);
+    assert.ok(open.includes('-A C -d 10.0.0.0/8 -j REJECT --reject-with icmp-admin-prohibited'));
+    assert.ok(open.includes('-A C -d 8.8.0.0/16 -j REJECT --reject-with icmp-admin-prohibited'), 'operator deny list');
+    assert.ok(!open.some((l) => /^-A C -j REJECT/.test(l)), 'open ends without a catch-all');
+    assert.equal(e.rules('C', 'none').at(-1), '-A C -j REJECT --reject-with icmp-admin-prohibited');
+    const allow = e.rules('C', { allow: ['1.2.3.0/24:53'] });
+    assert.ok(allow.includes('-A C -d 1.2.3.0/24 -p tcp --dport 53 -j RETURN') && allow.includes('-A C -d 1.2.3.0/24 -p udp --dport 53 -j RETURN'));
+    assert.ok(allow.indexOf('-A C -d 169.254.0.0/16 -j REJECT --reject-with icmp-admin-prohibited') < allow.indexOf('-A C -d 1.2.3.0/24 -p tcp --dport 53 -j RETURN'), 'link-local first');
+    assert.ok(e.chainOf('t-abc-some-long-container-name-0123456789').length <= 28);
+  });
+});
 
 describe('egress policies (iptables, real Docker)', () => {
   let s: Stack;

@@ -112,7 +112,10 @@ describe('box limits: disk quota, pids limit, exec timeouts (real Docker)', () =
     await create({ name: 'calm' });
     const container = await containerOf('bomb');
     const id = (await container.inspect()).Id;
-    const cgroup = ['/sys/fs/cgroup/pids/docker', '/sys/fs/cgroup/system.slice'].map((d) => join(d, id)).find((d) => existsSync(d));
+    // cgroup v1 (cgroupfs driver, this machine) or v2 (cgroupfs or systemd driver).
+    const cgroup = [`/sys/fs/cgroup/pids/docker/${id}`, `/sys/fs/cgroup/docker/${id}`, `/sys/fs/cgroup/system.slice/docker-${id}.scope`].find((d) =>
+      existsSync(join(d, 'pids.max')),
+    );
     assert.ok(cgroup, 'the box has a pids cgroup');
     assert.equal(readFileSync(join(cgroup, 'pids.max'), 'utf8').trim(), '128');
 
