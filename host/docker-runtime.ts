@@ -297,6 +297,8 @@ export class DockerRuntime implements Runtime {
   }
 
   async destroy(id: string): Promise<void> {
+    // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
+    const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (e) {
@@ -304,8 +306,8 @@ export class DockerRuntime implements Runtime {
       if (status(e) !== 404) throw this.lifecycleError(e, id, 'destroy');
     }
     // After the container: the engine detaches the disk while removing its layer folder.
-    await this.quota.release(id);
-    await this.egress.remove(id);
+    await this.quota.release(name);
+    await this.egress.remove(name);
   }
 
   async inspect(id: string): Promise<BoxInstance | undefined> {

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../core/config.ts';
-import { docker, startStack, waitFor, type Stack } from './helpers.ts';
+import { DockerRuntime } from '../host/docker-runtime.ts';
+import { docker, goldenTag, log, startStack, waitFor, type Stack } from './helpers.ts';
 
 const QUOTA_MB = 64;
 
@@ -132,6 +133,56 @@ describe('box limits: disk quota, pids limit, exec timeouts (real Docker)', () =
     assert.ok(Date.now() - started < 15_000, 'another box answers while the bomb holds its limit');
     await s.api.delete('/v1/boxes/bomb').set(s.auth).expect(204);
     await assert.rejects(container.inspect(), 'the bomb box is gone');
+  });
+
+  it('a stopped box restarts on its disk, also after the disk was unmounted (a reboot)', async () => {
+    const runtime = new DockerRuntime(docker, { network: s.config.BOXD_NETWORK, ociRuntime: 'runc', maxFileBytes: 1 << 20, log });
+    const name = `${s.config.BOXD_PREFIX}-restart`;
+    const spec = {
+      name,
+      image: goldenTag('tiny'),
+      ports: [],
+      env: {},
+      labels: { 'boxd.managed': 'true', 'boxd.instance': s.config.BOXD_PREFIX },
+      cpus: 1,
+      memoryMb: 256,
+      pidsLimit: 64,
+      diskMb: QUOTA_MB,
+    };
+    await runtime.create(spec);
+    const run = async (cmd: string) => (await runtime.exec(name, { cmd: ['sh', '-c', cmd] })).stdout.toString();
+    await run('echo survived > /root/state');
+    const layer = dirname(((await docker.getContainer(name).inspect()).GraphDriver.Data as unknown as { UpperDir: string }).UpperDir);
+    await docker.getContainer(name).stop({ t: 1 });
+    // What reconcile does with a stopped box: create again (idempotent), which starts it.
+    await runtime.create(spec);
+    assert.equal(await run('cat /root/state'), 'survived\n');
+    // A reboot loses the loop mount; the image is mounted again, not reformatted.
+    await docker.getContainer(name).stop({ t: 1 });
+    execFileSync('umount', [layer]);
+    await runtime.create(spec);
+    assert.equal(await run('cat /root/state'), 'survived\n');
+    assert.match(await run('dd if=/dev/zero of=/fill bs=1M count=100 2>&1'), /No space left/);
+    await runtime.destroy(name);
+    assert.equal(existsSync(imageOf('restart')), false);
+  });
+
+  it('a starting host releases disk images of its prefix whose box is gone, and only those', async () => {
+    const dir = dirname(imageOf('x'));
+    const otherDir = join(dirname(dir), `${s.config.BOXD_PREFIX}x`);
+    mkdirSync(dir, { recursive: true });
+    mkdirSync(otherDir, { recursive: true });
+    writeFileSync(join(dir, `${s.config.BOXD_PREFIX}-ghost.ext4`), '');
+    writeFileSync(join(otherDir, `${s.config.BOXD_PREFIX}x-ghost.ext4`), '');
+    try {
+      const runtime = new DockerRuntime(docker, { network: s.config.BOXD_NETWORK, ociRuntime: 'runc', maxFileBytes: 1 << 20, prefix: s.config.BOXD_PREFIX, log });
+      await runtime.prepare();
+      assert.equal(existsSync(join(dir, `${s.config.BOXD_PREFIX}-ghost.ext4`)), false, 'the stale image is gone');
+      assert.ok(existsSync(imageOf('calm')), 'a live box keeps its image');
+      assert.ok(existsSync(join(otherDir, `${s.config.BOXD_PREFIX}x-ghost.ext4`)), 'another prefix is left alone');
+    } finally {
+      rmSync(otherDir, { recursive: true, force: true });
+    }
   });
 
   it('an exec timeout kills the whole process tree', async () => {
