@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { NetworkPolicy } from './network-policy.ts';
 import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
 
 export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
@@ -26,6 +27,10 @@ export interface BoxRecord {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  /** Disk quota of the box's writable filesystem in MiB; unset: the host's default. */
+  diskMb?: number;
+  /** Egress policy; unset: `open`. */
+  network?: NetworkPolicy;
   createdAt: number;
   lastActivityAt: number;
   hostId: string;
@@ -132,6 +137,8 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     idleTimeoutMs: Number(h.idleTimeoutMs ?? 0),
     cpus: Number(h.cpus ?? 2),
     memoryMb: Number(h.memoryMb ?? 8192),
+    diskMb: h.diskMb ? Number(h.diskMb) : undefined,
+    network: h.network ? (h.network.startsWith('{') ? json(h.network, 'open' as NetworkPolicy) : (h.network as NetworkPolicy)) : undefined,
     createdAt: Number(h.createdAt ?? 0),
     lastActivityAt: Number(h.lastActivityAt ?? 0),
     hostId: h.hostId ?? '',

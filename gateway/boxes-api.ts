@@ -6,7 +6,8 @@ import { newPreviewToken, type Accounts } from '../core/accounts.ts';
 import { ExecSlots } from '../core/exec-slots.ts';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
-import { BoxdError, LimitError, UnavailableError } from '../core/errors.ts';
+import { BoxdError, LimitError, UnavailableError, ValidationError } from '../core/errors.ts';
+import { samePolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
 import { boxSettings, type GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
@@ -66,8 +67,16 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const env = body.env ?? {};
     const idleTimeoutMs = body.idleTimeoutMs ?? settings.idleTimeoutMs;
     const tokenHash = preview?.tokenHash;
+    const maxDisk = d.config.BOXD_BOX_DISK_MB;
+    if (body.diskMb !== undefined && maxDisk > 0 && body.diskMb > maxDisk) {
+      throw new ValidationError(`diskMb ${body.diskMb} is above this host's maximum of ${maxDisk} MiB`);
+    }
+    const diskMb = body.diskMb ?? settings.diskMb;
+    const network = body.network ?? settings.network;
+    // A pool box was made with its golden's disk and network: a create asking otherwise is cold.
+    const poolFits = (body.diskMb === undefined || body.diskMb === settings.diskMb) && samePolicy(network, settings.network);
 
-    if (settings.golden && !body.ports && d.claimFromPool) {
+    if (settings.golden && !body.ports && poolFits && d.claimFromPool) {
       const claimed = await d.claimFromPool(settings.golden, { name, account, env, idleTimeoutMs, public: body.public ?? true, tokenHash, limit });
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
@@ -88,6 +97,8 @@ export function boxesApi(d: BoxesApiDeps): Router {
         idleTimeoutMs,
         cpus: settings.cpus,
         memoryMb: settings.memoryMb,
+        diskMb,
+        network,
         hostId,
       },
       limit,
@@ -194,6 +205,8 @@ interface Source {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  diskMb?: number;
+  network?: NetworkPolicy;
 }
 
 async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: string): Promise<Source> {

@@ -51,6 +51,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       maxFileBytes: config.BOXD_MAX_FILE_BYTES,
       hostAddr: config.BOXD_HOST_ADDR,
       freezer: config.BOXD_FREEZER,
+      prefix,
+      stateDir: config.BOXD_STATE_DIR,
+      egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
     });
     await dr.prepare();
@@ -61,7 +64,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const snapshots = new Snapshots(redis, prefix);
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const lifecycle = new Lifecycle({
-    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log,
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, log,
     revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
   });
 

@@ -39,6 +39,8 @@ export interface LifecycleDeps {
   prefix: string;
   hostId: string;
   pidsLimit: number;
+  /** Disk quota of boxes whose record names none, and the most any box gets, in MiB (0: no quotas). */
+  diskMb?: number;
   snapshots?: Snapshots;
   /** Revokes the box-scoped keys of a destroyed box (Accounts.revokeBoxKeys). */
   revokeBoxKeys?: (account: string, box: string) => Promise<void>;
@@ -85,6 +87,8 @@ export class Lifecycle {
       cpus: box.cpus,
       memoryMb: box.memoryMb,
       pidsLimit: this.d.pidsLimit,
+      diskMb: diskQuota(box.diskMb, this.d.diskMb ?? 0),
+      network: box.network ?? 'open',
     };
   }
 
@@ -340,4 +344,10 @@ export class Lifecycle {
       await this.d.runtime.commit(this.idOf(box), image, { 'boxd.instance': this.d.prefix, 'boxd.snapshot-of': name });
     });
   }
+}
+
+/** A box's quota: what it asked for, never above the host's maximum; no quota when the host has none. */
+export function diskQuota(asked: number | undefined, hostMax: number): number {
+  if (hostMax <= 0) return 0;
+  return Math.min(asked ?? hostMax, hostMax);
 }
