@@ -164,10 +164,18 @@ export class Lifecycle {
     throw new BoxStateError(name, 'changing state', 'run commands');
   }
 
+  /**
+   * Runs a command at most once per `execId`: a job BullMQ hands out again after the host that
+   * held it died (a stalled job) answers EXEC_LOST instead of running the command a second time.
+   */
   async exec(job: Extract<HostJob, { op: 'exec' }>): Promise<ExecOutcome> {
     const channel = `${this.d.prefix}:exec:${job.execId}`;
     const publish = (m: ExecMessage) => void this.d.redis.publish(channel, JSON.stringify(m)).catch(() => undefined);
     try {
+      const first = await this.d.redis.set(`${this.d.prefix}:exec-started:${job.execId}`, this.d.hostId, 'EX', Math.ceil(job.timeoutMs / 1000) + 3600, 'NX');
+      if (first !== 'OK') {
+        throw new BoxdError('EXEC_LOST', `exec ${job.execId} in box "${job.name}" was interrupted when its host stopped; it is not run again, so whether the command finished is unknown`);
+      }
       const stdin = job.stdinBlob ? await this.blobs.take(job.stdinBlob) : undefined;
       const outcome = await this.whileRunning(job.name, async (box) => {
         await this.d.store.touch(job.name);
@@ -251,15 +259,27 @@ export class Lifecycle {
    */
   async fork(parent: string, child: string, finalAttempt: boolean): Promise<BoxRecord> {
     const image = `boxd-fork/${this.d.prefix}-${child}:v1`;
+    // A retry of a fork whose caller gave up finds no record: nothing to finish, nothing to write.
+    await this.d.store.require(child);
     await this.d.locks.exclusive(parent, async () => {
       const p = await this.d.store.require(parent);
       if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
       await this.d.runtime.commit(this.idOf(p), image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
     }).catch(async (e) => {
-      await this.d.store.remove(child);
+      // A retried attempt needs the record: it goes only when no attempt follows.
+      const permanent = e instanceof BoxdError && e.code !== 'RUNTIME_ERROR';
+      if (permanent || finalAttempt) {
+        await this.d.store.remove(child);
+        await this.d.runtime.removeImage(image).catch(() => false);
+      }
       throw e;
     });
-    await this.d.store.update(child, { imageRef: image });
+    try {
+      await this.d.store.update(child, { imageRef: image });
+    } catch (e) {
+      await this.d.runtime.removeImage(image).catch(() => false);
+      throw e;
+    }
     return this.create(child, finalAttempt);
   }
 
