@@ -15,6 +15,7 @@ import { IdleSuspender } from './idle.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { BoxLocks } from './locks.ts';
 import { reconcile } from './reconcile.ts';
+import { DriftWatch } from './drift.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { Snapshots } from '../core/snapshots.ts';
@@ -25,6 +26,7 @@ export interface HostHandle {
   runtime: Runtime;
   pool: WarmPool;
   idle: IdleSuspender;
+  drift: DriftWatch;
   close(): Promise<void>;
 }
 
@@ -55,14 +57,19 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const snapshots = new Snapshots(redis, prefix);
   const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log });
 
+  const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
   await reconcile({
     store,
     runtime,
-    labels: { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId },
+    labels: hostLabels,
     spec: (box) => lifecycle.spec(box),
     idOf: (box) => lifecycle.idOf(box),
     hostId,
     log,
+  });
+  const drift = new DriftWatch({
+    store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
+    log: log.child({ part: 'drift' }),
   });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
@@ -119,6 +126,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
 
   const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
+  drift.start(config.BOXD_DRIFT_CHECK_MS);
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
   log.info({ hostId, prefix, pool: config.BOXD_POOL }, 'host ready');
 
@@ -127,8 +135,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     runtime,
     pool,
     idle,
+    drift,
     async close() {
       clearInterval(heartbeat);
+      await drift.stop();
       await pool.close();
       await idle.stop();
       await tasks.close();
