@@ -103,7 +103,15 @@ export function boxesApi(d: BoxesApiDeps): Router {
       },
       limit,
     );
-    await d.hosts.call(hostId, { op: 'create', name });
+    try {
+      await d.hosts.call(hostId, { op: 'create', name });
+    } catch (e) {
+      // The host died or gave no answer: the caller gets the error and the name is freed. A host
+      // that finishes later finds no record and removes its container again; one that restarts
+      // removes the container as unknown.
+      if (e instanceof BoxdError && (e.code === 'HOST_LOST' || e.code === 'TIMEOUT')) await d.store.remove(name).catch(() => undefined);
+      throw e;
+    }
     send(res, await d.store.require(name), 201, preview ? { previewToken: preview.token } : {});
   });
 

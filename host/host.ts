@@ -15,6 +15,7 @@ import { IdleSuspender } from './idle.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { BoxLocks } from './locks.ts';
 import { reconcile } from './reconcile.ts';
+import { DriftWatch } from './drift.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
@@ -29,6 +30,7 @@ export interface HostHandle {
   runtime: Runtime;
   pool: WarmPool;
   idle: IdleSuspender;
+  drift: DriftWatch;
   close(): Promise<void>;
 }
 
@@ -68,14 +70,19 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
   });
 
+  const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
   await reconcile({
     store,
     runtime,
-    labels: { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId },
+    labels: hostLabels,
     spec: (box) => lifecycle.spec(box),
     idOf: (box) => lifecycle.idOf(box),
     hostId,
     log,
+  });
+  const drift = new DriftWatch({
+    store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
+    log: log.child({ part: 'drift' }),
   });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
@@ -130,6 +137,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
 
   const idle = new IdleSuspender({ store, lifecycle, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
+  drift.start(config.BOXD_DRIFT_CHECK_MS);
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
   log.info({ hostId, prefix, pool: config.BOXD_POOL }, 'host ready');
 
@@ -139,8 +147,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     pool,
     idle,
     agent,
+    drift,
     async close() {
       clearInterval(heartbeat);
+      await drift.stop();
       await agent.close();
       await pool.close();
       await idle.stop();

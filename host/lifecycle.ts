@@ -329,10 +329,20 @@ export class Lifecycle {
       if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
       await this.d.runtime.commit(this.idOf(p), image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
     }).catch(async (e) => {
-      await this.d.store.remove(child);
+      // A retried attempt needs the record: it goes only when no attempt follows.
+      const permanent = e instanceof BoxdError && e.code !== 'RUNTIME_ERROR';
+      if (permanent || finalAttempt) {
+        await this.d.store.remove(child);
+        await this.d.runtime.removeImage(image).catch(() => false);
+      }
       throw e;
     });
-    await this.d.store.update(child, { imageRef: image });
+    try {
+      await this.d.store.update(child, { imageRef: image });
+    } catch (e) {
+      await this.d.runtime.removeImage(image).catch(() => false);
+      throw e;
+    }
     return this.create(child, finalAttempt);
   }
 
