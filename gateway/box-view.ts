@@ -14,6 +14,7 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
     ports: box.ports,
     public: box.public,
     idleTimeoutMs: box.idleTimeoutMs,
+    network: box.network ?? 'open',
     createdAt: new Date(box.createdAt).toISOString(),
     lastActivityAt: new Date(box.lastActivityAt).toISOString(),
   };
@@ -22,5 +23,6 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
   if (box.snapshot) out.snapshot = box.snapshot;
   if (box.parent) out.parent = box.parent;
   if (box.error) out.error = box.error;
+  if (box.diskMb !== undefined) out.diskMb = box.diskMb;
   return out;
 }

@@ -9,7 +9,7 @@
  * Every failed call throws BoxdApiError carrying the API's error `code` and HTTP `status`.
  */
 
-import type { BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
+import type { AccountBody, AccountInfo, AccountListed, KeyBody, KeyCreated, BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
 
 export type * from './types.js';
 export type CreateOptions = CreateBoxBody;
@@ -205,6 +205,18 @@ export class Compute {
   readonly tasks = {
     get: async (id: string) => this.client.json<TaskInfo>('GET', `/v1/tasks/${encodeURIComponent(id)}`),
     list: async () => (await this.client.json<{ tasks: TaskInfo[] }>('GET', '/v1/tasks')).tasks,
+  };
+
+  /** Accounts and keys (admin key only). Keys are answered once and stored hashed. */
+  readonly accounts = {
+    create: async (a: AccountBody) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
+    list: async () => (await this.client.json<{ accounts: AccountListed[] }>('GET', '/v1/accounts')).accounts,
+  };
+
+  readonly keys = {
+    /** A new key of `account` (its only showing). */
+    create: async (account: string, opts: KeyBody = {}) => this.client.json<KeyCreated>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
+    delete: async (id: string) => void (await this.client.json('DELETE', `/v1/keys/${encodeURIComponent(id)}`)),
   };
 
   async goldens() {

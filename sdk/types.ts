@@ -21,10 +21,17 @@ export interface BoxJson {
   public: boolean;
   parent?: string;
   idleTimeoutMs: number;
+  /** Disk quota in MiB, when the box asked for one (else the host's default applies). */
+  diskMb?: number;
+  /** Egress policy: `open` (internet, not host/LAN/link-local/other boxes), `none`, or an allowlist. */
+  network: NetworkPolicy;
   createdAt: string;
   lastActivityAt: string;
   error?: string;
 }
+
+/** Egress policy of a box: `open`, `none`, or `{ allow: ["10.0.0.0/8:443", …] }`. */
+export type NetworkPolicy = 'open' | 'none' | { allow: string[] };
 
 /** A box as create and fork answer it: `previewToken` for a private box, `pooled` when it came from the warm pool. */
 export interface BoxInfo extends BoxJson {
@@ -42,6 +49,9 @@ export interface CreateBoxBody {
   env?: Record<string, string>;
   idleTimeoutMs?: number;
   public?: boolean;
+  /** Disk quota in MiB, at most the host's BOXD_BOX_DISK_MB. */
+  diskMb?: number;
+  network?: NetworkPolicy;
 }
 
 /** `POST /v1/boxes/:name/exec`. */
@@ -51,6 +61,8 @@ export interface ExecBody {
   env?: Record<string, string>;
   stdin?: string;
   timeoutMs?: number;
+  /** Keep the command running when the client disconnects from the stream. */
+  detach?: boolean;
 }
 
 /** The JSON answer of an exec. Output is capped at 4 MiB per stream (`truncated`). */
@@ -160,6 +172,49 @@ export interface PoolStats {
   hits: number;
   misses: number;
   hitRate: number | null;
+}
+
+export interface AccountLimits {
+  maxBoxes: number;
+  /** Concurrent execs; absent: the operator's BOXD_MAX_EXECS applies. */
+  maxExecs?: number;
+  maxSnapshots: number;
+  maxHooks: number;
+}
+
+/** `POST /v1/accounts` (admin key). Limits left out take the defaults. */
+export interface AccountBody {
+  name: string;
+  maxBoxes?: number;
+  maxExecs?: number;
+  maxSnapshots?: number;
+  maxHooks?: number;
+}
+
+/** An account as created (limits it was given). */
+export interface AccountInfo extends Partial<AccountLimits> {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+/** An account as listed: its effective limits and how many keys it has. */
+export interface AccountListed extends AccountInfo {
+  limits: AccountLimits;
+  keys: number;
+}
+
+/** `POST /v1/accounts/:id/keys` (admin key). */
+export interface KeyBody {
+  role?: 'admin' | 'member';
+}
+
+/** A new key: `key` is shown only in this answer (stored hashed). */
+export interface KeyCreated {
+  id: string;
+  account: string;
+  role: 'admin' | 'member';
+  key: string;
 }
 
 /** Every error answer: `{ error: { code, message } }`. */
