@@ -6,7 +6,7 @@ import { requireAdmin } from './auth.ts';
 import { parse } from './schemas.ts';
 
 const limit = z.number().int().min(0).max(1_000_000);
-const accountBody = z
+export const accountBody = z
   .object({
     name: z.string().min(1).max(100),
     maxBoxes: limit.optional(),
@@ -15,7 +15,7 @@ const accountBody = z
     maxHooks: limit.optional(),
   })
   .strict();
-const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
+export const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
 
 /** `/v1/accounts…` and `/v1/keys…`: admin keys only. Keys are answered once and stored hashed. */
 export function accountsApi(accounts: Accounts): Router {

@@ -4,6 +4,7 @@ import type { ErrorCode } from './errors.ts';
 import { hookBody } from './hooks-api.ts';
 import * as r from './responses.ts';
 import { proveSame, type Same } from './responses.ts';
+import { accountBody, keyBody } from './accounts-api.ts';
 import { createBoxBody, execBody, forkBody, snapshotBody } from './schemas.ts';
 
 /**
@@ -67,6 +68,10 @@ export const COMPONENTS: Record<string, z.ZodType> = {
   PoolStats: r.poolStats,
   PoolList: r.poolList,
   Health: r.health,
+  Ready: r.ready,
+  Account: r.account,
+  AccountList: r.accountList,
+  KeyCreated: r.keyCreated,
   Error: r.apiError,
 };
 
@@ -77,7 +82,12 @@ const mode = { mode: { schema: z.string().regex(/^[0-7]{3,4}$/), description: 'o
 export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/', summary: 'The dashboard (HTML; the key is given in the URL fragment)', public: true, ok: { 200: { 'text/html': 'text' } }, errors: [] },
   { method: 'get', path: '/healthz', summary: 'Liveness: Redis reachable, hosts alive', public: true, ok: { 200: r.health }, errors: [] },
-  { method: 'get', path: '/metrics', summary: 'Prometheus metrics', public: true, ok: { 200: { 'text/plain': 'text' } }, errors: [] },
+  { method: 'get', path: '/readyz', summary: 'Readiness: 200 only when Redis answers and a host is registered (503 with the reason otherwise)', public: true, ok: { 200: r.ready, 503: r.ready }, errors: [] },
+  { method: 'get', path: '/metrics', summary: 'Prometheus metrics (admin key)', ok: { 200: { 'text/plain': 'text' } }, errors: ['FORBIDDEN'] },
+  { method: 'post', path: '/v1/accounts', summary: 'Create an account (admin key)', body: accountBody, ok: { 201: r.account }, errors: ['FORBIDDEN'] },
+  { method: 'get', path: '/v1/accounts', summary: 'Accounts with their limits (admin key)', ok: { 200: r.accountList }, errors: ['FORBIDDEN'] },
+  { method: 'post', path: '/v1/accounts/:id/keys', summary: 'A new key of the account, shown once, stored hashed (admin key)', body: keyBody, ok: { 201: r.keyCreated }, errors: ['FORBIDDEN', 'ACCOUNT_NOT_FOUND'] },
+  { method: 'delete', path: '/v1/keys/:id', summary: 'Revoke a key (admin key)', ok: { 204: null }, errors: ['FORBIDDEN', 'KEY_NOT_FOUND'] },
   { method: 'get', path: '/v1/openapi.json', summary: 'This document', public: true, ok: { 200: z.record(z.string(), z.unknown()) }, errors: [] },
   { method: 'post', path: '/hooks/:id', summary: 'Trigger a webhook (signed: X-Boxd-Signature or X-Hub-Signature-256)', public: true, body: { 'application/octet-stream': 'binary' }, ok: { 202: r.taskQueued, 200: r.taskDuplicate }, errors: ['HOOK_NOT_FOUND', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE'] },
   { method: 'get', path: '/v1/goldens', summary: 'Golden images', ok: { 200: r.goldenList }, errors: [] },

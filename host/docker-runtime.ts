@@ -64,6 +64,8 @@ export class DockerRuntime implements Runtime {
   private readonly starting = new Map<string, number>();
   private readonly startsDone = new Map<string, (() => void)[]>();
   private readonly freezing = new Map<string, Promise<void>>();
+  /** Boxes this process froze through the freezer (anything else frozen was paused by someone else). */
+  private readonly frozeHere = new Set<string>();
   readonly quota: LoopDiskQuota;
   readonly egress: Egress;
 
@@ -338,6 +340,15 @@ export class DockerRuntime implements Runtime {
     if (this.freezer) {
       const info = await this.procs.info(id);
       if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
+      if (this.freezer.state(info.dir) === 'thawed') return;
+      // Frozen by this process: thaw it. Frozen by someone else (a `docker pause` by hand, or
+      // a host process before a restart): let Docker unpause, so it stops refusing execs.
+      if (this.frozeHere.delete(id)) return this.freezer.thaw(info.dir);
+      try {
+        await this.docker.getContainer(id).unpause();
+      } catch {
+        // Not paused in Docker's eyes: the freezer alone holds it.
+      }
       if (this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
       return;
     }
@@ -374,6 +385,7 @@ export class DockerRuntime implements Runtime {
         } else if (freezer.caughtRuncInit(dir)) {
           freezer.thaw(dir);
         } else {
+          this.frozeHere.add(id);
           return;
         }
         if (attempt >= 20) throw new BusyError(`box ${id} is starting a command; try again`);
@@ -445,6 +457,7 @@ export class DockerRuntime implements Runtime {
       if (info?.dir && this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
     }
     this.procs.forget(id);
+    this.frozeHere.delete(id);
     // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
     const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
     try {
