@@ -23,6 +23,8 @@ usage: boxd <command> [args] [--json]
   goldens · pool             golden images · warm pool state
   hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] · hooks rm ID
   tasks [ID]                 list tasks, or show one
+  accounts [ls] · accounts create NAME [--max-boxes N] [--max-execs N] [--max-snapshots N] [--max-hooks N]
+  keys create ACCOUNT [--admin] · keys rm ID     (admin key only; a new key is shown once)
 
 env: BOXD_URL (http://localhost:8080), BOXD_API_KEY`;
 
@@ -51,7 +53,7 @@ function positional(): string[] {
   for (let i = 0; i < rest.length; i++) {
     if (rest[i] === '--') break;
     if (rest[i]!.startsWith('--')) {
-      if (!['private'].includes(rest[i]!.slice(2))) i++;
+      if (!['private', 'admin'].includes(rest[i]!.slice(2))) i++;
       continue;
     }
     out.push(rest[i]!);
@@ -206,6 +208,31 @@ async function main(): Promise<number> {
       }
       table((await c().tasks.list()).map((t) => ({ ...t, steps: t.steps.length })), ['id', 'state', 'steps', 'triggeredAt', 'error']);
       return 0;
+    }
+    case 'accounts': {
+      if (a === 'create') {
+        const num = (f: string) => (flag(f) === undefined ? undefined : Number(flag(f)));
+        const acct = await c().accounts.create({ name: need(b, 'account name'), maxBoxes: num('max-boxes'), maxExecs: num('max-execs'), maxSnapshots: num('max-snapshots'), maxHooks: num('max-hooks') });
+        console.log(json ? JSON.stringify(acct, null, 2) : `account ${acct.id}  ${acct.name}`);
+        return 0;
+      }
+      if (a && a !== 'ls') throw new BoxdApiError('USAGE', `unknown accounts command "${a}"; see boxd --help`, 2);
+      const rows = (await c().accounts.list()).map((x) => ({ id: x.id, name: x.name, keys: x.keys, ...x.limits }));
+      table(rows, ['id', 'name', 'keys', 'maxBoxes', 'maxExecs', 'maxSnapshots', 'maxHooks']);
+      return 0;
+    }
+    case 'keys': {
+      if (a === 'create') {
+        const k = await c().keys.create(need(b, 'account id'), { role: rest.includes('--admin') ? 'admin' : 'member' });
+        console.log(json ? JSON.stringify(k, null, 2) : `key ${k.id} of ${k.account}\n${k.key}  (shown once)`);
+        return 0;
+      }
+      if (a === 'rm' || a === 'delete') {
+        await c().keys.delete(need(b, 'key id'));
+        if (!json) console.log(`removed ${b}`);
+        return 0;
+      }
+      throw new BoxdApiError('USAGE', 'usage: boxd keys create ACCOUNT [--admin] | boxd keys rm ID', 2);
     }
     default:
       console.error(`unknown command "${command}"\n\n${HELP}`);
