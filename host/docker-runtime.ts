@@ -231,6 +231,13 @@ export class DockerRuntime implements Runtime {
     return instance;
   }
 
+  async applyPolicy(id: string, spec: BoxSpec): Promise<void> {
+    const info = await this.docker.getContainer(id).inspect();
+    const ip = info.NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
+    if (!ip) throw new RuntimeError(`${id} has no address on network ${this.opts.network}`);
+    await this.egress.apply(spec.labels['boxd.instance'] ?? this.opts.prefix ?? 'boxd', info.Name.replace(/^\//, ''), ip, spec.network ?? 'open');
+  }
+
   /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */
   private async attachQuota(instance: string, name: string, sizeMb: number): Promise<void> {
     const info = await this.docker.getContainer(name).inspect();
