@@ -2,7 +2,7 @@ import express from 'express';
 import { createServer, type Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
-import { BoxStore } from '../core/boxes.ts';
+import { BoxStore, type BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
 import type { Logger } from '../core/log.ts';
@@ -64,7 +64,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
   const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
   const agents = new HostAgents(redis, prefix, clusterSecret(config));
-  const resume = (hostId: string, name: string) => agents.json(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` });
+  const resume = async (hostId: string, name: string) => (await agents.json<{ box: BoxRecord }>(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` })).box;
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
