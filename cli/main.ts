@@ -13,6 +13,7 @@ usage: boxd <command> [args] [--json]
   up                         set up and run boxd here (same as npm start)
   ls                         list boxes
   create [NAME] [--golden G] [--image I] [--snapshot S] [--port P]… [--env K=V]… [--private]
+         [--disk-mb N] [--network open|none|CIDR[:PORT],…]
   exec NAME -- CMD…          run a command, stream its output, exit with its code
   suspend NAME · resume NAME
   fork NAME [CHILD]          a child box from NAME's filesystem
@@ -31,6 +32,12 @@ const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const args = argv.filter((a) => a !== '--json');
 const [command, ...rest] = args;
+
+/** `open`, `none`, or a comma-separated allowlist. */
+function networkFlag(v: string | undefined): 'open' | 'none' | { allow: string[] } | undefined {
+  if (v === undefined || v === 'open' || v === 'none') return v;
+  return { allow: v.split(',').filter(Boolean) };
+}
 
 function flag(name: string): string | undefined {
   const i = rest.indexOf(`--${name}`);
@@ -118,6 +125,8 @@ async function main(): Promise<number> {
         name: a, golden: flag('golden'), image: flag('image'), snapshot: flag('snapshot'),
         ports: ports.length ? ports : undefined, env: Object.keys(env).length ? env : undefined,
         public: rest.includes('--private') ? false : undefined,
+        diskMb: flag('disk-mb') === undefined ? undefined : Number(flag('disk-mb')),
+        network: networkFlag(flag('network')),
       }));
       show(box.info);
       return 0;

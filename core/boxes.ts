@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { NetworkPolicy } from './network-policy.ts';
 import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
 
 export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
@@ -26,6 +27,10 @@ export interface BoxRecord {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  /** Disk quota of the box's writable filesystem in MiB; unset: the host's default. */
+  diskMb?: number;
+  /** Egress policy; unset: `open`. */
+  network?: NetworkPolicy;
   createdAt: number;
   lastActivityAt: number;
   hostId: string;
@@ -94,6 +99,11 @@ redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2] .. ':events', cjson.encode({name = ARGV[1], state = 'destroyed', from = state, version = version}))
 return 1`;
 
+const UPDATE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1`;
+
 const TOUCH = `
 local cur = tonumber(redis.call('HGET', KEYS[1], 'lastActivityAt') or '-1')
 if cur < 0 then return 0 end
@@ -132,6 +142,8 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     idleTimeoutMs: Number(h.idleTimeoutMs ?? 0),
     cpus: Number(h.cpus ?? 2),
     memoryMb: Number(h.memoryMb ?? 8192),
+    diskMb: h.diskMb ? Number(h.diskMb) : undefined,
+    network: h.network ? (h.network.startsWith('{') ? json(h.network, 'open' as NetworkPolicy) : (h.network as NetworkPolicy)) : undefined,
     createdAt: Number(h.createdAt ?? 0),
     lastActivityAt: Number(h.lastActivityAt ?? 0),
     hostId: h.hostId ?? '',
@@ -250,10 +262,15 @@ export class BoxStore {
     return state as BoxState;
   }
 
-  /** Writes fields that are not state (ports, runtime handle). */
+  /**
+   * Writes fields that are not state (ports, runtime handle). Throws BoxNotFoundError when the
+   * record is gone: a late write never leaves a half record behind (one that has no name, so GET
+   * answers 404 while create answers 409).
+   */
   async update(name: string, fields: Fields): Promise<void> {
     const args = encodeFields(fields);
-    if (args.length) await this.redis.hset(this.key(name), ...args);
+    if (!args.length) return;
+    if ((await this.redis.eval(UPDATE, 1, this.key(name), ...args)) !== 1) throw new BoxNotFoundError(name);
   }
 
   /** Records activity at `at` (never moves it backwards). */

@@ -36,6 +36,8 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
+        diskMb: parent.diskMb,
+        network: parent.network,
         hostId: parent.hostId,
       },
       await d.accounts.maxBoxes(account),

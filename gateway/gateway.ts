@@ -19,7 +19,8 @@ import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
-import { ExecStreams } from './exec-stream.ts';
+import { HostAgents } from './host-agents.ts';
+import { clusterSecret } from '../core/secrets.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
 import { Urls } from './urls.ts';
@@ -37,6 +38,7 @@ export interface Gateway {
   store: BoxStore;
   accounts: Accounts;
   hosts: HostClient;
+  agents: HostAgents;
   urls: Urls;
   activity: Activity;
   waker: Waker;
@@ -60,14 +62,15 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   await accounts.ensureAccount(DEFAULT_ACCOUNT, DEFAULT_ACCOUNT);
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
   const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
-  const execStreams = new ExecStreams(sub);
+  const agents = new HostAgents(redis, prefix, clusterSecret(config));
+  const resume = (hostId: string, name: string) => agents.json(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` });
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
   await routes.start();
   const activity = new Activity(store);
   activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
-  const waker = new Waker({ routes, hosts, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
+  const waker = new Waker({ routes, resume, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
   // A box suspended while we hold requests or WebSockets to it is woken again at once, so a
   // race between an auto-suspend and traffic always ends with the traffic served.
   routes.onAny((e) => {
@@ -75,7 +78,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       void routes.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
-  const preview = new Preview({ config, routes, waker, activity, accounts, metrics, log: log.child({ part: 'preview' }) });
+  const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
@@ -109,7 +112,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   });
   const snapshots = new Snapshots(redis, prefix);
   const poolHost: PoolHost = {
-    wake: (hostId, name) => hosts.call(hostId, { op: 'resume', name }),
+    wake: (hostId, name) => resume(hostId, name),
     destroy: (hostId, name) => hosts.call(hostId, { op: 'destroy', name }),
     refill: (hostId, golden) => hosts.enqueue(hostId, { op: 'pool-fill', golden }),
   };
@@ -121,7 +124,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   };
   v1.use(
     boxesApi({
-      config, redis, store, accounts, hosts, execStreams, goldens, urls,
+      config, redis, store, accounts, hosts, agents, goldens, urls,
       claimFromPool: config.BOXD_POOL ? claimFromPool : undefined,
       snapshot: async (account, name) => snapshots.require(account, name),
       snapshotsOf: async (account) => snapshots.list(account),
@@ -185,12 +188,14 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     store,
     accounts,
     hosts,
+    agents,
     urls,
     async close() {
       const closed = new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
       server.closeAllConnections?.();
       await closed;
       preview.close();
+      agents.close();
       await activity.stop();
       await hosts.close();
       await tasksQueue.close().catch(() => undefined);

@@ -231,7 +231,7 @@ describe('edges: credentials, cookies, slow clients, webhooks, metrics, bodies, 
     const name = 'pool-tiny-hidden';
     await s.gateway.store.create({ name, account: POOL_ACCOUNT, golden: 'tiny', imageRef: goldenTag('tiny'), ports: [8080], public: true, env: {}, idleTimeoutMs: 0, cpus: 1, memoryMb: 64, hostId: s.config.BOXD_HOST_ID }, -1);
     await s.gateway.hosts.call(s.config.BOXD_HOST_ID, { op: 'create', name });
-    await s.gateway.hosts.call(s.config.BOXD_HOST_ID, { op: 'suspend', name });
+    await s.gateway.agents.json(s.config.BOXD_HOST_ID, { method: 'POST', path: `/v1/boxes/${name}/suspend` });
     const page = await get(port, `${name}.${base}`, '/');
     assert.equal(page.status, 404);
     assert.match(page.headers['content-type'] as string, /text\/html/);
