@@ -143,8 +143,10 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const [box, body] = await Promise.all([own(req), Promise.resolve().then(() => parse(execBody, req.body))]);
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
     const execId = randomUUID();
-    if (!(await slots.take(account, execId, d.config.BOXD_MAX_EXECS, timeoutMs + 60_000))) {
-      throw new LimitError(`this account already runs ${d.config.BOXD_MAX_EXECS} commands; wait for one to finish`);
+    // The account's own limit when it has one (POST /v1/accounts { maxExecs }), else the operator's.
+    const cap = (await d.accounts.accountLimits(account)).maxExecs ?? d.config.BOXD_MAX_EXECS;
+    if (!(await slots.take(account, execId, cap, timeoutMs + 60_000))) {
+      throw new LimitError(`this account already runs ${cap} commands; wait for one to finish`);
     }
     const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
     const gone = new AbortController();

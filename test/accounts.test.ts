@@ -173,6 +173,13 @@ describe('accounts and keys', () => {
     assert.match(snaps.body.error.message, /1 snapshots/);
     const hooks = await s.api.post('/v1/hooks').set(bearer(a.key)).send({ name: 'h2', golden: 'tiny', steps: [{ cmd: 'true' }] }).expect(429);
     assert.match(hooks.body.error.message, /1 hooks/);
+    // maxExecs 2: a third concurrent exec is refused while two run.
+    const running = [1, 2].map(() => s.api.post('/v1/boxes/a-box/exec').set(bearer(a.key)).send({ cmd: ['sleep', '6'] }));
+    const execs = await Promise.all(running.map((r) => r.then((x) => x)).concat([
+      new Promise((r) => setTimeout(r, 1500)).then(() => s.api.post('/v1/boxes/a-box/exec').set(bearer(a.key)).send({ cmd: ['true'] })),
+    ]));
+    assert.deepEqual(execs.map((x) => x.status), [200, 200, 429]);
+    assert.match(execs[2]!.body.error.message, /already runs 2 commands/);
     // B's limits are its own.
     await s.api.post('/v1/hooks').set(bearer(b.key)).send({ name: 'h2', golden: 'tiny', steps: [{ cmd: 'true' }] }).expect(201);
     for (let i = live; i < 3; i++) await s.api.delete(`/v1/boxes/a-fill-${i}`).set(bearer(a.key)).expect(204);
