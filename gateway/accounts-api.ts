@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import type { Account, Accounts } from '../core/accounts.ts';
+import { DEFAULT_ACCOUNT, type Account, type Accounts } from '../core/accounts.ts';
 import { BoxdError } from '../core/errors.ts';
 import { requireAdmin } from './auth.ts';
 import { parse } from './schemas.ts';
@@ -37,6 +37,8 @@ export function accountsApi(accounts: Accounts): Router {
     const id = String(req.params.id);
     if (!(await accounts.account(id))) throw new BoxdError('ACCOUNT_NOT_FOUND', `no account ${id}`);
     const { role } = parse(keyBody, req.body);
+    // Admin keys manage every account: they belong to the operator's own account only.
+    if (role === 'admin' && id !== DEFAULT_ACCOUNT) throw new BoxdError('INVALID_REQUEST', `admin keys belong to the "${DEFAULT_ACCOUNT}" account only`);
     const { key, record } = await accounts.createKeyRecord(id, role);
     res.status(201).json({ id: record.id, account: id, role, key });
   });

@@ -69,6 +69,10 @@ describe('accounts and keys', () => {
       assert.equal(res.body.error.code, 'FORBIDDEN');
     }
     await s.api.post('/v1/accounts/acct-nope/keys').set(s.auth).send({}).expect(404);
+    await s.api.post(`/v1/accounts/${a.id}/keys`).set(s.auth).send({ role: 'admin' }).expect(400);
+    const admin2 = await s.api.post('/v1/accounts/default/keys').set(s.auth).send({ role: 'admin' }).expect(201);
+    await s.api.get('/v1/accounts').set(bearer(admin2.body.key)).expect(200);
+    await s.api.delete(`/v1/keys/${admin2.body.id}`).set(s.auth).expect(204);
     const bad = await s.api.post('/v1/accounts').set(s.auth).send({ name: '', maxBoxes: -1 }).expect(400);
     assert.equal(bad.body.error.code, 'INVALID_REQUEST');
 
