@@ -155,7 +155,7 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (!res.writableFinished) gone.abort();
     });
     const payload = Buffer.from(JSON.stringify({ ...body, timeoutMs, execId, stream: streaming, detach: body.detach ?? false }));
-    const up = await d.agents.request(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/exec`, headers: { 'Content-Type': 'application/json' }, body: payload }, gone.signal);
+    const up = await d.agents.request(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/exec`, headers: { 'Content-Type': 'application/json' }, body: payload, once: true }, gone.signal);
     if ((up.statusCode ?? 500) >= 300) throw errorOf(up.statusCode ?? 500, await readText(up));
     res.writeHead(200, passHeaders(up.headers));
     await pipeline(up, res).catch(() => {

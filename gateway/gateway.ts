@@ -21,6 +21,7 @@ import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
 import { HostAgents } from './host-agents.ts';
 import { clusterSecret } from '../core/secrets.ts';
+import { openApiDocument } from './openapi.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
 import { Urls } from './urls.ts';
@@ -101,6 +102,11 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, urls, accounts };
   const tasksQueue = taskQueue(hookDeps);
   api.use(publicHooks(hookDeps, tasksQueue));
+  // Public: the machine-readable API (gateway/api-spec.ts), generated once on first request.
+  let openapi: object | undefined;
+  api.get('/v1/openapi.json', (_req, res) => {
+    res.json((openapi ??= openApiDocument(undefined, { serverUrl: urls.api })));
+  });
   const v1 = express.Router();
   v1.use(requireKey(accounts));
   v1.use(limitBoxKeys);
