@@ -15,7 +15,24 @@ const accountBody = z
     maxHooks: limit.optional(),
   })
   .strict();
-const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
+export const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
+export { accountBody };
+
+const limitsJson = z.object({ maxBoxes: z.number().int(), maxExecs: z.number().int().optional(), maxSnapshots: z.number().int(), maxHooks: z.number().int() }).strict();
+/** Answers, for the OpenAPI document (gateway/api-spec.ts). */
+export const accountAnswer = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    maxBoxes: z.number().int().optional(),
+    maxExecs: z.number().int().optional(),
+    maxSnapshots: z.number().int().optional(),
+    maxHooks: z.number().int().optional(),
+    createdAt: z.string(),
+  })
+  .strict();
+export const accountListAnswer = z.object({ accounts: z.array(accountAnswer.extend({ limits: limitsJson, keys: z.number().int() }).strict()) }).strict();
+export const keyAnswer = z.object({ id: z.string(), account: z.string(), role: z.enum(['admin', 'member']), key: z.string() }).strict();
 
 /** `/v1/accounts…` and `/v1/keys…`: admin keys only. Keys are answered once and stored hashed. */
 export function accountsApi(accounts: Accounts): Router {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { hashSecret } from '../core/accounts.ts';
+import { accountAnswer, accountListAnswer, keyAnswer } from '../gateway/accounts-api.ts';
 import { docker, goldenTag, startStack, type Stack } from './helpers.ts';
 
 /** Accounts, keys and the ownership of every resource, through the HTTP API on real Redis and Docker. */
@@ -35,6 +36,9 @@ describe('accounts and keys', () => {
     assert.notEqual(a.id, b.id);
     assert.match(a.key, /^bxd_/);
     const list = await s.api.get('/v1/accounts').set(s.auth).expect(200);
+    accountListAnswer.parse(list.body); // the answers are what the OpenAPI document says
+    keyAnswer.parse((await s.api.post(`/v1/accounts/${b.id}/keys`).set(s.auth).send({}).expect(201)).body);
+    accountAnswer.parse((await s.api.post('/v1/accounts').set(s.auth).send({ name: 'shape' }).expect(201)).body);
     const row = list.body.accounts.find((x: { id: string }) => x.id === a.id);
     assert.deepEqual(row.limits, { maxBoxes: 3, maxExecs: 2, maxSnapshots: 1, maxHooks: 1 });
     assert.equal(row.keys, 1);
