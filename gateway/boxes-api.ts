@@ -143,14 +143,21 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const body = parse(execBody, req.body);
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
     const execId = randomUUID();
-    // The record and the account's exec slot in one round trip's time.
-    const [found, slot] = await Promise.allSettled([own(req), slots.take(account, execId, d.config.BOXD_MAX_EXECS, timeoutMs + 60_000)]);
+    // The record and the account's exec slot (its own limit when it has one, POST /v1/accounts
+    // { maxExecs }, else the operator's) at the same time.
+    const [found, slot] = await Promise.allSettled([
+      own(req),
+      d.accounts.accountLimits(account).then(async (l) => {
+        const cap = l.maxExecs ?? d.config.BOXD_MAX_EXECS;
+        return { cap, ok: await slots.take(account, execId, cap, timeoutMs + 60_000) };
+      }),
+    ]);
     if (found.status === 'rejected' || slot.status === 'rejected') {
-      if (slot.status === 'fulfilled' && slot.value) slots.release(account, execId);
+      if (slot.status === 'fulfilled' && slot.value.ok) slots.release(account, execId);
       throw found.status === 'rejected' ? found.reason : (slot as PromiseRejectedResult).reason;
     }
     const box = found.value;
-    if (!slot.value) throw new LimitError(`this account already runs ${d.config.BOXD_MAX_EXECS} commands; wait for one to finish`);
+    if (!slot.value.ok) throw new LimitError(`this account already runs ${slot.value.cap} commands; wait for one to finish`);
     const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
     const gone = new AbortController();
     res.once('close', () => {

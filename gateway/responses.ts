@@ -121,21 +121,6 @@ export const poolStats = z
 export const poolList = z.object({ pools: z.array(poolStats) }).strict();
 
 export const health = z.object({ ok: z.boolean(), redis: z.boolean(), hosts: z.number().int() }).strict();
-export const ready = z.object({ ready: z.boolean(), redis: z.boolean(), hosts: z.number().int(), reason: z.string().optional() }).strict();
-
-const limitsShape = {
-  maxBoxes: z.number().int().optional(),
-  maxExecs: z.number().int().optional(),
-  maxSnapshots: z.number().int().optional(),
-  maxHooks: z.number().int().optional(),
-};
-export const account = z.object({ id: z.string(), name: z.string(), ...limitsShape, createdAt: iso }).strict();
-export const accountList = z
-  .object({ accounts: z.array(account.extend({ limits: z.object(limitsShape).strict(), keys: z.number().int().describe('how many keys the account has') })) })
-  .strict();
-export const keyCreated = z
-  .object({ id: z.string(), account: z.string(), role: z.enum(['admin', 'member']), key: z.string().describe('the key itself: shown only in this answer') })
-  .strict();
 
 export const apiError = z.object({ error: z.object({ code: z.string(), message: z.string() }).strict() }).strict();
 
