@@ -84,12 +84,17 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const heartbeat = setInterval(beat, 3000);
   heartbeat.unref();
 
+  // When the host stops, execs still running are answered with an error at once rather than
+  // waited for (an exec may run for an hour) or cut off without a word.
+  let stopExecs!: (e: Error) => void;
+  const stoppingExecs = new Promise<never>((_, reject) => (stopExecs = reject));
+  stoppingExecs.catch(() => undefined);
   const handle = async (job: HostJob, finalAttempt: boolean): Promise<unknown> => {
     switch (job.op) {
       case 'create':
         return view(await lifecycle.create(job.name, finalAttempt));
       case 'exec':
-        return lifecycle.exec(job);
+        return Promise.race([lifecycle.exec(job), stoppingExecs]);
       case 'suspend':
         return view(await lifecycle.suspend(job.name));
       case 'resume':
@@ -137,6 +142,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     idle,
     drift,
     async close() {
+      stopExecs(new BoxdError('HOST_STOPPING', 'the host stopped while this command ran; its output is lost (the command may still be running in the box)'));
       clearInterval(heartbeat);
       await drift.stop();
       await pool.close();

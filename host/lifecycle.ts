@@ -107,7 +107,7 @@ export class Lifecycle {
       if (box.state === 'suspended') return box;
       if (box.state !== 'running') throw new BoxStateError(name, box.state, 'suspend');
       await this.d.runtime.suspend(this.idOf(box));
-      await this.d.store.transition(name, ['running'], 'suspended');
+      await this.d.store.transition(name, ['running'], 'suspended', { manualSuspend: true });
       return this.d.store.require(name);
     });
   }
@@ -130,7 +130,7 @@ export class Lifecycle {
         await this.d.runtime.resume(id);
         return false;
       }
-      await this.d.store.transition(name, ['running'], 'suspended');
+      await this.d.store.transition(name, ['running'], 'suspended', { manualSuspend: false });
       return true;
     });
   }
@@ -144,7 +144,7 @@ export class Lifecycle {
     if (box.state === 'running') return box;
     if (box.state !== 'suspended') throw new BoxStateError(name, box.state, 'resume');
     await this.d.runtime.resume(this.idOf(box));
-    await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt: Date.now() });
+    await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt: Date.now(), manualSuspend: false });
     return this.d.store.require(name);
   }
 
