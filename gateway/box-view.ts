@@ -1,5 +1,6 @@
 import type { BoxRecord, BoxState } from '../core/boxes.ts';
 import type { Urls } from './urls.ts';
+import type { NetworkPolicy } from '../core/network-policy.ts';
 
 /** A box as the API shows it. */
 export interface BoxJson {
@@ -14,6 +15,9 @@ export interface BoxJson {
   public: boolean;
   parent?: string;
   idleTimeoutMs: number;
+  /** Disk quota in MiB, when the box asked for one (else the host's default applies). */
+  diskMb?: number;
+  network: NetworkPolicy;
   createdAt: string;
   lastActivityAt: string;
   error?: string;
@@ -28,6 +32,7 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
     ports: box.ports,
     public: box.public,
     idleTimeoutMs: box.idleTimeoutMs,
+    network: box.network ?? 'open',
     createdAt: new Date(box.createdAt).toISOString(),
     lastActivityAt: new Date(box.lastActivityAt).toISOString(),
   };
@@ -36,5 +41,6 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
   if (box.snapshot) out.snapshot = box.snapshot;
   if (box.parent) out.parent = box.parent;
   if (box.error) out.error = box.error;
+  if (box.diskMb !== undefined) out.diskMb = box.diskMb;
   return out;
 }

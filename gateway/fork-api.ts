@@ -36,6 +36,8 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
+        diskMb: parent.diskMb,
+        network: parent.network,
         hostId: parent.hostId,
       },
       await d.accounts.maxBoxes(account),
@@ -63,7 +65,7 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
       golden: box.golden,
       createdAt: Date.now(),
     };
-    await d.snapshots.reserve(record);
+    await d.snapshots.reserve(record, (await d.accounts.accountLimits(account)).maxSnapshots);
     try {
       await d.hosts.call(box.hostId, { op: 'snapshot', name: box.name, snapshot, account });
     } catch (e) {

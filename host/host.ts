@@ -18,11 +18,15 @@ import { reconcile } from './reconcile.ts';
 import { DriftWatch } from './drift.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
+import { startAgent, type AgentHandle } from './agent.ts';
+import { clusterSecret } from '../core/secrets.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { WarmPool } from '../pool/warm-pool.ts';
 
 export interface HostHandle {
   lifecycle: Lifecycle;
+  /** The data-plane endpoint gateways call. */
+  agent: AgentHandle;
   runtime: Runtime;
   pool: WarmPool;
   idle: IdleSuspender;
@@ -47,6 +51,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       network: config.BOXD_NETWORK,
       ociRuntime: config.BOXD_OCI_RUNTIME,
       maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+      hostAddr: config.BOXD_HOST_ADDR,
+      freezer: config.BOXD_FREEZER,
+      prefix,
+      stateDir: config.BOXD_STATE_DIR,
+      egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
     });
     await dr.prepare();
@@ -55,7 +64,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
-  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log });
+  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  const lifecycle = new Lifecycle({
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, log,
+    revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
+  });
 
   const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
   await reconcile({
@@ -75,36 +88,30 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
+  const agent = await startAgent({
+    lifecycle,
+    secret: clusterSecret(config),
+    addr: config.BOXD_HOST_ADDR,
+    port: config.BOXD_HOST_AGENT_PORT,
+    maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+    log: log.child({ part: 'agent' }),
+  });
+
   const startedAt = Date.now();
   const beat = async () => {
-    const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now() };
+    const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now(), addr: config.BOXD_HOST_ADDR, agentPort: agent.port };
     await redis.hset(`${prefix}:hosts`, hostId, JSON.stringify(info)).catch((err) => log.warn({ err }, 'heartbeat failed'));
   };
   await beat();
   const heartbeat = setInterval(beat, 3000);
   heartbeat.unref();
 
-  // When the host stops, execs still running are answered with an error at once rather than
-  // waited for (an exec may run for an hour) or cut off without a word.
-  let stopExecs!: (e: Error) => void;
-  const stoppingExecs = new Promise<never>((_, reject) => (stopExecs = reject));
-  stoppingExecs.catch(() => undefined);
   const handle = async (job: HostJob, finalAttempt: boolean): Promise<unknown> => {
     switch (job.op) {
       case 'create':
         return view(await lifecycle.create(job.name, finalAttempt));
-      case 'exec':
-        return Promise.race([lifecycle.exec(job), stoppingExecs]);
-      case 'suspend':
-        return view(await lifecycle.suspend(job.name));
-      case 'resume':
-        return view(await lifecycle.resume(job.name));
       case 'destroy':
         return lifecycle.destroy(job.name);
-      case 'putFile':
-        return lifecycle.putFile(job.name, job.path, job.blob, job.mode);
-      case 'getFile':
-        return lifecycle.getFile(job.name, job.path);
       case 'fork':
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
       case 'snapshot':
@@ -122,14 +129,13 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   await worker.waitUntilReady();
 
   const taskConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
     goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
   });
   await tasks.start();
 
-  const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
+  const idle = new IdleSuspender({ store, lifecycle, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
   drift.start(config.BOXD_DRIFT_CHECK_MS);
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
@@ -141,10 +147,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     pool,
     idle,
     drift,
+    agent,
     async close() {
-      stopExecs(new BoxdError('HOST_STOPPING', 'the host stopped while this command ran; its output is lost (the command may still be running in the box)'));
       clearInterval(heartbeat);
       await drift.stop();
+      await agent.close();
       await pool.close();
       await idle.stop();
       await tasks.close();

@@ -134,6 +134,8 @@ export class WarmPool {
         idleTimeoutMs: golden.manifest.idleTimeoutMs,
         cpus: golden.manifest.cpus,
         memoryMb: golden.manifest.memoryMb,
+        diskMb: golden.manifest.diskMb,
+        network: golden.manifest.network,
         hostId: this.d.hostId,
       },
       -1,

@@ -28,7 +28,7 @@ describe('Waker', () => {
     const calls: HostJob[] = [];
     const waker = new Waker({
       routes: routesOver(record),
-      hosts: { call: async (_h: string, job: HostJob) => { calls.push(job); await new Promise((r) => setTimeout(r, 30)); record.current = box('running'); return {}; } } as never,
+      resume: async (_h: string, name: string) => { calls.push({ op: 'resume', name } as never); await new Promise((r) => setTimeout(r, 30)); record.current = box('running'); },
       timeoutMs: 2000,
       maxWaiters: 100,
     });
@@ -44,7 +44,7 @@ describe('Waker', () => {
     const waker = new Waker({
       routes: routesOver(record),
       // A resume that finishes only when the test says so: no waiter can time out meanwhile.
-      hosts: { call: async () => { await resumed; record.current = box('running'); return {}; } } as never,
+      resume: async () => { await resumed; record.current = box('running'); },
       timeoutMs: 60_000,
       maxWaiters: 3,
     });
@@ -64,7 +64,7 @@ describe('Waker', () => {
     const record = { current: box('suspended') };
     const waker = new Waker({
       routes: routesOver(record),
-      hosts: { call: () => new Promise(() => undefined) } as never, // a host that never answers
+      resume: () => new Promise(() => undefined), // a host that never answers
       timeoutMs: 200,
       maxWaiters: 10,
     });
