@@ -338,6 +338,12 @@ export class DockerRuntime implements Runtime {
     if (this.freezer) {
       const info = await this.procs.info(id);
       if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
+      // Paused by hand (`docker pause`): the engine refuses execs until it unpauses it itself,
+      // and does so only while the cgroup is still frozen, so it goes first.
+      if (this.enginePaused.has(id)) {
+        await this.docker.getContainer(id).unpause().catch((e) => this.opts.log.warn({ box: id, err: reason(e) }, 'could not unpause a box paused outside boxd'));
+        this.enginePaused.delete(id);
+      }
       if (this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
       return;
     }
@@ -383,6 +389,18 @@ export class DockerRuntime implements Runtime {
       if (this.freezing.get(id) === gate) this.freezing.delete(id);
       release();
     }
+  }
+
+  /**
+   * Boxes the engine itself reports paused (someone ran `docker pause`), as last seen by
+   * inspect or list (the host's drift check lists every few seconds). Resume unpauses those
+   * through the engine too; the freezer alone leaves the engine's flag set.
+   */
+  private readonly enginePaused = new Set<string>();
+
+  private notePaused(name: string, paused: boolean): void {
+    if (paused) this.enginePaused.add(name);
+    else this.enginePaused.delete(name);
   }
 
   /** Whether the freezer holds the box frozen (Docker does not know). */
@@ -466,6 +484,7 @@ export class DockerRuntime implements Runtime {
         const bind = (binds ?? []).find((b) => b.HostIp === this.hostAddr) ?? binds?.[0];
         if (bind?.HostPort) ports[parseInt(key, 10)] = parseInt(bind.HostPort, 10);
       }
+      this.notePaused(info.Name.replace(/^\//, ''), info.State.Paused);
       const frozen = info.State.Running && (await this.frozen(id, info.State.Pid));
       const state: InstanceState = info.State.Paused || frozen ? 'paused' : info.State.Running ? 'running' : 'stopped';
       return { id: info.Name.replace(/^\//, ''), name: info.Name.replace(/^\//, ''), state, ports, labels: info.Config.Labels ?? {} };
@@ -490,6 +509,7 @@ export class DockerRuntime implements Runtime {
         const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
         const ports: Record<number, number> = {};
         for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === this.hostAddr) ports[p.PrivatePort] = p.PublicPort;
+        this.notePaused(name, c.State === 'paused');
         const frozen = c.State === 'running' && (await this.frozen(name));
         const state: InstanceState = c.State === 'paused' || frozen ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
         return { id: name, name, state, ports, labels: c.Labels ?? {} };
