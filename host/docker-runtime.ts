@@ -351,6 +351,7 @@ export class DockerRuntime implements Runtime {
       // Frozen by this process: thaw it. Frozen by someone else (a `docker pause` by hand, or
       // a host process before a restart): let Docker unpause, so it stops refusing execs.
       if (this.frozeHere.delete(id)) return this.freezer.thaw(info.dir);
+      this.enginePaused.delete(id);
       try {
         await this.docker.getContainer(id).unpause();
       } catch {
@@ -402,6 +403,18 @@ export class DockerRuntime implements Runtime {
       if (this.freezing.get(id) === gate) this.freezing.delete(id);
       release();
     }
+  }
+
+  /**
+   * Boxes the engine itself reports paused (someone ran `docker pause`), as last seen by
+   * inspect or list (the host's drift check lists every few seconds). Resume unpauses those
+   * through the engine too; the freezer alone leaves the engine's flag set.
+   */
+  private readonly enginePaused = new Set<string>();
+
+  private notePaused(name: string, paused: boolean): void {
+    if (paused) this.enginePaused.add(name);
+    else this.enginePaused.delete(name);
   }
 
   /** Whether the freezer holds the box frozen (Docker does not know). */
@@ -486,6 +499,7 @@ export class DockerRuntime implements Runtime {
         const bind = (binds ?? []).find((b) => b.HostIp === this.hostAddr) ?? binds?.[0];
         if (bind?.HostPort) ports[parseInt(key, 10)] = parseInt(bind.HostPort, 10);
       }
+      this.notePaused(info.Name.replace(/^\//, ''), info.State.Paused);
       const frozen = info.State.Running && (await this.frozen(id, info.State.Pid));
       const state: InstanceState = info.State.Paused || frozen ? 'paused' : info.State.Running ? 'running' : 'stopped';
       return { id: info.Name.replace(/^\//, ''), name: info.Name.replace(/^\//, ''), state, ports, labels: info.Config.Labels ?? {} };
@@ -510,6 +524,7 @@ export class DockerRuntime implements Runtime {
         const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
         const ports: Record<number, number> = {};
         for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === this.hostAddr) ports[p.PrivatePort] = p.PublicPort;
+        this.notePaused(name, c.State === 'paused');
         const frozen = c.State === 'running' && (await this.frozen(name));
         const state: InstanceState = c.State === 'paused' || frozen ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
         return { id: name, name, state, ports, labels: c.Labels ?? {} };
