@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import type { Account, Accounts } from '../core/accounts.ts';
+import { DEFAULT_ACCOUNT, type Account, type Accounts } from '../core/accounts.ts';
 import { BoxdError } from '../core/errors.ts';
 import { requireAdmin } from './auth.ts';
 import { parse } from './schemas.ts';
@@ -17,6 +17,8 @@ export const accountBody = z
   })
   .strict();
 export const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
+/** Answers, for the OpenAPI document (gateway/api-spec.ts; proven equal to sdk/types.ts in gateway/responses.ts). */
+export { account as accountAnswer, accountList as accountListAnswer, keyCreated as keyAnswer } from './responses.ts';
 
 /** `/v1/accounts…` and `/v1/keys…`: admin keys only. Keys are answered once and stored hashed. */
 export function accountsApi(accounts: Accounts): Router {
@@ -38,6 +40,8 @@ export function accountsApi(accounts: Accounts): Router {
     const id = String(req.params.id);
     if (!(await accounts.account(id))) throw new BoxdError('ACCOUNT_NOT_FOUND', `no account ${id}`);
     const { role } = parse(keyBody, req.body);
+    // Admin keys manage every account: they belong to the operator's own account only.
+    if (role === 'admin' && id !== DEFAULT_ACCOUNT) throw new BoxdError('INVALID_REQUEST', `admin keys belong to the "${DEFAULT_ACCOUNT}" account only`);
     const { key, record } = await accounts.createKeyRecord(id, role);
     const created: KeyCreated = { id: record.id, account: id, role, key };
     res.status(201).json(created);

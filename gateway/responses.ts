@@ -121,9 +121,6 @@ export const poolStats = z
 export const poolList = z.object({ pools: z.array(poolStats) }).strict();
 
 export const health = z.object({ ok: z.boolean(), redis: z.boolean(), hosts: z.number().int() }).strict();
-export const ready = z
-  .object({ ready: z.boolean(), redis: z.boolean(), hosts: z.number().int(), reason: z.string().optional().describe('why not ready') })
-  .strict();
 
 const limits = {
   maxBoxes: z.number().int(),
