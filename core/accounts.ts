@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { Keys } from './keys.ts';
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
@@ -15,11 +16,14 @@ export class Accounts {
     private readonly redis: Redis,
     private readonly prefix: string,
     private readonly defaultMaxBoxes: number,
-  ) {}
+  ) {
+    this.keys = new Keys(prefix);
+  }
+  private readonly keys: Keys;
 
   /** Makes `key` a key of `account`. Idempotent. */
   async addKey(key: string, account: string): Promise<void> {
-    await this.redis.set(`${this.prefix}:apikey:${hashSecret(key)}`, account);
+    await this.redis.set(this.keys.apiKey(hashSecret(key)), account);
   }
 
   /** Creates a new random key for `account` and returns it (shown once). */
@@ -31,15 +35,15 @@ export class Accounts {
 
   /** The account a key belongs to, or undefined. */
   async accountOf(key: string): Promise<string | undefined> {
-    return (await this.redis.get(`${this.prefix}:apikey:${hashSecret(key)}`)) ?? undefined;
+    return (await this.redis.get(this.keys.apiKey(hashSecret(key)))) ?? undefined;
   }
 
   async maxBoxes(account: string): Promise<number> {
-    const v = await this.redis.hget(`${this.prefix}:account:${account}`, 'maxBoxes');
+    const v = await this.redis.hget(this.keys.account(account), 'maxBoxes');
     return v ? Number(v) : this.defaultMaxBoxes;
   }
 
   async setMaxBoxes(account: string, max: number): Promise<void> {
-    await this.redis.hset(`${this.prefix}:account:${account}`, 'maxBoxes', String(max));
+    await this.redis.hset(this.keys.account(account), 'maxBoxes', String(max));
   }
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { BoxdError } from './errors.ts';
+import { Keys } from './keys.ts';
 
 /**
  * Bytes in transit between a gateway and a host (file bodies, exec stdin): job data stays small
@@ -14,7 +15,7 @@ export class Blobs {
 
   /** Stores `data` for `ttlMs` and returns its key. */
   async put(data: Buffer, ttlMs: number, id: string = randomUUID()): Promise<string> {
-    const key = `${this.prefix}:blob:${id}`;
+    const key = new Keys(this.prefix).blob(id);
     await this.redis.set(key, data, 'PX', ttlMs);
     return key;
   }

@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { BoxdError } from './errors.ts';
+import { Keys } from './keys.ts';
 
 export interface HookStep {
   /** argv, or a string run with `sh -c`. */
@@ -48,22 +49,25 @@ export interface Task {
 export class HookStore {
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
-  ) {}
+    prefix: string,
+  ) {
+    this.keys = new Keys(prefix);
+  }
+  private readonly keys: Keys;
 
   async createHook(h: Omit<Hook, 'id' | 'secret' | 'createdAt'> & { secret?: string }): Promise<Hook> {
     const hook: Hook = { ...h, id: `hk_${randomBytes(9).toString('base64url')}`, secret: h.secret ?? randomBytes(32).toString('hex'), createdAt: Date.now() };
-    await this.redis.multi().set(`${this.prefix}:hook:${hook.id}`, JSON.stringify(hook)).zadd(`${this.prefix}:hooks:${hook.account}`, hook.createdAt, hook.id).exec();
+    await this.redis.multi().set(this.keys.hook(hook.id), JSON.stringify(hook)).zadd(this.keys.hooks(hook.account), hook.createdAt, hook.id).exec();
     return hook;
   }
 
   async hook(id: string): Promise<Hook | undefined> {
-    const raw = await this.redis.get(`${this.prefix}:hook:${id}`);
+    const raw = await this.redis.get(this.keys.hook(id));
     return raw ? (JSON.parse(raw) as Hook) : undefined;
   }
 
   async hooks(account: string): Promise<Hook[]> {
-    const ids = await this.redis.zrange(`${this.prefix}:hooks:${account}`, 0, -1);
+    const ids = await this.redis.zrange(this.keys.hooks(account), 0, -1);
     const all = await Promise.all(ids.map((id) => this.hook(id)));
     return all.filter((h): h is Hook => !!h);
   }
@@ -71,27 +75,27 @@ export class HookStore {
   async deleteHook(account: string, id: string): Promise<void> {
     const h = await this.hook(id);
     if (!h || h.account !== account) throw new BoxdError('HOOK_NOT_FOUND', `no hook ${id}`);
-    await this.redis.multi().del(`${this.prefix}:hook:${id}`).zrem(`${this.prefix}:hooks:${account}`, id).exec();
+    await this.redis.multi().del(this.keys.hook(id)).zrem(this.keys.hooks(account), id).exec();
   }
 
   /** Records a delivery id; false when it was seen in the last day (a replay). */
   async firstDelivery(hookId: string, delivery: string, taskId: string): Promise<string | true> {
-    const key = `${this.prefix}:delivery:${hookId}:${delivery}`;
+    const key = this.keys.delivery(hookId, delivery);
     const ok = await this.redis.set(key, taskId, 'EX', 86_400, 'NX');
     return ok ? true : ((await this.redis.get(key)) ?? '');
   }
 
   async saveTask(t: Task): Promise<void> {
-    await this.redis.multi().set(`${this.prefix}:task:${t.id}`, JSON.stringify(t), 'EX', 7 * 86_400).zadd(`${this.prefix}:tasks:${t.account}`, t.triggeredAt, t.id).exec();
+    await this.redis.multi().set(this.keys.task(t.id), JSON.stringify(t), 'EX', 7 * 86_400).zadd(this.keys.tasks(t.account), t.triggeredAt, t.id).exec();
   }
 
   async task(id: string): Promise<Task | undefined> {
-    const raw = await this.redis.get(`${this.prefix}:task:${id}`);
+    const raw = await this.redis.get(this.keys.task(id));
     return raw ? (JSON.parse(raw) as Task) : undefined;
   }
 
   async tasks(account: string, limit = 100): Promise<Task[]> {
-    const ids = await this.redis.zrevrange(`${this.prefix}:tasks:${account}`, 0, limit - 1);
+    const ids = await this.redis.zrevrange(this.keys.tasks(account), 0, limit - 1);
     const all = await Promise.all(ids.map((id) => this.task(id)));
     return all.filter((t): t is Task => !!t);
   }
@@ -105,7 +109,7 @@ export class HookStore {
   }
 
   payloadKey(taskId: string): string {
-    return `${this.prefix}:payload:${taskId}`;
+    return this.keys.payload(taskId);
   }
 }
 

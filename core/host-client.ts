@@ -1,7 +1,11 @@
 import { Job, Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
-import { BoxdError, fromWire, parseWire, TimeoutError, UnavailableError } from './errors.ts';
+import { BoxdError, fromWire, NoCapacityError, parseWire, TimeoutError, UnavailableError } from './errors.ts';
+import { Keys } from './keys.ts';
+import { isAlive, placeBox, type PlacementRequest } from './placement.ts';
 import { ATTEMPTS, HOST_ALIVE_MS, hostQueueName, type HostInfo, type HostJob, type JobResult } from './jobs.ts';
+import { queuePrefix } from './keys.ts';
+import { connectRedis } from './redis.ts';
 
 interface HostChannel {
   queue: Queue;
@@ -22,16 +26,20 @@ export class HostClient {
     private readonly redisUrl: string,
     private readonly prefix: string,
     private readonly defaultTimeoutMs: number,
-  ) {}
+    private readonly placement: { deadMs: number; overcommit: number } = { deadMs: HOST_ALIVE_MS, overcommit: 4 },
+  ) {
+    this.keys = new Keys(prefix);
+  }
+  private readonly keys: Keys;
 
   private channel(hostId: string): HostChannel {
     let ch = this.channels.get(hostId);
     if (!ch) {
       const name = hostQueueName(hostId);
-      const eventsConn = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
+      const eventsConn = connectRedis(this.redisUrl, { maxRetriesPerRequest: null });
       this.connections.push(eventsConn);
-      const queue = new Queue(name, { connection: this.redis, prefix: this.prefix });
-      const events = new QueueEvents(name, { connection: eventsConn, prefix: this.prefix });
+      const queue = new Queue(name, { connection: this.redis, prefix: queuePrefix(this.prefix) });
+      const events = new QueueEvents(name, { connection: eventsConn, prefix: queuePrefix(this.prefix) });
       events.on('error', () => undefined);
       queue.on('error', () => undefined);
       ch = { queue, events, ready: events.waitUntilReady() };
@@ -40,28 +48,32 @@ export class HostClient {
     return ch;
   }
 
-  /** Hosts that sent a heartbeat recently. */
-  async aliveHosts(): Promise<HostInfo[]> {
-    const all = await this.redis.hgetall(`${this.prefix}:hosts`);
-    const now = Date.now();
-    return Object.values(all)
-      .map((v) => JSON.parse(v) as HostInfo)
-      .filter((h) => now - h.heartbeatAt < HOST_ALIVE_MS);
+  /** Every host's last heartbeat, live or not. */
+  async allHosts(): Promise<HostInfo[]> {
+    const all = await this.redis.hgetall(this.keys.hosts);
+    return Object.values(all).map((v) => JSON.parse(v) as HostInfo);
   }
 
-  /** The live host with the fewest boxes; UnavailableError when none runs. */
-  async pickHost(): Promise<string> {
-    const hosts = await this.aliveHosts();
-    if (!hosts.length) throw new UnavailableError('no host process is running; start one with `npm start`');
-    const counts = await Promise.all(hosts.map((h) => this.redis.scard(`${this.prefix}:host:${h.id}:boxes`)));
-    let best = 0;
-    for (let i = 1; i < hosts.length; i++) if (counts[i]! < counts[best]!) best = i;
-    return hosts[best]!.id;
+  /** Hosts that sent a heartbeat within BOXD_HOST_DEAD_MS. */
+  async aliveHosts(): Promise<HostInfo[]> {
+    const now = Date.now();
+    return (await this.allHosts()).filter((h) => isAlive(h, now, this.placement.deadMs));
+  }
+
+  /**
+   * The live host with the most free capacity that holds the box's golden (core/placement.ts).
+   * UnavailableError when no host runs or holds the golden; NoCapacityError when all are full.
+   */
+  async pickHost(req: PlacementRequest = { cpus: 0, memoryMb: 0 }): Promise<string> {
+    const placed = placeBox(await this.allHosts(), req, { now: Date.now(), ...this.placement });
+    if (placed.ok) return placed.hostId;
+    if (placed.reason === 'NO_CAPACITY') throw new NoCapacityError(placed.message, 5);
+    throw new UnavailableError(placed.message);
   }
 
   async assertAlive(hostId: string): Promise<void> {
-    const raw = await this.redis.hget(`${this.prefix}:hosts`, hostId);
-    if (!raw || Date.now() - (JSON.parse(raw) as HostInfo).heartbeatAt > HOST_ALIVE_MS) {
+    const raw = await this.redis.hget(this.keys.hosts, hostId);
+    if (!raw || !isAlive(JSON.parse(raw) as HostInfo, Date.now(), this.placement.deadMs)) {
       throw new UnavailableError(`host ${hostId}, which runs this box, is not answering`);
     }
   }

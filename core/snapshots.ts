@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { BoxdError } from './errors.ts';
+import { Keys } from './keys.ts';
 
 /** A named, account-scoped filesystem image boxes can be created from (on the host that has it). */
 export interface Snapshot {
@@ -21,7 +22,7 @@ export class Snapshots {
   ) {}
 
   private key(account: string): string {
-    return `${this.prefix}:snap:${account}`;
+    return new Keys(this.prefix).snapshots(account);
   }
 
   /** The image a snapshot of an account lives in (deterministic, so retries reuse it). */

@@ -5,7 +5,7 @@ import { newPreviewToken, type Accounts } from '../core/accounts.ts';
 import { Blobs } from '../core/blobs.ts';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
-import { BoxdError, UnavailableError } from '../core/errors.ts';
+import { BoxdError } from '../core/errors.ts';
 import type { HostClient } from '../core/host-client.ts';
 import type { ExecMessage, ExecOutcome } from '../core/jobs.ts';
 import { boxSettings, type GoldenInfo } from '../host/goldens.ts';
@@ -67,7 +67,9 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
-    const hostId = settings.hostId ?? (await d.hosts.pickHost());
+    // A snapshot lives on one host; anything else goes where there is room (core/placement.ts).
+    if (settings.hostId) await d.hosts.assertAlive(settings.hostId);
+    const hostId = settings.hostId ?? (await d.hosts.pickHost({ cpus: settings.cpus, memoryMb: settings.memoryMb, golden: settings.golden }));
     await d.store.create(
       {
         name,
@@ -108,6 +110,12 @@ export function boxesApi(d: BoxesApiDeps): Router {
 
   r.delete('/boxes/:name', async (req, res) => {
     const box = await own(req);
+    if (box.state === 'lost') {
+      // Its host is dead: forget the record now; the host drops the container if it comes back.
+      await d.store.remove(box.name);
+      res.status(204).end();
+      return;
+    }
     await d.hosts.call(box.hostId, { op: 'destroy', name: box.name });
     res.status(204).end();
   });
@@ -196,6 +204,5 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
   const name = body.golden ?? 'default';
   const g = (await d.goldens()).get(name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
-  if (!g.built) throw new UnavailableError(`golden "${name}" is not built on the host yet; run \`npm start\` or \`tsx golden-images/build.ts ${name}\``);
   return boxSettings(g);
 }

@@ -5,6 +5,7 @@ import { Accounts } from '../core/accounts.ts';
 import { BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
+import { HostSweeper } from '../core/sweeper.ts';
 import type { Logger } from '../core/log.ts';
 import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
 import { requireKey } from './auth.ts';
@@ -25,6 +26,7 @@ import { Preview } from './preview.ts';
 import { RouteCache } from './route-cache.ts';
 import { refuseUpgrade } from './pages.ts';
 import { Waker } from './waker.ts';
+import { connectRedis } from '../core/redis.ts';
 
 export interface Gateway {
   app: express.Express;
@@ -46,15 +48,17 @@ export interface Gateway {
  * box subdomains. Stateless apart from caches, so any number can run against one Redis.
  */
 export async function createGateway(config: Config, log: Logger): Promise<Gateway> {
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
-  const sub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redis = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
+  const sub = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
   const prefix = config.BOXD_PREFIX;
   const store = new BoxStore(redis, prefix);
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, 'default');
-  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
+  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS, { deadMs: config.BOXD_HOST_DEAD_MS, overcommit: config.BOXD_OVERCOMMIT });
+  const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
+  sweeper.start();
   const execStreams = new ExecStreams(sub);
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
@@ -74,7 +78,12 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
-    if (!goldenCache || Date.now() - goldenCache.at > 2000) goldenCache = { at: Date.now(), value: await readGoldens(redis, prefix) };
+    if (!goldenCache || Date.now() - goldenCache.at > 2000) {
+      // Built means built on some live host (each host says which goldens it holds).
+      const [value, alive] = await Promise.all([readGoldens(redis, prefix), hosts.aliveHosts()]);
+      for (const g of value.values()) if (alive.length) g.built = alive.some((h) => !h.goldens || h.goldens.includes(g.name));
+      goldenCache = { at: Date.now(), value };
+    }
     return goldenCache.value;
   };
 
@@ -181,6 +190,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       server.closeAllConnections?.();
       await closed;
       preview.close();
+      await sweeper.stop();
       await activity.stop();
       await hosts.close();
       await tasksQueue.close().catch(() => undefined);

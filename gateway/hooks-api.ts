@@ -10,6 +10,7 @@ import type { GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { goldenName, parse } from './schemas.ts';
 import type { Urls } from './urls.ts';
+import { queuePrefix } from '../core/keys.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
 
@@ -33,7 +34,7 @@ export interface HooksDeps {
 
 /** The task queue, shared by every host. */
 export function taskQueue(d: HooksDeps): Queue {
-  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: d.config.BOXD_PREFIX });
+  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: queuePrefix(d.config.BOXD_PREFIX) });
   q.on('error', () => undefined);
   return q;
 }
