@@ -31,6 +31,8 @@ export class HostClient {
     this.keys = new Keys(prefix);
   }
   private readonly keys: Keys;
+  /** Boxes this client placed per host, until that host's heartbeat has counted them. */
+  private readonly placed = new Map<string, { at: number; cpus: number; memoryMb: number }[]>();
 
   private channel(hostId: string): HostChannel {
     let ch = this.channels.get(hostId);
@@ -65,8 +67,22 @@ export class HostClient {
    * UnavailableError when no host runs or holds the golden; NoCapacityError when all are full.
    */
   async pickHost(req: PlacementRequest = { cpus: 0, memoryMb: 0 }): Promise<string> {
-    const placed = placeBox(await this.allHosts(), req, { now: Date.now(), ...this.placement });
-    if (placed.ok) return placed.hostId;
+    const now = Date.now();
+    // Heartbeats lag: add what this gateway placed since each host's last beat, so a burst of
+    // creates spreads instead of piling onto the host that looked emptiest a beat ago.
+    const hosts = (await this.allHosts()).map((h) => {
+      const mine = (this.placed.get(h.id) ?? []).filter((p) => p.at >= h.heartbeatAt - 1000);
+      this.placed.set(h.id, mine);
+      if (!mine.length || !h.committed) return h;
+      const c = { ...h.committed };
+      for (const p of mine) (c.cpus += p.cpus), (c.memoryMb += p.memoryMb);
+      return { ...h, committed: c };
+    });
+    const placed = placeBox(hosts, req, { now, ...this.placement });
+    if (placed.ok) {
+      this.placed.get(placed.hostId)?.push({ at: now, cpus: req.cpus, memoryMb: req.memoryMb }) ?? this.placed.set(placed.hostId, [{ at: now, cpus: req.cpus, memoryMb: req.memoryMb }]);
+      return placed.hostId;
+    }
     if (placed.reason === 'NO_CAPACITY') throw new NoCapacityError(placed.message, 5);
     throw new UnavailableError(placed.message);
   }
