@@ -169,7 +169,12 @@ describe('scripts on a 3-master Redis Cluster', { timeout: 120_000 }, () => {
     try {
       await events.waitUntilReady();
       const job = await q.add('x', { n: 21 });
-      assert.deepEqual(await job.waitUntilFinished(events, 30_000), { doubled: 42 });
+      // Polled rather than waitUntilFinished: a completion can land before QueueEvents' first read.
+      const done = await waitFor(async () => {
+        const j = await q.getJob(job.id!);
+        return j?.finishedOn ? j : undefined;
+      }, 30_000);
+      assert.deepEqual(done.returnvalue, { doubled: 42 });
     } finally {
       await w.close();
       await events.close();
