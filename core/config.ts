@@ -68,10 +68,12 @@ export const configSchema = z.object({
   BOXD_HOST_CPUS: z.coerce.number().min(0).default(0),
   /** Memory this host offers to boxes, in MiB (0: detected). */
   BOXD_HOST_MEMORY_MB: int(0),
-  /** Share of its cpus/memory a suspended box commits on its host (running boxes: 1). */
+  /** Share of its memory a suspended box commits on its host (running boxes: 1; frozen boxes use no cpu). */
   BOXD_SUSPENDED_WEIGHT: z.coerce.number().min(0).max(1).default(0.1),
-  /** Placement admits boxes while a host's committed cpus and memory stay within capacity × this. */
+  /** Placement admits boxes while a host's committed memory stays within its memory × this. */
   BOXD_OVERCOMMIT: z.coerce.number().positive().default(4),
+  /** …and its committed cpus within its cpus × this (cpu is shared, not reserved, so higher). */
+  BOXD_CPU_OVERCOMMIT: z.coerce.number().positive().default(16),
   /** How often a host writes its heartbeat (capacity, commitments, images), in ms. */
   BOXD_HEARTBEAT_MS: int(3_000),
   /** A host whose heartbeat is older than this is dead: creates skip it, its boxes become `lost`, in ms. */

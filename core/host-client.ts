@@ -26,7 +26,7 @@ export class HostClient {
     private readonly redisUrl: string,
     private readonly prefix: string,
     private readonly defaultTimeoutMs: number,
-    private readonly placement: { deadMs: number; overcommit: number } = { deadMs: HOST_ALIVE_MS, overcommit: 4 },
+    private readonly placement: { deadMs: number; overcommit: number; cpuOvercommit?: number } = { deadMs: HOST_ALIVE_MS, overcommit: 4, cpuOvercommit: 16 },
   ) {
     this.keys = new Keys(prefix);
   }

@@ -63,7 +63,7 @@ export interface HostInfo {
   heartbeatAt: number;
   /** What the host offers to boxes (detected or BOXD_HOST_CPUS / BOXD_HOST_MEMORY_MB). */
   capacity?: Resources;
-  /** What its boxes commit: running (and creating) boxes in full, suspended ones at BOXD_SUSPENDED_WEIGHT. */
+  /** What its boxes commit: running (and creating) boxes in full, suspended ones no cpu and BOXD_SUSPENDED_WEIGHT of their memory. */
   committed?: Resources;
   /** How many of its boxes are in each state. */
   boxes?: { running: number; suspended: number; other: number };

@@ -5,7 +5,7 @@ import type { HostInfo, Resources } from './jobs.ts';
  *
  * A host can take a box when it is alive (heartbeat younger than `deadMs`), holds the box's
  * golden (when it has one), and its committed cpus and memory plus the box's stay within its
- * capacity times `overcommit` (limits are ceilings, not reservations: a suspended box commits
+ * capacity times the overcommit ratios (limits are ceilings, not reservations: a suspended box commits
  * only a fraction, and a running one rarely uses all of its limit). Among those, the host with
  * the largest free share after placing the box wins (the smaller of its free cpu and free memory
  * fractions), ties going to the fewest boxes, then to the id, so the choice is deterministic.
@@ -26,7 +26,10 @@ export type Placement =
 export interface PlacementPolicy {
   now: number;
   deadMs: number;
+  /** Memory overcommit: committed memory may reach capacity × this. */
   overcommit: number;
+  /** Cpu overcommit (default: as memory). */
+  cpuOvercommit?: number;
 }
 
 const ZERO: Resources = { cpus: 0, memoryMb: 0 };
@@ -37,11 +40,11 @@ export function isAlive(h: Pick<HostInfo, 'heartbeatAt'>, now: number, deadMs: n
 }
 
 /** Fraction of a host left free after adding `need` (negative: it does not fit). */
-export function freeShare(h: HostInfo, need: Resources, overcommit: number): number {
+export function freeShare(h: HostInfo, need: Resources, overcommit: number, cpuOvercommit = overcommit): number {
   const cap = h.capacity;
   if (!cap || cap.cpus <= 0 || cap.memoryMb <= 0) return -1;
   const used = h.committed ?? ZERO;
-  const cpu = 1 - (used.cpus + need.cpus) / (cap.cpus * overcommit);
+  const cpu = 1 - (used.cpus + need.cpus) / (cap.cpus * cpuOvercommit);
   const mem = 1 - (used.memoryMb + need.memoryMb) / (cap.memoryMb * overcommit);
   return Math.min(cpu, mem);
 }
@@ -57,7 +60,7 @@ export function placeBox(hosts: HostInfo[], req: PlacementRequest, policy: Place
   const need = { cpus: req.cpus, memoryMb: req.memoryMb };
   let best: { h: HostInfo; share: number } | undefined;
   for (const h of holding) {
-    const share = freeShare(h, need, policy.overcommit);
+    const share = freeShare(h, need, policy.overcommit, policy.cpuOvercommit);
     if (share < 0) continue;
     if (!best || share > best.share || (share === best.share && tieBreak(h, best.h) < 0)) best = { h, share };
   }

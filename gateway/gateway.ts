@@ -56,7 +56,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const store = new BoxStore(redis, prefix);
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, 'default');
-  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS, { deadMs: config.BOXD_HOST_DEAD_MS, overcommit: config.BOXD_OVERCOMMIT });
+  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS, { deadMs: config.BOXD_HOST_DEAD_MS, overcommit: config.BOXD_OVERCOMMIT, cpuOvercommit: config.BOXD_CPU_OVERCOMMIT });
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
   sweeper.start();
   const execStreams = new ExecStreams(sub);

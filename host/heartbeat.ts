@@ -15,19 +15,20 @@ export function hostCapacity(cpus: number, memoryMb: number): Resources {
 }
 
 /**
- * What a host's boxes commit: running and creating boxes their full cpus/memory, suspended ones
- * `suspendedWeight` of it; boxes in error or lost commit nothing.
+ * What a host's boxes commit: running and creating boxes their full cpus and memory, suspended
+ * ones no cpu and `suspendedWeight` of their memory; boxes in error or lost commit nothing.
  */
 export function committed(boxes: Pick<BoxRecord, 'state' | 'cpus' | 'memoryMb'>[], suspendedWeight: number): { committed: Resources; boxes: NonNullable<HostInfo['boxes']> } {
   const c = { cpus: 0, memoryMb: 0 };
   const n = { running: 0, suspended: 0, other: 0 };
   for (const b of boxes) {
-    const w = b.state === 'running' || b.state === 'creating' ? 1 : b.state === 'suspended' ? suspendedWeight : 0;
-    if (b.state === 'running' || b.state === 'creating') n.running++;
+    const live = b.state === 'running' || b.state === 'creating';
+    if (live) n.running++;
     else if (b.state === 'suspended') n.suspended++;
     else n.other++;
-    c.cpus += w * b.cpus;
-    c.memoryMb += w * b.memoryMb;
+    // A frozen box uses no CPU at all; its memory stays resident, hence the weight.
+    if (live) c.cpus += b.cpus;
+    c.memoryMb += (live ? 1 : b.state === 'suspended' ? suspendedWeight : 0) * b.memoryMb;
   }
   return { committed: { cpus: round(c.cpus), memoryMb: Math.round(c.memoryMb) }, boxes: n };
 }

@@ -12,7 +12,7 @@ import { createGateway, type Gateway } from '../gateway/gateway.ts';
 import { docker, log, purge, testConfig, waitFor } from './helpers.ts';
 
 describe('many hosts on one Redis (real Docker)', { timeout: 240_000 }, () => {
-  const config = testConfig({ BOXD_HOST_DEAD_MS: '3000', BOXD_HEARTBEAT_MS: '500', BOXD_OVERCOMMIT: '1', BOXD_MAX_BOXES: '2', BOXD_IDLE_TIMEOUT_MS: '0' });
+  const config = testConfig({ BOXD_HOST_DEAD_MS: '3000', BOXD_HEARTBEAT_MS: '500', BOXD_OVERCOMMIT: '1', BOXD_CPU_OVERCOMMIT: '1', BOXD_MAX_BOXES: '2', BOXD_IDLE_TIMEOUT_MS: '0' });
   const prefix = config.BOXD_PREFIX;
   const ids = { a: `${prefix}-a`, b: `${prefix}-b` };
   // Host a is small; host b is big, so placement prefers b while it lives.

@@ -46,13 +46,19 @@ describe('placeBox', () => {
     assert.equal(placeBox(full, tiny, { ...policy, overcommit: 2 }).ok, true);
   });
 
+  it('cpu has its own overcommit', () => {
+    const busy = [host('a', { committed: { cpus: 8, memoryMb: 0 } })];
+    assert.equal(placeBox(busy, tiny, policy).ok, false);
+    assert.equal(placeBox(busy, tiny, { ...policy, cpuOvercommit: 4 }).ok, true);
+  });
+
   it('a host that advertises no capacity takes nothing', () => {
     assert.equal(freeShare(host('a', { capacity: undefined }), { cpus: 0, memoryMb: 0 }, 1), -1);
   });
 });
 
 describe('host commitments', () => {
-  it('counts running and creating boxes in full, suspended ones at the weight, others not at all', () => {
+  it('counts running and creating boxes in full, suspended ones no cpu and memory at the weight, others not at all', () => {
     const got = committed(
       [
         { state: 'running', cpus: 2, memoryMb: 8192 },
@@ -64,7 +70,7 @@ describe('host commitments', () => {
       ],
       0.1,
     );
-    assert.deepEqual(got.committed, { cpus: 3.3, memoryMb: 8192 + 512 + 51 + 819 });
+    assert.deepEqual(got.committed, { cpus: 3, memoryMb: 8192 + 512 + 51 + 819 });
     assert.deepEqual(got.boxes, { running: 2, suspended: 2, other: 2 });
   });
 
