@@ -44,8 +44,20 @@ export const configSchema = z.object({
   BOXD_JOB_TIMEOUT_MS: int(120_000),
   /** Upper bound of an exec's run time, in ms (requests may ask for less). */
   BOXD_EXEC_MAX_MS: int(3_600_000),
-  /** Largest file accepted by PUT /files, in bytes. */
-  BOXD_MAX_FILE_BYTES: int(64 * 1024 * 1024),
+  /** Largest file accepted by PUT /files and served by GET /files, in bytes (streamed, flat memory). */
+  BOXD_MAX_FILE_BYTES: int(4 * 1024 * 1024 * 1024),
+  /** Address of this host: its agent listens there and box ports are published there; gateways connect to it. */
+  BOXD_HOST_ADDR: z.ipv4().default('127.0.0.1'),
+  /** Port of the host agent (the data-plane endpoint gateways call); 0 picks a free one, advertised in Redis. */
+  BOXD_HOST_AGENT_PORT: int(0),
+  /** Shared secret gateways present to host agents; generated into .boxd/cluster-secret when unset. */
+  BOXD_CLUSTER_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Concurrent execs per account; more answer 429. */
+  BOXD_MAX_EXECS: int(32),
+  /** Suspend through the cgroup freezer directly (false: `docker pause`). */
+  BOXD_FREEZER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Folder for generated secrets (API key, cluster secret). */
+  BOXD_STATE_DIR: z.string().default('.boxd'),
   /** How long a preview request waits for its box to wake (or finish creating), in ms. */
   BOXD_WAKE_TIMEOUT_MS: int(15_000),
   /** Requests one gateway holds per waking box; more get 503 with Retry-After. */

@@ -71,8 +71,9 @@ export class Keys {
   snapshots(account: string): string {
     return `${this.root}:snap:${account}`;
   }
-  blob(id: string): string {
-    return `${this.root}:blob:${id}`;
+  /** ZSET of an account's running exec ids (scored by when their slot lapses). */
+  execs(account: string): string {
+    return `${this.root}:execs:${account}`;
   }
   /** List of a host's ready pool boxes of one golden. */
   pool(hostId: string, golden: string): string {

@@ -17,7 +17,8 @@ import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
-import { ExecStreams } from './exec-stream.ts';
+import { HostAgents } from './host-agents.ts';
+import { clusterSecret } from '../core/secrets.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
 import { Urls } from './urls.ts';
@@ -36,6 +37,7 @@ export interface Gateway {
   store: BoxStore;
   accounts: Accounts;
   hosts: HostClient;
+  agents: HostAgents;
   urls: Urls;
   activity: Activity;
   waker: Waker;
@@ -59,14 +61,15 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS, { deadMs: config.BOXD_HOST_DEAD_MS, overcommit: config.BOXD_OVERCOMMIT, cpuOvercommit: config.BOXD_CPU_OVERCOMMIT });
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
   sweeper.start();
-  const execStreams = new ExecStreams(sub);
+  const agents = new HostAgents(redis, prefix, clusterSecret(config), undefined, config.BOXD_HOST_DEAD_MS);
+  const resume = (hostId: string, name: string) => agents.json(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` });
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
   await routes.start();
   const activity = new Activity(store);
   activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
-  const waker = new Waker({ routes, hosts, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
+  const waker = new Waker({ routes, resume, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
   // A box suspended while we hold requests or WebSockets to it is woken again at once, so a
   // race between an auto-suspend and traffic always ends with the traffic served.
   routes.onAny((e) => {
@@ -74,7 +77,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       void routes.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
-  const preview = new Preview({ config, routes, waker, activity, accounts, metrics, log: log.child({ part: 'preview' }) });
+  const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
@@ -116,7 +119,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   });
   const snapshots = new Snapshots(redis, prefix);
   const poolHost: PoolHost = {
-    wake: (hostId, name) => hosts.call(hostId, { op: 'resume', name }),
+    wake: (hostId, name) => resume(hostId, name),
     destroy: (hostId, name) => hosts.call(hostId, { op: 'destroy', name }),
     refill: (hostId, golden) => hosts.enqueue(hostId, { op: 'pool-fill', golden }),
   };
@@ -128,7 +131,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   };
   v1.use(
     boxesApi({
-      config, redis, store, accounts, hosts, execStreams, goldens, urls,
+      config, redis, store, accounts, hosts, agents, goldens, urls,
       claimFromPool: config.BOXD_POOL ? claimFromPool : undefined,
       snapshot: async (account, name) => snapshots.require(account, name),
     }),
@@ -184,6 +187,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     store,
     accounts,
     hosts,
+    agents,
     urls,
     async close() {
       const closed = new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
@@ -191,6 +195,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       await closed;
       preview.close();
       await sweeper.stop();
+      agents.close();
       await activity.stop();
       await hosts.close();
       await tasksQueue.close().catch(() => undefined);

@@ -36,6 +36,8 @@ class Refusal extends Error {
 interface Routed {
   box: BoxRecord;
   port: number;
+  /** The owning host's address, where the box's ports are published. */
+  hostAddr: string;
   hostPort: number;
 }
 
@@ -46,6 +48,8 @@ export interface PreviewDeps {
   activity: Activity;
   accounts: Pick<Accounts, 'accountOf'>;
   metrics: Metrics;
+  /** Address a host publishes its boxes' ports on (from its heartbeat). */
+  addrOf: (hostId: string) => Promise<string>;
   log: Logger;
 }
 
@@ -100,7 +104,7 @@ export class Preview {
 
   /** `retryUntil` null: the request has a body, so one try on a fresh connection. */
   private forward(req: IncomingMessage, res: ServerResponse, routed: Routed, retryUntil: number | null): void {
-    const target = { host: '127.0.0.1', port: routed.hostPort };
+    const target = { host: routed.hostAddr, port: routed.hostPort };
     this.proxy.web(
       req,
       res,
@@ -144,7 +148,7 @@ export class Preview {
     this.d.metrics.inc('boxd_preview_websockets_total');
     socket.once('close', this.d.activity.hold(routed.box.name));
     await this.sanitize(req);
-    this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false }, () => {
+    this.proxy.ws(req, socket, head, { target: { host: routed.hostAddr, port: routed.hostPort }, agent: false }, () => {
       if (!socket.destroyed) refuseUpgrade(socket, statusOf('UPSTREAM_UNAVAILABLE'), 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
     });
   }
@@ -199,7 +203,9 @@ export class Preview {
     const p = port ?? running.ports[0]!;
     const hostPort = running.hostPorts[p];
     if (!hostPort) throw new Refusal('NO_ROUTE', `Box "${box.name}" has no published port for ${p} yet.`, { 'Retry-After': '1' });
-    return { box: running, port: p, hostPort };
+    // The port is published on the owning host's address: never a port of this machine's loopback,
+    // which on another host would be some other box.
+    return { box: running, port: p, hostAddr: await this.d.addrOf(running.hostId), hostPort };
   }
 
   /** Whether an Authorization value carries a boxd API key (looked up once a minute per value). */

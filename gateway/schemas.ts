@@ -36,6 +36,8 @@ export const execBody = z
     env: env.optional(),
     stdin: z.string().max(16 * 1024 * 1024).optional(),
     timeoutMs: z.number().int().min(1).optional(),
+    /** Keep the command running when the client disconnects from the stream. */
+    detach: z.boolean().optional(),
   })
   .strict();
 

@@ -1,5 +1,6 @@
 import Docker from 'dockerode';
 import { execFile } from 'node:child_process';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { BoxdError, RuntimeError, ValidationError } from '../core/errors.ts';
@@ -12,8 +13,12 @@ import {
   type InstanceState,
   type Runtime,
 } from './runtime.ts';
+import type { Readable } from 'node:stream';
 import { firstEntry, packFile } from './tar.ts';
 import { dockerExec } from './docker-exec.ts';
+import { DockerFiles } from './docker-files.ts';
+import { ContainerProcs } from './container-procs.ts';
+import { Freezer } from './freezer.ts';
 import { reason, status } from './engine-errors.ts';
 
 export interface DockerRuntimeOptions {
@@ -23,15 +28,87 @@ export interface DockerRuntimeOptions {
   ociRuntime: string;
   /** Largest file getFile reads. */
   maxFileBytes: number;
+  /** Address box ports are published on: the host's own address, which gateways proxy to. */
+  hostAddr?: string;
+  /** Suspend through the cgroup freezer (false: always `docker pause`). */
+  freezer?: boolean;
+  socketPath?: string;
   log: Logger;
+}
+
+/** A freeze that found a starting exec inside the box: retry shortly. */
+export class BusyError extends BoxdError {
+  constructor(message: string) {
+    super('BOX_BUSY', message);
+  }
 }
 
 /** Boxes as Docker containers, driven through the Engine API by dockerode. */
 export class DockerRuntime implements Runtime {
+  /** The freezer, when suspend/resume write it directly; undefined means `docker pause`. */
+  readonly freezer: Freezer | undefined;
+  readonly procs: ContainerProcs;
+  private readonly files: DockerFiles;
+  /** Exec starts in flight per container, and freezes waiting for them to end. */
+  private readonly starting = new Map<string, number>();
+  private readonly startsDone = new Map<string, (() => void)[]>();
+  private readonly freezing = new Map<string, Promise<void>>();
+
   constructor(
     private readonly docker: Docker,
     private readonly opts: DockerRuntimeOptions,
-  ) {}
+  ) {
+    const f = new Freezer();
+    this.freezer = opts.freezer !== false && f.usable() && canWrite(f) ? f : undefined;
+    this.procs = new ContainerProcs(docker, this.freezer);
+    this.files = new DockerFiles(
+      opts.socketPath ?? '/var/run/docker.sock',
+      async (id, cmd) => {
+        const r = await this.exec(id, { cmd });
+        return { exitCode: r.exitCode, stderr: r.stderr.toString('utf8') };
+      },
+      opts.maxFileBytes,
+    );
+    opts.log.info({ mechanism: this.freezer ? `cgroup v${this.freezer.version} freezer` : 'docker pause' }, 'suspend/resume mechanism');
+  }
+
+  private get hostAddr(): string {
+    return this.opts.hostAddr ?? '127.0.0.1';
+  }
+
+  /** Which mechanism suspend/resume use. */
+  get suspendMechanism(): string {
+    return this.freezer ? `freezer-v${this.freezer.version}` : 'docker-pause';
+  }
+
+  /** Marks an exec start in flight; waits while the box is being frozen. */
+  private async enterStart(id: string): Promise<() => void> {
+    const dir = this.freezer ? (await this.procs.info(id))?.dir : undefined;
+    for (let f = this.freezing.get(id); f; f = this.freezing.get(id)) await f.catch(() => undefined);
+    // Synchronously from here: an exec never starts in a frozen cgroup (its runc init would
+    // freeze half-way and wedge the engine); the caller resumes the box and tries again.
+    if (dir && this.freezer!.state(dir) !== 'thawed') throw new BoxdError('BOX_STATE', `box ${id} is suspended`);
+    this.starting.set(id, (this.starting.get(id) ?? 0) + 1);
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      const n = (this.starting.get(id) ?? 1) - 1;
+      if (n > 0) return void this.starting.set(id, n);
+      this.starting.delete(id);
+      for (const w of this.startsDone.get(id) ?? []) w();
+      this.startsDone.delete(id);
+    };
+  }
+
+  private startsSettled(id: string): Promise<void> {
+    if (!this.starting.get(id)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.startsDone.get(id) ?? [];
+      list.push(resolve);
+      this.startsDone.set(id, list);
+    });
+  }
 
   /**
    * Creates the boxes' bridge network when missing (ICC off, so boxes cannot reach each
@@ -70,7 +147,7 @@ export class DockerRuntime implements Runtime {
     const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
     for (const port of spec.ports) {
       exposed[`${port}/tcp`] = {};
-      bindings[`${port}/tcp`] = [{ HostIp: '127.0.0.1', HostPort: '' }];
+      bindings[`${port}/tcp`] = [{ HostIp: this.hostAddr, HostPort: '' }];
     }
     try {
       await this.docker.createContainer({
@@ -116,7 +193,15 @@ export class DockerRuntime implements Runtime {
   }
 
   async exec(id: string, req: ExecRequest): Promise<ExecResult> {
-    return dockerExec(this.docker, id, req, this.opts.log);
+    return dockerExec(this.docker, id, req, { procs: this.procs, enterStart: (c) => this.enterStart(c), log: this.opts.log });
+  }
+
+  async putFileStream(id: string, path: string, source: Readable, size: number, mode?: number): Promise<void> {
+    await this.files.put(id, path, source, size, mode);
+  }
+
+  async getFileStream(id: string, path: string): Promise<{ size: number; stream: Readable }> {
+    return this.files.open(id, path);
   }
 
   async putFile(id: string, path: string, data: Buffer, mode = 0o644): Promise<void> {
@@ -188,6 +273,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async suspend(id: string): Promise<void> {
+    if (this.freezer) return this.freeze(id);
     try {
       await this.docker.getContainer(id).pause();
     } catch (e) {
@@ -197,12 +283,61 @@ export class DockerRuntime implements Runtime {
   }
 
   async resume(id: string): Promise<void> {
+    if (this.freezer) {
+      const info = await this.procs.info(id);
+      if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
+      if (this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
+      return;
+    }
     try {
       await this.docker.getContainer(id).unpause();
     } catch (e) {
       if ((await this.inspect(id))?.state === 'running') return;
       throw this.lifecycleError(e, id, 'resume');
     }
+  }
+
+  /**
+   * Freezes through the cgroup freezer. New exec starts wait meanwhile and those in flight are
+   * waited for: a `runc init` frozen half-way wedges the engine's lock on the container. A
+   * starting exec still caught (one the engine began on its own, e.g. another client) thaws the
+   * box again and fails with BOX_BUSY, which callers retry.
+   */
+  private async freeze(id: string): Promise<void> {
+    const freezer = this.freezer!;
+    const info = await this.procs.info(id);
+    if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
+    const dir = info.dir;
+    if (freezer.state(dir) === 'frozen') return;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const prior = this.freezing.get(id);
+    this.freezing.set(id, gate);
+    try {
+      if (prior) await prior.catch(() => undefined);
+      for (let attempt = 0; ; attempt++) {
+        await this.startsSettled(id);
+        if (freezer.caughtRuncInit(dir) || !(await freezer.freeze(dir))) {
+          freezer.thaw(dir);
+        } else if (freezer.caughtRuncInit(dir)) {
+          freezer.thaw(dir);
+        } else {
+          return;
+        }
+        if (attempt >= 20) throw new BusyError(`box ${id} is starting a command; try again`);
+        await new Promise((r) => setTimeout(r, 5 + attempt * 5));
+      }
+    } finally {
+      if (this.freezing.get(id) === gate) this.freezing.delete(id);
+      release();
+    }
+  }
+
+  /** Whether the freezer holds the box frozen (Docker does not know). */
+  private async frozen(id: string, pid?: number): Promise<boolean> {
+    if (!this.freezer) return false;
+    const dir = pid ? this.freezer.dirOf(pid) : (await this.procs.info(id))?.dir;
+    return !!dir && this.freezer.state(dir) !== 'thawed';
   }
 
   private lifecycleError(e: unknown, id: string, what: string): BoxdError {
@@ -213,9 +348,18 @@ export class DockerRuntime implements Runtime {
   async commit(id: string, ref: string, labels: Record<string, string>): Promise<void> {
     const [repo, tag] = splitRef(ref);
     try {
-      // pause gives a consistent copy of a running box (it resumes right after); a suspended
-      // box is already frozen and must stay so.
+      // A frozen box gives a consistent copy. A suspended box is already frozen and must stay
+      // so; a running one is frozen for the commit only, through the same (gated) freezer.
       const paused = (await this.inspect(id))?.state === 'paused';
+      if (this.freezer && !paused) {
+        await this.freeze(id);
+        try {
+          await this.docker.getContainer(id).commit({ repo, tag, pause: false, changes: labelChanges(labels) });
+        } finally {
+          await this.resume(id).catch(() => undefined);
+        }
+        return;
+      }
       await this.docker.getContainer(id).commit({ repo, tag, pause: !paused, changes: labelChanges(labels) });
     } catch (e) {
       throw this.lifecycleError(e, id, 'commit');
@@ -243,6 +387,12 @@ export class DockerRuntime implements Runtime {
   }
 
   async destroy(id: string): Promise<void> {
+    // Removing a frozen container can hang the engine: thaw first (its processes die at once anyway).
+    if (this.freezer) {
+      const info = await this.procs.info(id);
+      if (info?.dir && this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
+    }
+    this.procs.forget(id);
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (e) {
@@ -257,10 +407,11 @@ export class DockerRuntime implements Runtime {
       const info = await this.docker.getContainer(id).inspect();
       const ports: Record<number, number> = {};
       for (const [key, binds] of Object.entries(info.NetworkSettings?.Ports ?? {})) {
-        const bind = (binds ?? []).find((b) => b.HostIp === '127.0.0.1') ?? binds?.[0];
+        const bind = (binds ?? []).find((b) => b.HostIp === this.hostAddr) ?? binds?.[0];
         if (bind?.HostPort) ports[parseInt(key, 10)] = parseInt(bind.HostPort, 10);
       }
-      const state: InstanceState = info.State.Paused ? 'paused' : info.State.Running ? 'running' : 'stopped';
+      const frozen = info.State.Running && (await this.frozen(id, info.State.Pid));
+      const state: InstanceState = info.State.Paused || frozen ? 'paused' : info.State.Running ? 'running' : 'stopped';
       return { id: info.Name.replace(/^\//, ''), name: info.Name.replace(/^\//, ''), state, ports, labels: info.Config.Labels ?? {} };
     } catch (e) {
       if (status(e) === 404) return undefined;
@@ -278,13 +429,16 @@ export class DockerRuntime implements Runtime {
     } catch (e) {
       throw new RuntimeError(`listing boxes: ${reason(e)}`, { cause: e });
     }
-    return found.map((c) => {
-      const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
-      const ports: Record<number, number> = {};
-      for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === '127.0.0.1') ports[p.PrivatePort] = p.PublicPort;
-      const state: InstanceState = c.State === 'paused' ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
-      return { id: name, name, state, ports, labels: c.Labels ?? {} };
-    });
+    return Promise.all(
+      found.map(async (c) => {
+        const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
+        const ports: Record<number, number> = {};
+        for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === this.hostAddr) ports[p.PrivatePort] = p.PublicPort;
+        const frozen = c.State === 'running' && (await this.frozen(name));
+        const state: InstanceState = c.State === 'paused' || frozen ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
+        return { id: name, name, state, ports, labels: c.Labels ?? {} };
+      }),
+    );
   }
 }
 
@@ -300,4 +454,17 @@ function labelChanges(labels: Record<string, string>): string | undefined {
 
 function run(cmd: string, args: string[]): Promise<boolean> {
   return new Promise((resolve) => execFile(cmd, args, (err) => resolve(!err)));
+}
+
+/** Whether this process may write freezer files (root on a writable cgroup fs). */
+function canWrite(f: Freezer): boolean {
+  const dir = f.dirOf(process.pid);
+  if (!dir) return false;
+  try {
+    accessSync(f.version === 1 ? `${dir}/freezer.state` : `${dir}/cgroup.freeze`, constants.W_OK);
+    return true;
+  } catch {
+    // Our own cgroup may be the root one (no state file there): try the Docker parent.
+    return existsSync('/sys/fs/cgroup/freezer/docker') || f.version === 2;
+  }
 }

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { loadDefinitions, type Golden } from '../golden-images/definitions.ts';
 import type { Runtime } from './runtime.ts';
+import { Keys } from '../core/keys.ts';
 
 /** What the API needs to know of a golden, published by hosts in `<prefix>:goldens`. */
 export interface GoldenInfo {
@@ -29,7 +30,7 @@ export async function publishGoldens(
   runtime: Pick<Runtime, 'hasImage'>,
 ): Promise<Map<string, Golden>> {
   const { goldens } = loadDefinitions(dir);
-  const key = `${prefix}:goldens`;
+  const key = new Keys(prefix).goldens;
   const pipe = redis.multi().del(key);
   for (const g of goldens.values()) {
     const info: GoldenInfo = {
@@ -50,6 +51,6 @@ export async function publishGoldens(
 }
 
 export async function readGoldens(redis: Redis, prefix: string): Promise<Map<string, GoldenInfo>> {
-  const all = await redis.hgetall(`${prefix}:goldens`);
+  const all = await redis.hgetall(new Keys(prefix).goldens);
   return new Map(Object.entries(all).map(([k, v]) => [k, JSON.parse(v) as GoldenInfo]));
 }

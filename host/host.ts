@@ -19,12 +19,16 @@ import { BoxLocks } from './locks.ts';
 import { reconcile } from './reconcile.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
+import { startAgent, type AgentHandle } from './agent.ts';
+import { clusterSecret } from '../core/secrets.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { WarmPool } from '../pool/warm-pool.ts';
 import { connectRedis } from '../core/redis.ts';
 
 export interface HostHandle {
   lifecycle: Lifecycle;
+  /** The data-plane endpoint gateways call. */
+  agent: AgentHandle;
   runtime: Runtime;
   pool: WarmPool;
   idle: IdleSuspender;
@@ -48,6 +52,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       network: config.BOXD_NETWORK,
       ociRuntime: config.BOXD_OCI_RUNTIME,
       maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+      hostAddr: config.BOXD_HOST_ADDR,
+      freezer: config.BOXD_FREEZER,
       log: log.child({ part: 'runtime' }),
     });
     await dr.prepare();
@@ -69,6 +75,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       hostId,
       log,
     });
+  let agentPort: number | undefined;
   // Beat before reconciling: a sweeper that still saw the old heartbeat would declare the boxes
   // this host is taking back lost again.
   const heartbeat = new Heartbeat({
@@ -76,6 +83,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
     suspendedWeight: config.BOXD_SUSPENDED_WEIGHT,
     deadMs: config.BOXD_HOST_DEAD_MS,
+    // Where gateways reach this host's agent (its port is known once the agent listens).
+    extra: () => ({ addr: config.BOXD_HOST_ADDR, ...(agentPort ? { agentPort } : {}) }),
     // Back after being declared dead without a restart (a partition, a long pause): take the
     // boxes back, and drop containers of boxes deleted meanwhile.
     onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
@@ -84,6 +93,18 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   await reconcileNow();
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
+
+  const agent = await startAgent({
+    lifecycle,
+    secret: clusterSecret(config),
+    addr: config.BOXD_HOST_ADDR,
+    port: config.BOXD_HOST_AGENT_PORT,
+    maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+    log: log.child({ part: 'agent' }),
+  });
+
+  agentPort = agent.port;
+  await heartbeat.beat(); // now with the agent's port
   heartbeat.start(config.BOXD_HEARTBEAT_MS);
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
   sweeper.start();
@@ -92,18 +113,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     switch (job.op) {
       case 'create':
         return view(await lifecycle.create(job.name, finalAttempt));
-      case 'exec':
-        return lifecycle.exec(job);
-      case 'suspend':
-        return view(await lifecycle.suspend(job.name));
-      case 'resume':
-        return view(await lifecycle.resume(job.name));
       case 'destroy':
         return lifecycle.destroy(job.name);
-      case 'putFile':
-        return lifecycle.putFile(job.name, job.path, job.blob, job.mode);
-      case 'getFile':
-        return lifecycle.getFile(job.name, job.path);
       case 'fork':
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
       case 'snapshot':
@@ -128,7 +139,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   });
   await tasks.start();
 
-  const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
+  const idle = new IdleSuspender({ store, lifecycle, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
   log.info({ hostId, prefix, pool: config.BOXD_POOL }, 'host ready');
@@ -138,8 +149,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     runtime,
     pool,
     idle,
+    agent,
     async close() {
       await sweeper.stop();
+      await agent.close();
       await pool.close();
       await idle.stop();
       await tasks.close();

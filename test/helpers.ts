@@ -22,6 +22,7 @@ export function testConfig(over: Record<string, string> = {}): Config {
     BOXD_PREFIX: prefix,
     BOXD_HOST_ID: `h-${prefix}`,
     BOXD_API_KEY: `key-${randomBytes(12).toString('hex')}`,
+    BOXD_CLUSTER_SECRET: `cs-${randomBytes(16).toString('hex')}`,
     LOG_LEVEL: 'silent',
     BOXD_POOL: 'false',
     ...over,

@@ -53,8 +53,8 @@ describe('warm pool (real Docker, real Redis)', () => {
     s.host = await startHost(s.config, log);
     assert.deepEqual(await s.host.pool.ready('tiny'), before, 'the same boxes are still ready');
     for (const name of before) {
-      const c = await docker.getContainer((await s.gateway.store.require(name)).runtimeId!).inspect();
-      assert.equal(c.State.Paused, true);
+      const id = (await s.gateway.store.require(name)).runtimeId!;
+      assert.equal((await s.host.runtime.inspect(id))?.state, 'paused', 'still frozen (cgroup freezer or docker pause)');
     }
     // Pretend the first one was made from an older build of the golden.
     await s.gateway.store.update(before[0]!, { imageRef: 'boxd-golden/tiny:old' });

@@ -28,7 +28,7 @@ describe('Waker', () => {
     const calls: HostJob[] = [];
     const waker = new Waker({
       routes: routesOver(record),
-      hosts: { call: async (_h: string, job: HostJob) => { calls.push(job); await new Promise((r) => setTimeout(r, 30)); record.current = box('running'); return {}; } } as never,
+      resume: async (_h: string, name: string) => { calls.push({ op: 'resume', name } as never); await new Promise((r) => setTimeout(r, 30)); record.current = box('running'); },
       timeoutMs: 2000,
       maxWaiters: 100,
     });
@@ -41,7 +41,7 @@ describe('Waker', () => {
     const record = { current: box('suspended') };
     const waker = new Waker({
       routes: routesOver(record),
-      hosts: { call: () => new Promise(() => undefined) } as never, // a host that never answers
+      resume: () => new Promise(() => undefined), // a host that never answers
       timeoutMs: 200,
       maxWaiters: 3,
     });
