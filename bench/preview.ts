@@ -3,7 +3,7 @@
  * direct to its published port, through the boxd gateway, and through nginx as a reverse proxy —
  * each with 1 worker and with N (BENCH_WORKERS, default one per core: BOXD_GATEWAY_WORKERS),
  * then first-byte latency of a request to a suspended box (wake) vs a running one.
- * `npm run bench:preview` (installs nginx-light and wrk when missing).
+ * `npm run bench:preview` (installs nginx-light and wrk when missing); BENCH_WORKERS, BENCH_CPU_PROF.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -102,7 +102,9 @@ http {
   /** The gateway as `npm start` runs it: gateway/main.ts with `workers` processes sharing a port. */
   const startGateway = async (workers: number) => {
     const port = await freePort();
-    const proc = spawn(process.execPath, ['--import', 'tsx', 'gateway/main.ts'], {
+    // BENCH_CPU_PROF=<dir>: every gateway process writes a V8 profile there (see bench/flame.ts).
+    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+    const proc = spawn(process.execPath, [...prof, '--import', 'tsx', 'gateway/main.ts'], {
       env: { ...process.env, BOXD_PREFIX: config.BOXD_PREFIX, BOXD_PORT: String(port), BOXD_GATEWAY_WORKERS: String(workers), LOG_LEVEL: 'warn', BOXD_POOL: 'false' },
       stdio: 'ignore',
     });

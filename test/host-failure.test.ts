@@ -25,6 +25,7 @@ describe('many hosts on one Redis (real Docker)', { timeout: 240_000 }, () => {
   const startHostProc = (which: 'a' | 'b') => {
     const env = {
       ...process.env, BOXD_PREFIX: prefix, BOXD_HOST_ID: ids[which], BOXD_POOL: 'false', LOG_LEVEL: 'warn',
+      BOXD_CLUSTER_SECRET: config.BOXD_CLUSTER_SECRET!,
       BOXD_HOST_DEAD_MS: '3000', BOXD_HEARTBEAT_MS: '500', BOXD_IDLE_TIMEOUT_MS: '0', ...sizes[which],
     };
     // node --import tsx: one process, so SIGKILL kills the host itself, not a wrapper.

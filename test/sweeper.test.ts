@@ -38,7 +38,7 @@ describe('HostSweeper', { timeout: 60_000 }, () => {
     await start();
     const redis = new Redis(PORT, '127.0.0.1', { maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => 50 });
     redis.on('error', () => undefined);
-    await waitFor(async () => redis.status === 'ready', 10_000);
+    await waitFor(() => redis.ping().then(() => true, () => false), 20_000);
     const prefix = 'sweep';
     const keys = new Keys(prefix);
     const store = new BoxStore(redis, prefix);
@@ -73,9 +73,10 @@ describe('HostSweeper', { timeout: 60_000 }, () => {
       await stop();
       assert.deepEqual(await sweeper.sweep(), []);
       await start();
-      await waitFor(async () => redis.status === 'ready', 10_000);
+      // Reconnecting takes ioredis a few tries: write once it answers.
+      await waitFor(() => redis.ping().then(() => true, () => false), 20_000);
       now += 60_000; // the heartbeats written before the outage are long stale
-      await seed();
+      await waitFor(() => seed().then(() => true, () => false), 20_000);
       await redis.hset(keys.hosts, 'alive', JSON.stringify({ id: 'alive', startedAt: 0, heartbeatAt: now - 30_000 }));
       assert.deepEqual(await sweeper.sweep(), [], 'back from an outage: wait before judging');
       assert.equal((await store.require('b3')).state, 'running');
