@@ -26,8 +26,15 @@ const label = (n: Node) => {
 };
 
 // Self time per node from the samples (timeDeltas[i] is the time before sample i).
+// Idle samples (waiting in epoll) are left out: percentages are of busy time.
 const self = new Map<number, number>();
-for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0));
+let idle = 0;
+for (let i = 0; i < p.samples.length; i++) {
+  const id = p.samples[i]!;
+  const us = p.timeDeltas[i] ?? 0;
+  if (byId.get(id)?.callFrame.functionName === '(idle)') idle += us;
+  else self.set(id, (self.get(id) ?? 0) + us);
+}
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 
 // Tree of frames (merged by label along the stack) with inclusive time.
@@ -92,6 +99,25 @@ for (const [id, us] of self) {
   const name = label(byId.get(id)!);
   byName.set(name, (byName.get(name) ?? 0) + us);
 }
+// Coarse buckets by where the code lives.
+const bucket = (n: Node) => {
+  const { url, functionName } = n.callFrame;
+  if (functionName === '(garbage collector)') return 'garbage collection';
+  if (/tsx|lexer|loader|esm|cjs\/|compile|resolve/.test(url) || /compile|parseSource|parseCJS|wrapSafe|waitForWorker|makeSyncRequest|makeAsyncRequest/.test(functionName)) return 'start-up: loading and compiling modules';
+  if (url.includes('http-proxy-3')) return 'http-proxy-3';
+  if (/\/(gateway|core)\//.test(url)) return 'boxd gateway code';
+  if (url.includes('node_modules')) return 'other dependencies';
+  return 'Node internals (http parser, streams, sockets) and natives';
+};
+const buckets = new Map<string, number>();
+for (const [id, us] of self) {
+  const b = bucket(byId.get(id)!);
+  buckets.set(b, (buckets.get(b) ?? 0) + us);
+}
+console.log(`busy ${(total / 1000).toFixed(0)} ms, idle ${(idle / 1000).toFixed(0)} ms\n`);
+console.log('| where | share of busy time |\n|---|---:|');
+for (const [b, us] of [...buckets.entries()].sort((a, b) => b[1] - a[1])) console.log(`| ${b} | ${((100 * us) / total).toFixed(1)} % |`);
+console.log('');
 const top = [...byName.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
 console.log('| self % | self ms | function |\n|---:|---:|---|');
 for (const [name, us] of top) console.log(`| ${((100 * us) / total).toFixed(1)} | ${(us / 1000).toFixed(0)} | \`${name}\` |`);
