@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { NetworkPolicy } from './network-policy.ts';
 import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
 import { Keys } from './keys.ts';
 
@@ -28,6 +29,10 @@ export interface BoxRecord {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  /** Disk quota of the box's writable filesystem in MiB; unset: the host's default. */
+  diskMb?: number;
+  /** Egress policy; unset: `open`. */
+  network?: NetworkPolicy;
   createdAt: number;
   lastActivityAt: number;
   hostId: string;
@@ -51,6 +56,12 @@ export interface BoxEvent {
   version: number;
 }
 
+/** Account of the warm pool's boxes (not a tenant: its boxes are invisible and not counted). */
+export const POOL_ACCOUNT = '_pool';
+export const boxCountsKey = (prefix: string) => new Keys(prefix).boxCounts;
+
+// The scripts below spell POOL_ACCOUNT ('_pool') literally.
+
 // Every script declares every key it touches (KEYS), all under the instance's hash tag, so
 // they run unchanged on a Redis Cluster. Lost boxes stay in their account's set (the owner
 // still sees them) but are also in the account's lost set, and the limit counts the difference.
@@ -62,6 +73,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
+if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then redis.call('HINCRBY', KEYS[6], 'creating', 1) end
 redis.call('PUBLISH', ARGV[3], cjson.encode({name = ARGV[2], state = 'creating', from = false, version = 1}))
 return 'OK'`;
 
@@ -74,10 +86,14 @@ end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'state', ARGV[3])
 if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then
+  redis.call('HINCRBY', KEYS[2], state, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+end
 redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[4], state = ARGV[3], from = state, version = version}))
 return {'OK', state}`;
 
-// KEYS: box, account's lost set. ARGV: channel, name, account, 'lose' | 'found', reason | state to return to.
+// KEYS: box, account's lost set, counts. ARGV: channel, name, account, 'lose' | 'found', reason | state to return to.
 // Losing keeps the state the box had (lostFrom); finding puts it back (or the state given).
 const LOSE = `
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -89,17 +105,25 @@ if ARGV[4] == 'lose' then
   version = redis.call('HINCRBY', KEYS[1], 'version', 1)
   redis.call('HSET', KEYS[1], 'state', 'lost', 'lostFrom', state, 'error', ARGV[5])
   redis.call('SADD', KEYS[2], ARGV[2])
+  if ARGV[3] ~= '_pool' then
+    redis.call('HINCRBY', KEYS[3], state, -1)
+    redis.call('HINCRBY', KEYS[3], 'lost', 1)
+  end
   redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], state = 'lost', from = state, version = version}))
 else
   if state ~= 'lost' then return 'SAME' end
   version = redis.call('HINCRBY', KEYS[1], 'version', 1)
   redis.call('HSET', KEYS[1], 'state', ARGV[5], 'lostFrom', '', 'error', '')
   redis.call('SREM', KEYS[2], ARGV[2])
+  if ARGV[3] ~= '_pool' then
+    redis.call('HINCRBY', KEYS[3], 'lost', -1)
+    redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+  end
   redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], state = ARGV[5], from = state, version = version}))
 end
 return 'OK'`;
 
-// KEYS: box, every-box set, account set, account's lost set, host set. ARGV: name, channel, account, host.
+// KEYS: box, every-box set, account set, account's lost set, host set, counts. ARGV: name, channel, account, host.
 // The caller read account and host first; if the record says otherwise it reads again.
 const REMOVE = `
 local account = redis.call('HGET', KEYS[1], 'account')
@@ -108,12 +132,18 @@ if account ~= ARGV[3] or redis.call('HGET', KEYS[1], 'hostId') ~= ARGV[4] then r
 local state = redis.call('HGET', KEYS[1], 'state')
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('DEL', KEYS[1])
+if account ~= '_pool' then redis.call('HINCRBY', KEYS[6], state, -1) end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('SREM', KEYS[5], ARGV[1])
 redis.call('PUBLISH', ARGV[2], cjson.encode({name = ARGV[1], state = 'destroyed', from = state, version = version}))
 return 'OK'`;
+
+const UPDATE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1`;
 
 const TOUCH = `
 local cur = tonumber(redis.call('HGET', KEYS[1], 'lastActivityAt') or '-1')
@@ -153,6 +183,8 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     idleTimeoutMs: Number(h.idleTimeoutMs ?? 0),
     cpus: Number(h.cpus ?? 2),
     memoryMb: Number(h.memoryMb ?? 8192),
+    diskMb: h.diskMb ? Number(h.diskMb) : undefined,
+    network: h.network ? (h.network.startsWith('{') ? json(h.network, 'open' as NetworkPolicy) : (h.network as NetworkPolicy)) : undefined,
     createdAt: Number(h.createdAt ?? 0),
     lastActivityAt: Number(h.lastActivityAt ?? 0),
     hostId: h.hostId ?? '',
@@ -181,6 +213,15 @@ export class BoxStore {
   key(name: string): string {
     return this.keys.box(name);
   }
+  /** Hash state → number of boxes in it (pool boxes not counted), kept by every script that moves a box. */
+  get countsKey(): string {
+    return boxCountsKey(this.prefix);
+  }
+  /** Live boxes by state (pool boxes left out), from the counters: O(1) whatever the number of boxes. */
+  async counts(): Promise<Record<string, number>> {
+    const h = await this.redis.hgetall(this.countsKey);
+    return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Math.max(0, Number(v))]));
+  }
   get eventsChannel(): string {
     return this.keys.events;
   }
@@ -205,12 +246,13 @@ export class BoxStore {
     const { name: _n, ...rest } = full;
     const result = await this.redis.eval(
       CREATE,
-      5,
+      6,
       this.key(record.name),
       this.accountKey(record.account),
       this.keys.boxes,
       this.hostKey(record.hostId),
       this.lostKey(record.account),
+      this.countsKey,
       String(limit),
       record.name,
       this.eventsChannel,
@@ -256,8 +298,9 @@ export class BoxStore {
   async transition(name: string, from: BoxState[] | '*', to: BoxState, fields: Fields = {}): Promise<BoxState> {
     const [outcome, state] = (await this.redis.eval(
       TRANSITION,
-      1,
+      2,
       this.key(name),
+      this.countsKey,
       this.eventsChannel,
       from === '*' ? '*' : from.join(','),
       to,
@@ -269,10 +312,15 @@ export class BoxStore {
     return state as BoxState;
   }
 
-  /** Writes fields that are not state (ports, runtime handle). */
+  /**
+   * Writes fields that are not state (ports, runtime handle). Throws BoxNotFoundError when the
+   * record is gone: a late write never leaves a half record behind (one that has no name, so GET
+   * answers 404 while create answers 409).
+   */
   async update(name: string, fields: Fields): Promise<void> {
     const args = encodeFields(fields);
-    if (args.length) await this.redis.hset(this.key(name), ...args);
+    if (!args.length) return;
+    if ((await this.redis.eval(UPDATE, 1, this.key(name), ...args)) !== 1) throw new BoxNotFoundError(name);
   }
 
   /** Records activity at `at` (never moves it backwards). */
@@ -285,7 +333,7 @@ export class BoxStore {
     for (;;) {
       const [account, hostId] = await this.redis.hmget(this.key(name), 'account', 'hostId');
       if (account == null) return;
-      const keys = [this.key(name), this.keys.boxes, this.accountKey(account), this.lostKey(account), this.hostKey(hostId ?? '')];
+      const keys = [this.key(name), this.keys.boxes, this.accountKey(account), this.lostKey(account), this.hostKey(hostId ?? ''), this.countsKey];
       const out = await this.redis.eval(REMOVE, keys.length, ...keys, name, this.eventsChannel, account, hostId ?? '');
       if (out !== 'RETRY') return;
     }
@@ -308,7 +356,7 @@ export class BoxStore {
     for (;;) {
       const account = await this.redis.hget(this.key(name), 'account');
       if (account === null) return 'MISSING';
-      const out = (await this.redis.eval(LOSE, 2, this.key(name), this.lostKey(account), this.eventsChannel, name, account, op, arg)) as string;
+      const out = (await this.redis.eval(LOSE, 3, this.key(name), this.lostKey(account), this.countsKey, this.eventsChannel, name, account, op, arg)) as string;
       if (out !== 'RETRY') return out;
     }
   }

@@ -1,7 +1,13 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { BoxdError } from './errors.ts';
-import { Keys } from './keys.ts';
+import { BoxdError, LimitError } from './errors.ts';
+
+const CREATE_HOOK = `
+local limit = tonumber(ARGV[1])
+if limit >= 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 'LIMIT' end
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+return 'OK'`;
 
 export interface HookStep {
   /** argv, or a string run with `sh -c`. */
@@ -49,25 +55,24 @@ export interface Task {
 export class HookStore {
   constructor(
     private readonly redis: Redis,
-    prefix: string,
-  ) {
-    this.keys = new Keys(prefix);
-  }
-  private readonly keys: Keys;
+    private readonly prefix: string,
+  ) {}
 
-  async createHook(h: Omit<Hook, 'id' | 'secret' | 'createdAt'> & { secret?: string }): Promise<Hook> {
+  /** Creates a hook; LIMIT_EXCEEDED when the account already has `limit` hooks (-1: no limit). Atomic. */
+  async createHook(h: Omit<Hook, 'id' | 'secret' | 'createdAt'> & { secret?: string }, limit = -1): Promise<Hook> {
     const hook: Hook = { ...h, id: `hk_${randomBytes(9).toString('base64url')}`, secret: h.secret ?? randomBytes(32).toString('hex'), createdAt: Date.now() };
-    await this.redis.multi().set(this.keys.hook(hook.id), JSON.stringify(hook)).zadd(this.keys.hooks(hook.account), hook.createdAt, hook.id).exec();
+    const out = await this.redis.eval(CREATE_HOOK, 2, `{${this.prefix}}:hooks:${hook.account}`, `{${this.prefix}}:hook:${hook.id}`, String(limit), String(hook.createdAt), hook.id, JSON.stringify(hook));
+    if (out === 'LIMIT') throw new LimitError(`account "${hook.account}" already has ${limit} hooks; delete one first`);
     return hook;
   }
 
   async hook(id: string): Promise<Hook | undefined> {
-    const raw = await this.redis.get(this.keys.hook(id));
+    const raw = await this.redis.get(`{${this.prefix}}:hook:${id}`);
     return raw ? (JSON.parse(raw) as Hook) : undefined;
   }
 
   async hooks(account: string): Promise<Hook[]> {
-    const ids = await this.redis.zrange(this.keys.hooks(account), 0, -1);
+    const ids = await this.redis.zrange(`{${this.prefix}}:hooks:${account}`, 0, -1);
     const all = await Promise.all(ids.map((id) => this.hook(id)));
     return all.filter((h): h is Hook => !!h);
   }
@@ -75,27 +80,27 @@ export class HookStore {
   async deleteHook(account: string, id: string): Promise<void> {
     const h = await this.hook(id);
     if (!h || h.account !== account) throw new BoxdError('HOOK_NOT_FOUND', `no hook ${id}`);
-    await this.redis.multi().del(this.keys.hook(id)).zrem(this.keys.hooks(account), id).exec();
+    await this.redis.multi().del(`{${this.prefix}}:hook:${id}`).zrem(`{${this.prefix}}:hooks:${account}`, id).exec();
   }
 
   /** Records a delivery id; false when it was seen in the last day (a replay). */
   async firstDelivery(hookId: string, delivery: string, taskId: string): Promise<string | true> {
-    const key = this.keys.delivery(hookId, delivery);
+    const key = `{${this.prefix}}:delivery:${hookId}:${delivery}`;
     const ok = await this.redis.set(key, taskId, 'EX', 86_400, 'NX');
     return ok ? true : ((await this.redis.get(key)) ?? '');
   }
 
   async saveTask(t: Task): Promise<void> {
-    await this.redis.multi().set(this.keys.task(t.id), JSON.stringify(t), 'EX', 7 * 86_400).zadd(this.keys.tasks(t.account), t.triggeredAt, t.id).exec();
+    await this.redis.multi().set(`{${this.prefix}}:task:${t.id}`, JSON.stringify(t), 'EX', 7 * 86_400).zadd(`{${this.prefix}}:tasks:${t.account}`, t.triggeredAt, t.id).exec();
   }
 
   async task(id: string): Promise<Task | undefined> {
-    const raw = await this.redis.get(this.keys.task(id));
+    const raw = await this.redis.get(`{${this.prefix}}:task:${id}`);
     return raw ? (JSON.parse(raw) as Task) : undefined;
   }
 
   async tasks(account: string, limit = 100): Promise<Task[]> {
-    const ids = await this.redis.zrevrange(this.keys.tasks(account), 0, limit - 1);
+    const ids = await this.redis.zrevrange(`{${this.prefix}}:tasks:${account}`, 0, limit - 1);
     const all = await Promise.all(ids.map((id) => this.task(id)));
     return all.filter((t): t is Task => !!t);
   }
@@ -109,20 +114,54 @@ export class HookStore {
   }
 
   payloadKey(taskId: string): string {
-    return this.keys.payload(taskId);
+    return `{${this.prefix}}:payload:${taskId}`;
   }
 }
 
-/** `sha256=<hex>` of the raw body under the hook's secret, compared in constant time. */
-export function verifySignature(secret: string, body: Buffer, header: string | undefined): boolean {
-  if (!header || !/^sha256=[0-9a-f]{64}$/i.test(header.trim())) return false;
-  const want = createHmac('sha256', secret).update(body).digest();
-  const got = Buffer.from(header.trim().slice(7), 'hex');
-  return got.length === want.length && timingSafeEqual(got, want);
+/** How far a timestamped signature's `t` may be from now, in seconds (Stripe's default). */
+export const SIGNATURE_TOLERANCE_S = 300;
+
+export type SignatureCheck = { ok: true; timestamped: boolean } | { ok: false; reason: string };
+
+/**
+ * Checks `X-Boxd-Signature`, in one of two forms, in constant time:
+ *  - `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` (Stripe-style): `t` must be
+ *    within SIGNATURE_TOLERANCE_S of `now`, so a captured request cannot be replayed later;
+ *  - `sha256=<hex HMAC-SHA256 of the raw body>` (GitHub-style, no timestamp).
+ * Several `v1=` values (secret rotation) are accepted if any matches.
+ */
+export function checkSignature(secret: string, body: Buffer, header: string | undefined, now = Date.now()): SignatureCheck {
+  const h = header?.trim() ?? '';
+  const equal = (hex: string, want: Buffer) => {
+    const got = Buffer.from(hex, 'hex');
+    return got.length === want.length && timingSafeEqual(got, want);
+  };
+  if (/^sha256=[0-9a-f]{64}$/i.test(h)) {
+    return equal(h.slice(7), createHmac('sha256', secret).update(body).digest()) ? { ok: true, timestamped: false } : { ok: false, reason: 'signature does not match' };
+  }
+  const parts = h.split(',').map((p) => p.trim().split('=') as [string, string?]);
+  const t = parts.find(([k]) => k === 't')?.[1];
+  const v1 = parts.filter(([k, v]) => k === 'v1' && v && /^[0-9a-f]{64}$/i.test(v)).map(([, v]) => v!);
+  if (!t || !/^\d{1,12}$/.test(t) || !v1.length) return { ok: false, reason: 'missing signature' };
+  if (Math.abs(now / 1000 - Number(t)) > SIGNATURE_TOLERANCE_S) return { ok: false, reason: `timestamp outside the ${SIGNATURE_TOLERANCE_S} s tolerance` };
+  const want = createHmac('sha256', secret).update(`${t}.`).update(body).digest();
+  return v1.some((v) => equal(v, want)) ? { ok: true, timestamped: true } : { ok: false, reason: 'signature does not match' };
 }
 
+/** Whether `header` is a valid signature of `body` (either form). */
+export function verifySignature(secret: string, body: Buffer, header: string | undefined, now = Date.now()): boolean {
+  return checkSignature(secret, body, header, now).ok;
+}
+
+/** `sha256=<hex>`: the signature without a timestamp. */
 export function sign(secret: string, body: Buffer | string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/** `t=<seconds>,v1=<hex>`: the timestamped signature (preferred: it cannot be replayed after 5 minutes). */
+export function signTimestamped(secret: string, body: Buffer | string, at = Date.now()): string {
+  const t = Math.floor(at / 1000);
+  return `t=${t},v1=${createHmac('sha256', secret).update(`${t}.`).update(body).digest('hex')}`;
 }
 
 export const TASK_QUEUE = 'tasks';

@@ -32,6 +32,10 @@ export class Keys {
   hostBoxes(hostId: string): string {
     return `${this.root}:host:${hostId}:boxes`;
   }
+  /** Hash state → number of boxes in it (pool boxes not counted). */
+  get boxCounts(): string {
+    return `${this.root}:boxcounts`;
+  }
   /** Hash host id → HostInfo JSON (heartbeats). */
   get hosts(): string {
     return `${this.root}:hosts`;

@@ -6,7 +6,8 @@ import { newPreviewToken, type Accounts } from '../core/accounts.ts';
 import { ExecSlots } from '../core/exec-slots.ts';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
-import { BoxdError, LimitError } from '../core/errors.ts';
+import { BoxdError, LimitError, UnavailableError, ValidationError } from '../core/errors.ts';
+import { samePolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
 import { boxSettings, type GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
@@ -28,6 +29,8 @@ export interface BoxesApiDeps {
   claimFromPool?: (golden: string, box: PoolClaim) => Promise<BoxRecord | null>;
   /** Resolves a snapshot of an account to its image, ports and host. */
   snapshot?: (account: string, snapshot: string) => Promise<{ image: string; ports: number[]; hostId: string }>;
+  /** The snapshots of an account (an `image` at create may name one of their images). */
+  snapshotsOf?: (account: string) => Promise<{ image: string; ports: number[]; hostId: string }[]>;
 }
 
 /** What a claimed pool box is given: the caller's name, account and settings. */
@@ -64,8 +67,16 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const env = body.env ?? {};
     const idleTimeoutMs = body.idleTimeoutMs ?? settings.idleTimeoutMs;
     const tokenHash = preview?.tokenHash;
+    const maxDisk = d.config.BOXD_BOX_DISK_MB;
+    if (body.diskMb !== undefined && maxDisk > 0 && body.diskMb > maxDisk) {
+      throw new ValidationError(`diskMb ${body.diskMb} is above this host's maximum of ${maxDisk} MiB`);
+    }
+    const diskMb = body.diskMb ?? settings.diskMb;
+    const network = body.network ?? settings.network;
+    // A pool box was made with its golden's disk and network: a create asking otherwise is cold.
+    const poolFits = (body.diskMb === undefined || body.diskMb === settings.diskMb) && samePolicy(network, settings.network);
 
-    if (settings.golden && !body.ports && d.claimFromPool) {
+    if (settings.golden && !body.ports && poolFits && d.claimFromPool) {
       const claimed = await d.claimFromPool(settings.golden, { name, account, env, idleTimeoutMs, public: body.public ?? true, tokenHash, limit });
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
@@ -88,11 +99,21 @@ export function boxesApi(d: BoxesApiDeps): Router {
         idleTimeoutMs,
         cpus: settings.cpus,
         memoryMb: settings.memoryMb,
+        diskMb,
+        network,
         hostId,
       },
       limit,
     );
-    await d.hosts.call(hostId, { op: 'create', name });
+    try {
+      await d.hosts.call(hostId, { op: 'create', name });
+    } catch (e) {
+      // The host died or gave no answer: the caller gets the error and the name is freed. A host
+      // that finishes later finds no record and removes its container again; one that restarts
+      // removes the container as unknown.
+      if (e instanceof BoxdError && (e.code === 'HOST_LOST' || e.code === 'TIMEOUT')) await d.store.remove(name).catch(() => undefined);
+      throw e;
+    }
     send(res, await d.store.require(name), 201, preview ? { previewToken: preview.token } : {});
   });
 
@@ -140,7 +161,7 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (!res.writableFinished) gone.abort();
     });
     const payload = Buffer.from(JSON.stringify({ ...body, timeoutMs, execId, stream: streaming, detach: body.detach ?? false }));
-    const up = await d.agents.request(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/exec`, headers: { 'Content-Type': 'application/json' }, body: payload }, gone.signal);
+    const up = await d.agents.request(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/exec`, headers: { 'Content-Type': 'application/json' }, body: payload, once: true }, gone.signal);
     if ((up.statusCode ?? 500) >= 300) throw errorOf(up.statusCode ?? 500, await readText(up));
     res.writeHead(200, passHeaders(up.headers));
     await pipeline(up, res).catch(() => {
@@ -200,11 +221,22 @@ interface Source {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  diskMb?: number;
+  network?: NetworkPolicy;
 }
 
 async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: string): Promise<Source> {
   const defaults = { idleTimeoutMs: d.config.BOXD_IDLE_TIMEOUT_MS, cpus: d.config.BOXD_BOX_CPUS, memoryMb: d.config.BOXD_BOX_MEMORY_MB };
-  if (body.image) return { imageRef: body.image, ports: [], ...defaults };
+  if (body.image) {
+    // `image` takes only a golden's tag, an image on the operator's allowlist, or one of the
+    // caller's own snapshot images: never another account's fork or snapshot, nor any local image.
+    const golden = [...(await d.goldens()).values()].find((g) => g.tag === body.image);
+    if (golden) return boxSettings(golden);
+    if (d.config.BOXD_ALLOWED_IMAGES.includes(body.image)) return { imageRef: body.image, ports: [], ...defaults };
+    const snap = (await d.snapshotsOf?.(account))?.find((s) => s.image === body.image);
+    if (snap) return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
+    throw new BoxdError('IMAGE_NOT_ALLOWED', `image "${body.image}" is not allowed: use a golden (GET /v1/goldens), one of your snapshots, or an image the operator lists in BOXD_ALLOWED_IMAGES`);
+  }
   if (body.snapshot) {
     if (!d.snapshot) throw new BoxdError('NOT_IMPLEMENTED', 'snapshots are not available');
     const snap = await d.snapshot(account, body.snapshot);

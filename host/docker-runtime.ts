@@ -1,7 +1,7 @@
 import Docker from 'dockerode';
 import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
-import { posix } from 'node:path';
+import { join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { BoxdError, RuntimeError, ValidationError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -20,6 +20,8 @@ import { DockerFiles } from './docker-files.ts';
 import { ContainerProcs } from './container-procs.ts';
 import { Freezer } from './freezer.ts';
 import { reason, status } from './engine-errors.ts';
+import { LoopDiskQuota, layerDirOf } from './disk-quota.ts';
+import { Egress } from './egress.ts';
 
 export interface DockerRuntimeOptions {
   /** Bridge network boxes join; created with inter-container traffic off. */
@@ -33,6 +35,15 @@ export interface DockerRuntimeOptions {
   /** Suspend through the cgroup freezer (false: always `docker pause`). */
   freezer?: boolean;
   socketPath?: string;
+  /**
+   * Instance prefix (label `boxd.instance`) this runtime serves; when set, `prepare` releases the
+   * disk images and egress rules this prefix left for containers that are gone.
+   */
+  prefix?: string;
+  /** Host state folder (default `.boxd`); disk images go to `<stateDir>/disks/<instance>/`. */
+  stateDir?: string;
+  /** Extra CIDRs the `open` egress policy refuses. */
+  egressDeny?: string[];
   log: Logger;
 }
 
@@ -53,6 +64,8 @@ export class DockerRuntime implements Runtime {
   private readonly starting = new Map<string, number>();
   private readonly startsDone = new Map<string, (() => void)[]>();
   private readonly freezing = new Map<string, Promise<void>>();
+  readonly quota: LoopDiskQuota;
+  readonly egress: Egress;
 
   constructor(
     private readonly docker: Docker,
@@ -70,6 +83,8 @@ export class DockerRuntime implements Runtime {
       opts.maxFileBytes,
     );
     opts.log.info({ mechanism: this.freezer ? `cgroup v${this.freezer.version} freezer` : 'docker pause' }, 'suspend/resume mechanism');
+    this.quota = new LoopDiskQuota(join(resolve(opts.stateDir ?? '.boxd'), 'disks'), opts.log);
+    this.egress = new Egress({ bridge: this.bridge, deny: opts.egressDeny ?? [], log: opts.log });
   }
 
   private get hostAddr(): string {
@@ -110,12 +125,18 @@ export class DockerRuntime implements Runtime {
     });
   }
 
+  private get bridge(): string {
+    return `${this.opts.network}0`.slice(0, 15);
+  }
+
   /**
    * Creates the boxes' bridge network when missing (ICC off, so boxes cannot reach each
-   * other) and drops new connections from it to the host's own services. Idempotent.
+   * other), drops new connections from it to the host's own services, installs the egress
+   * chain, and releases disk images and egress rules this prefix left behind for containers
+   * that are gone. Idempotent.
    */
   async prepare(): Promise<void> {
-    const bridge = `${this.opts.network}0`.slice(0, 15);
+    const bridge = this.bridge;
     const existing = await this.docker.listNetworks({ filters: { name: [this.opts.network] } });
     if (!existing.some((n) => n.Name === this.opts.network)) {
       try {
@@ -140,6 +161,13 @@ export class DockerRuntime implements Runtime {
     if (!ok && !(await run('iptables', ['-I', ...rule]))) {
       this.opts.log.warn({ bridge }, 'could not add the iptables rule that keeps boxes off host services');
     }
+    await this.egress.prepare();
+    const prefix = this.opts.prefix;
+    if (!prefix) return;
+    const live = new Set((await this.list({ 'boxd.instance': prefix })).map((b) => b.name));
+    const disks = await this.quota.sweep(prefix, live);
+    const rules = await this.egress.sweep(prefix, live);
+    if (disks.length || rules.length) this.opts.log.info({ disks, rules }, 'released disk images and egress rules of vanished boxes');
   }
 
   async create(spec: BoxSpec): Promise<BoxInstance> {
@@ -179,17 +207,41 @@ export class DockerRuntime implements Runtime {
       // 409: a retried job; the box exists already.
     }
     const container = this.docker.getContainer(spec.name);
+    const owner = spec.labels['boxd.instance'] ?? this.opts.prefix ?? 'boxd';
     try {
-      await container.start();
-    } catch (e) {
-      if (status(e) !== 304) {
-        await this.destroy(spec.name).catch(() => undefined);
-        throw new RuntimeError(`starting ${spec.name}: ${reason(e)}`, { cause: e });
+      if (spec.diskMb) await this.attachQuota(owner, spec.name, spec.diskMb);
+      try {
+        await container.start();
+      } catch (e) {
+        if (status(e) !== 304) throw new RuntimeError(`starting ${spec.name}: ${reason(e)}`, { cause: e });
       }
+      // Nothing runs in the box before create returns (its command is `sleep infinity`), so the
+      // policy is in place before any process of the box's owner can send a packet.
+      const ip = (await container.inspect()).NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
+      if (!ip) throw new RuntimeError(`${spec.name} has no address on network ${this.opts.network}`);
+      await this.egress.apply(owner, spec.name, ip, spec.network ?? 'open');
+    } catch (e) {
+      await this.destroy(spec.name).catch(() => undefined);
+      throw e instanceof BoxdError ? e : new RuntimeError(`creating ${spec.name}: ${reason(e)}`, { cause: e });
     }
     const instance = await this.inspect(spec.name);
     if (!instance) throw new RuntimeError(`${spec.name} vanished right after start`);
     return instance;
+  }
+
+  /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */
+  private async attachQuota(instance: string, name: string, sizeMb: number): Promise<void> {
+    const info = await this.docker.getContainer(name).inspect();
+    // A running box (a retried create) keeps the layer it started on; swapping it now would hide
+    // its files. So does a box that ran before without a quota (made before quotas were on).
+    if (info.State.Running) return;
+    const ranBefore = !!info.State.StartedAt && !info.State.StartedAt.startsWith('0001-');
+    if (ranBefore && !(await this.quota.hasImage(instance, name))) return;
+    const layer = layerDirOf(info.GraphDriver as { Name?: string; Data?: Record<string, string> });
+    if (!layer) {
+      throw new RuntimeError(`disk quotas need Docker's overlay2 storage driver (this engine uses ${info.GraphDriver?.Name}); set BOXD_BOX_DISK_MB=0 to run without quotas`);
+    }
+    await this.quota.attach(instance, name, layer, sizeMb);
   }
 
   async exec(id: string, req: ExecRequest): Promise<ExecResult> {
@@ -393,13 +445,17 @@ export class DockerRuntime implements Runtime {
       if (info?.dir && this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
     }
     this.procs.forget(id);
+    // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
+    const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (e) {
-      if (status(e) === 404) return;
       if (status(e) === 409 && /already in progress/i.test(reason(e))) return;
-      throw this.lifecycleError(e, id, 'destroy');
+      if (status(e) !== 404) throw this.lifecycleError(e, id, 'destroy');
     }
+    // After the container: the engine detaches the disk while removing its layer folder.
+    await this.quota.release(name);
+    await this.egress.remove(name);
   }
 
   async inspect(id: string): Promise<BoxInstance | undefined> {

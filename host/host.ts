@@ -17,6 +17,7 @@ import { IdleSuspender } from './idle.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { BoxLocks } from './locks.ts';
 import { reconcile } from './reconcile.ts';
+import { DriftWatch } from './drift.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
@@ -32,6 +33,7 @@ export interface HostHandle {
   runtime: Runtime;
   pool: WarmPool;
   idle: IdleSuspender;
+  drift: DriftWatch;
   close(): Promise<void>;
 }
 
@@ -54,6 +56,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       maxFileBytes: config.BOXD_MAX_FILE_BYTES,
       hostAddr: config.BOXD_HOST_ADDR,
       freezer: config.BOXD_FREEZER,
+      prefix,
+      stateDir: config.BOXD_STATE_DIR,
+      egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
     });
     await dr.prepare();
@@ -62,14 +67,23 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
-  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log });
+  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  const lifecycle = new Lifecycle({
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, log,
+    revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
+  });
 
+  const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
+  const drift = new DriftWatch({
+    store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
+    log: log.child({ part: 'drift' }),
+  });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
   const reconcileNow = () =>
     reconcile({
       store,
       runtime,
-      labels: { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId },
+      labels: hostLabels,
       spec: (box) => lifecycle.spec(box),
       idOf: (box) => lifecycle.idOf(box),
       hostId,
@@ -132,7 +146,6 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   await worker.waitUntilReady();
 
   const taskConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
-  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
     goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
@@ -141,6 +154,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
 
   const idle = new IdleSuspender({ store, lifecycle, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
+  drift.start(config.BOXD_DRIFT_CHECK_MS);
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
   log.info({ hostId, prefix, pool: config.BOXD_POOL }, 'host ready');
 
@@ -150,8 +164,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     pool,
     idle,
     agent,
+    drift,
     async close() {
       await sweeper.stop();
+      await drift.stop();
       await agent.close();
       await pool.close();
       await idle.stop();

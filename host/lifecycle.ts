@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
-import type { Snapshots } from '../core/snapshots.ts';
+import { forkImage, type Snapshots } from '../core/snapshots.ts';
 import { BoxdError, BoxStateError } from '../core/errors.ts';
 import type { ExecOutcome } from '../core/jobs.ts';
 import { BusyBoxes, destroyedWhileRunning } from './busy.ts';
@@ -39,7 +39,11 @@ export interface LifecycleDeps {
   prefix: string;
   hostId: string;
   pidsLimit: number;
+  /** Disk quota of boxes whose record names none, and the most any box gets, in MiB (0: no quotas). */
+  diskMb?: number;
   snapshots?: Snapshots;
+  /** Revokes the box-scoped keys of a destroyed box (Accounts.revokeBoxKeys). */
+  revokeBoxKeys?: (account: string, box: string) => Promise<void>;
   log: Logger;
 }
 
@@ -83,6 +87,8 @@ export class Lifecycle {
       cpus: box.cpus,
       memoryMb: box.memoryMb,
       pidsLimit: this.d.pidsLimit,
+      diskMb: diskQuota(box.diskMb, this.d.diskMb ?? 0),
+      network: box.network ?? 'open',
     };
   }
 
@@ -300,8 +306,11 @@ export class Lifecycle {
       const box = await this.d.store.get(name);
       await this.d.runtime.destroy(box ? this.idOf(box) : this.runtimeName(name));
       await this.d.store.remove(name);
-      if (box?.imageRef.startsWith('boxd-fork/')) await this.d.runtime.removeImage(box.imageRef);
-      if (box?.imageRef.startsWith('boxd-snap/') && this.d.snapshots && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
+      if (box) await this.d.revokeBoxKeys?.(box.account, box.name).catch((err) => this.d.log.warn({ err, box: name }, 'revoking box keys failed'));
+      // Only images that are this box's own (its fork image) or its account's unreferenced
+      // snapshot images are removed: never another account's image.
+      if (box && box.imageRef === forkImage(this.d.prefix, box.account, box.name)) await this.d.runtime.removeImage(box.imageRef);
+      if (box && this.d.snapshots?.ownsImage(box.account, box.imageRef) && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
         await this.d.runtime.removeImage(box.imageRef);
       }
     });
@@ -313,16 +322,27 @@ export class Lifecycle {
    * keeps running (it is frozen for the commit only) and nothing the child does reaches it.
    */
   async fork(parent: string, child: string, finalAttempt: boolean): Promise<BoxRecord> {
-    const image = `boxd-fork/${this.d.prefix}-${child}:v1`;
+    const c = await this.d.store.require(child);
+    const image = forkImage(this.d.prefix, c.account, child);
     await this.d.locks.exclusive(parent, async () => {
       const p = await this.d.store.require(parent);
       if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
       await this.d.runtime.commit(this.idOf(p), image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
     }).catch(async (e) => {
-      await this.d.store.remove(child);
+      // A retried attempt needs the record: it goes only when no attempt follows.
+      const permanent = e instanceof BoxdError && e.code !== 'RUNTIME_ERROR';
+      if (permanent || finalAttempt) {
+        await this.d.store.remove(child);
+        await this.d.runtime.removeImage(image).catch(() => false);
+      }
       throw e;
     });
-    await this.d.store.update(child, { imageRef: image });
+    try {
+      await this.d.store.update(child, { imageRef: image });
+    } catch (e) {
+      await this.d.runtime.removeImage(image).catch(() => false);
+      throw e;
+    }
     return this.create(child, finalAttempt);
   }
 
@@ -334,4 +354,10 @@ export class Lifecycle {
       await this.d.runtime.commit(this.idOf(box), image, { 'boxd.instance': this.d.prefix, 'boxd.snapshot-of': name });
     });
   }
+}
+
+/** A box's quota: what it asked for, never above the host's maximum; no quota when the host has none. */
+export function diskQuota(asked: number | undefined, hostMax: number): number {
+  if (hostMax <= 0) return 0;
+  return Math.min(asked ?? hostMax, hostMax);
 }

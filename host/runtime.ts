@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { NetworkPolicy } from '../core/network-policy.ts';
 
 /**
  * What the host needs from a container runtime. Owned by its user (the host's job
@@ -55,6 +56,10 @@ export interface BoxSpec {
   cpus: number;
   memoryMb: number;
   pidsLimit: number;
+  /** Quota of the box's whole writable filesystem in MiB (writes past it fail with ENOSPC); 0 or unset: none. */
+  diskMb?: number;
+  /** Egress policy (unset: `open`), installed before create returns and removed by destroy. */
+  network?: NetworkPolicy;
 }
 
 export type InstanceState = 'running' | 'paused' | 'stopped';

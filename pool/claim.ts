@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { encodeFields, type BoxRecord } from '../core/boxes.ts';
+import { boxCountsKey, encodeFields, type BoxRecord } from '../core/boxes.ts';
 import { BoxExistsError, LimitError } from '../core/errors.ts';
 import { Keys } from '../core/keys.ts';
 import { POOL_ACCOUNT, poolListKey, poolStatsKey } from './keys.ts';
@@ -12,7 +12,7 @@ import { POOL_ACCOUNT, poolListKey, poolStatsKey } from './keys.ts';
  * The caller peeks at the head first so that the script can declare every key it touches
  * (Redis Cluster); when the head changed in between the script answers RETRY.
  * KEYS: list, pool account set, caller's account set, caller's lost set, new box, pooled box,
- *       every-box set, host set. ARGV: expected head, new name, limit, account, channel, fields….
+ *       every-box set, host set, box counts. ARGV: expected head, new name, limit, account, channel, fields….
  */
 const CLAIM = `
 local newName = ARGV[2]
@@ -33,6 +33,7 @@ redis.call('DEL', KEYS[6])
 redis.call('SREM', KEYS[2], pooled)
 redis.call('SREM', KEYS[7], pooled)
 redis.call('SREM', KEYS[8], pooled)
+redis.call('HINCRBY', KEYS[9], 'suspended', 1)
 redis.call('SADD', KEYS[3], newName)
 redis.call('SADD', KEYS[7], newName)
 redis.call('SADD', KEYS[8], newName)
@@ -59,7 +60,7 @@ export async function claimPooled(redis: Redis, prefix: string, req: ClaimReques
   for (;;) {
     const head = await redis.lindex(list, 0);
     if (head === null) return undefined;
-    const keys = [list, k.accountBoxes(POOL_ACCOUNT), k.accountBoxes(req.account), k.accountLost(req.account), k.box(req.name), k.box(head), k.boxes, k.hostBoxes(req.hostId)];
+    const keys = [list, k.accountBoxes(POOL_ACCOUNT), k.accountBoxes(req.account), k.accountLost(req.account), k.box(req.name), k.box(head), k.boxes, k.hostBoxes(req.hostId), k.boxCounts];
     const [outcome, pooled] = (await redis.eval(CLAIM, keys.length, ...keys, head, req.name, String(req.limit), req.account, k.events, ...fields)) as [string, string?];
     if (outcome === 'EXISTS') throw new BoxExistsError(req.name);
     if (outcome === 'LIMIT') throw new LimitError(`account "${req.account}" already has ${req.limit} live boxes; delete one first`);

@@ -121,7 +121,7 @@ describe('fork and snapshots (real Docker, real Redis)', () => {
     await s.api.post('/v1/boxes').set('Authorization', `Bearer ${other}`).send({ snapshot: 'before-step' }).expect(404);
     await s.api.delete('/v1/snapshots/before-step').set(s.auth).expect(204);
     await s.api.post('/v1/boxes').set(s.auth).send({ snapshot: 'before-step' }).expect(404);
-    const image = `boxd-snap/${s.config.BOXD_PREFIX}-default-before-step:latest`;
+    const image = `boxd-snap/${s.config.BOXD_PREFIX}-default:before-step`;
     assert.ok(await docker.getImage(image).inspect(), 'still used by s1 and s2');
     await s.api.delete('/v1/boxes/s1').set(s.auth).expect(204);
     await s.api.delete('/v1/boxes/s2').set(s.auth).expect(204);
