@@ -135,8 +135,10 @@ export function boxesApi(d: BoxesApiDeps): Router {
   r.delete('/boxes/:name', async (req, res) => {
     const box = await own(req);
     if (box.state === 'lost') {
-      // Its host is dead: forget the record now; the host drops the container if it comes back.
+      // Its host is dead: forget the record (and the box's own keys) now; the host drops the
+      // container if it comes back.
       await d.store.remove(box.name);
+      await d.accounts.revokeBoxKeys(box.account, box.name);
       res.status(204).end();
       return;
     }
