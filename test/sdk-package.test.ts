@@ -36,7 +36,8 @@ describe('@boxd/sdk as a package (npm pack, install in an empty project, product
   let s: Stack;
   let dir: string;
   before(async () => {
-    s = await startStack();
+    // A loaded CI machine can hold a Redis answer past the 1.5 s default; these tests are not about a frozen Redis.
+    s = await startStack({ BOXD_REDIS_TIMEOUT_MS: '20000' });
     dir = await mkdtemp(join(tmpdir(), 'boxd-sdk-'));
   });
   after(async () => {
