@@ -64,6 +64,8 @@ export class DockerRuntime implements Runtime {
   private readonly starting = new Map<string, number>();
   private readonly startsDone = new Map<string, (() => void)[]>();
   private readonly freezing = new Map<string, Promise<void>>();
+  /** Boxes this process froze through the freezer (others may be frozen by `docker pause`). */
+  private readonly frozenByUs = new Set<string>();
   readonly quota: LoopDiskQuota;
   readonly egress: Egress;
 
@@ -338,7 +340,16 @@ export class DockerRuntime implements Runtime {
     if (this.freezer) {
       const info = await this.procs.info(id);
       if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
-      if (this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
+      if (this.freezer.state(info.dir) === 'thawed') return;
+      // Frozen, but not by this process: `docker pause` (by hand, or an older boxd) freezes the
+      // same cgroup and Docker would keep refusing execs after a bare thaw, so ask Docker first.
+      // A box this host froze before a restart answers 409 (not paused) and is thawed below.
+      if (!this.frozenByUs.has(id)) {
+        const unpaused = await this.docker.getContainer(id).unpause().then(() => true, () => false);
+        if (unpaused) return;
+      }
+      this.freezer.thaw(info.dir);
+      this.frozenByUs.delete(id);
       return;
     }
     try {
@@ -374,6 +385,7 @@ export class DockerRuntime implements Runtime {
         } else if (freezer.caughtRuncInit(dir)) {
           freezer.thaw(dir);
         } else {
+          this.frozenByUs.add(id);
           return;
         }
         if (attempt >= 20) throw new BusyError(`box ${id} is starting a command; try again`);
@@ -445,6 +457,7 @@ export class DockerRuntime implements Runtime {
       if (info?.dir && this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
     }
     this.procs.forget(id);
+    this.frozenByUs.delete(id);
     // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
     const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
     try {
