@@ -81,7 +81,9 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
-    const hostId = settings.hostId ?? (await d.hosts.pickHost());
+    // A snapshot lives on one host; anything else goes where there is room (core/placement.ts).
+    if (settings.hostId) await d.hosts.assertAlive(settings.hostId);
+    const hostId = settings.hostId ?? (await d.hosts.pickHost({ cpus: settings.cpus, memoryMb: settings.memoryMb, golden: settings.golden }));
     await d.store.create(
       {
         name,
@@ -132,6 +134,14 @@ export function boxesApi(d: BoxesApiDeps): Router {
 
   r.delete('/boxes/:name', async (req, res) => {
     const box = await own(req);
+    if (box.state === 'lost') {
+      // Its host is dead: forget the record (and the box's own keys) now; the host drops the
+      // container if it comes back.
+      await d.store.remove(box.name);
+      await d.accounts.revokeBoxKeys(box.account, box.name);
+      res.status(204).end();
+      return;
+    }
     await d.hosts.call(box.hostId, { op: 'destroy', name: box.name });
     res.status(204).end();
   });
@@ -143,14 +153,21 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const body = parse(execBody, req.body);
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
     const execId = randomUUID();
-    // The record and the account's exec slot in one round trip's time.
-    const [found, slot] = await Promise.allSettled([own(req), slots.take(account, execId, d.config.BOXD_MAX_EXECS, timeoutMs + 60_000)]);
+    // The record and the account's exec slot (its own limit when it has one, POST /v1/accounts
+    // { maxExecs }, else the operator's) at the same time.
+    const [found, slot] = await Promise.allSettled([
+      own(req),
+      d.accounts.accountLimits(account).then(async (l) => {
+        const cap = l.maxExecs ?? d.config.BOXD_MAX_EXECS;
+        return { cap, ok: await slots.take(account, execId, cap, timeoutMs + 60_000) };
+      }),
+    ]);
     if (found.status === 'rejected' || slot.status === 'rejected') {
-      if (slot.status === 'fulfilled' && slot.value) slots.release(account, execId);
+      if (slot.status === 'fulfilled' && slot.value.ok) slots.release(account, execId);
       throw found.status === 'rejected' ? found.reason : (slot as PromiseRejectedResult).reason;
     }
     const box = found.value;
-    if (!slot.value) throw new LimitError(`this account already runs ${d.config.BOXD_MAX_EXECS} commands; wait for one to finish`);
+    if (!slot.value.ok) throw new LimitError(`this account already runs ${slot.value.cap} commands; wait for one to finish`);
     const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
     const gone = new AbortController();
     res.once('close', () => {
@@ -242,6 +259,5 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
   const name = body.golden ?? 'default';
   const g = (await d.goldens()).get(name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
-  if (!g.built) throw new UnavailableError(`golden "${name}" is not built on the host yet; run \`npm start\` or \`tsx golden-images/build.ts ${name}\``);
   return boxSettings(g);
 }
