@@ -31,6 +31,7 @@ export class HostClient {
     if (!ch) {
       const name = hostQueueName(hostId);
       const eventsConn = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
+      eventsConn.on('error', () => undefined); // reconnects by itself; callers see timeouts
       this.connections.push(eventsConn);
       const queue = new Queue(name, { connection: this.redis, prefix: this.prefix });
       const events = new QueueEvents(name, { connection: eventsConn, prefix: this.prefix });

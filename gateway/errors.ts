@@ -3,7 +3,7 @@ import { BoxdError, isRedisDown } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 
 /** The one place an error code becomes an HTTP status. */
-const STATUS: Record<string, number> = {
+const STATUS = {
   INVALID_REQUEST: 400,
   INVALID_JSON: 400,
   IMAGE_NOT_FOUND: 400,
@@ -43,10 +43,13 @@ const STATUS: Record<string, number> = {
   BLOB_EXPIRED: 503,
   TIMEOUT: 504,
   UPSTREAM_TIMEOUT: 504,
-};
+} satisfies Record<string, number>;
+
+/** Every error code the API answers (INTERNAL is the 500 of anything unexpected). */
+export type ErrorCode = keyof typeof STATUS | 'INTERNAL';
 
 export function statusOf(code: string): number {
-  return STATUS[code] ?? 500;
+  return (STATUS as Record<string, number>)[code] ?? 500;
 }
 
 interface BodyParserError {

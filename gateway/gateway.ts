@@ -2,7 +2,7 @@ import express from 'express';
 import { createServer, type Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
-import { BoxStore } from '../core/boxes.ts';
+import { BoxStore, type BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
 import type { Logger } from '../core/log.ts';
@@ -21,6 +21,7 @@ import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
 import { HostAgents } from './host-agents.ts';
 import { clusterSecret } from '../core/secrets.ts';
+import { openApiDocument } from './openapi.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
 import { Urls } from './urls.ts';
@@ -63,7 +64,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
   const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
   const agents = new HostAgents(redis, prefix, clusterSecret(config));
-  const resume = (hostId: string, name: string) => agents.json(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` });
+  const resume = async (hostId: string, name: string) => (await agents.json<{ box: BoxRecord }>(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` })).box;
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
@@ -102,6 +103,11 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, urls, accounts };
   const tasksQueue = taskQueue(hookDeps);
   api.use(publicHooks(hookDeps, tasksQueue));
+  // Public: the machine-readable API (gateway/api-spec.ts), generated once on first request.
+  let openapi: object | undefined;
+  api.get('/v1/openapi.json', (_req, res) => {
+    res.json((openapi ??= openApiDocument(undefined, { serverUrl: urls.api })));
+  });
   const v1 = express.Router();
   v1.use(requireKey(accounts));
   v1.use(limitBoxKeys);

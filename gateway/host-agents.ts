@@ -16,6 +16,11 @@ export interface AgentRequest {
   headers?: Record<string, string | number>;
   /** A buffer is sent (and may be re-sent after a stale connection); a stream is piped once. */
   body?: Buffer | Readable;
+  /**
+   * Not idempotent (an exec): sent again only when the connection was refused, never after a
+   * reset, since the host may have run it before it went away. At most once, not at least once.
+   */
+  once?: boolean;
 }
 
 /**
@@ -25,7 +30,9 @@ export interface AgentRequest {
  */
 export class HostAgents {
   private readonly targets = new Map<string, Target>();
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 32, keepAliveMsecs: 1000 });
+  // Idle sockets are dropped well before the agent's own 65 s keep-alive timeout closes them, so a
+  // pooled socket is not found dead on reuse (which an exec, sent at most once, would not survive).
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 32, keepAliveMsecs: 1000, timeout: 30_000 });
 
   constructor(
     private readonly redis: Redis,
@@ -70,7 +77,11 @@ export class HostAgents {
       } catch (e) {
         const code = (e as { code?: string }).code ?? '';
         const replayable = !r.body || Buffer.isBuffer(r.body);
-        if (attempt === 0 && replayable && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE'].includes(code)) continue;
+        const retryOn = r.once ? ['ECONNREFUSED'] : ['ECONNREFUSED', 'ECONNRESET', 'EPIPE'];
+        if (attempt === 0 && replayable && retryOn.includes(code)) continue;
+        if (r.once && code !== 'ECONNREFUSED' && !(e instanceof BoxdError)) {
+          throw new BoxdError('EXEC_LOST', `host ${hostId} went away while it ran the command (${code || (e as Error).message}); it is not run again, so whether it finished is unknown`);
+        }
         if (e instanceof BoxdError) throw e;
         throw new UnavailableError(`host ${hostId} did not answer: ${(e as Error).message}`);
       }

@@ -64,6 +64,8 @@ export class DockerRuntime implements Runtime {
   private readonly starting = new Map<string, number>();
   private readonly startsDone = new Map<string, (() => void)[]>();
   private readonly freezing = new Map<string, Promise<void>>();
+  /** Boxes this process froze through the freezer (anything else frozen was paused by someone else). */
+  private readonly frozeHere = new Set<string>();
   readonly quota: LoopDiskQuota;
   readonly egress: Egress;
 
@@ -229,6 +231,13 @@ export class DockerRuntime implements Runtime {
     return instance;
   }
 
+  async applyPolicy(id: string, spec: BoxSpec): Promise<void> {
+    const info = await this.docker.getContainer(id).inspect();
+    const ip = info.NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
+    if (!ip) throw new RuntimeError(`${id} has no address on network ${this.opts.network}`);
+    await this.egress.apply(spec.labels['boxd.instance'] ?? this.opts.prefix ?? 'boxd', info.Name.replace(/^\//, ''), ip, spec.network ?? 'open');
+  }
+
   /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */
   private async attachQuota(instance: string, name: string, sizeMb: number): Promise<void> {
     const info = await this.docker.getContainer(name).inspect();
@@ -338,11 +347,15 @@ export class DockerRuntime implements Runtime {
     if (this.freezer) {
       const info = await this.procs.info(id);
       if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
-      // Paused by hand (`docker pause`): the engine refuses execs until it unpauses it itself,
-      // and does so only while the cgroup is still frozen, so it goes first.
-      if (this.enginePaused.has(id)) {
-        await this.docker.getContainer(id).unpause().catch((e) => this.opts.log.warn({ box: id, err: reason(e) }, 'could not unpause a box paused outside boxd'));
-        this.enginePaused.delete(id);
+      if (this.freezer.state(info.dir) === 'thawed') return;
+      // Frozen by this process: thaw it. Frozen by someone else (a `docker pause` by hand, or
+      // a host process before a restart): let Docker unpause, so it stops refusing execs.
+      if (this.frozeHere.delete(id)) return this.freezer.thaw(info.dir);
+      this.enginePaused.delete(id);
+      try {
+        await this.docker.getContainer(id).unpause();
+      } catch {
+        // Not paused in Docker's eyes: the freezer alone holds it.
       }
       if (this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
       return;
@@ -380,6 +393,7 @@ export class DockerRuntime implements Runtime {
         } else if (freezer.caughtRuncInit(dir)) {
           freezer.thaw(dir);
         } else {
+          this.frozeHere.add(id);
           return;
         }
         if (attempt >= 20) throw new BusyError(`box ${id} is starting a command; try again`);
@@ -463,6 +477,7 @@ export class DockerRuntime implements Runtime {
       if (info?.dir && this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
     }
     this.procs.forget(id);
+    this.frozeHere.delete(id);
     // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
     const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
     try {

@@ -133,7 +133,7 @@ export class Lifecycle {
       if (box.state !== 'running') throw new BoxStateError(name, box.state, 'suspend');
       await this.d.runtime.suspend(this.idOf(box));
       await this.d.store.transition(name, ['running'], 'suspended', { manualSuspend: true });
-      return this.d.store.require(name);
+      return { ...box, state: 'suspended', manualSuspend: true, version: box.version + 1 };
     });
   }
 
@@ -169,8 +169,10 @@ export class Lifecycle {
     if (box.state === 'running') return box;
     if (box.state !== 'suspended') throw new BoxStateError(name, box.state, 'resume');
     await this.d.runtime.resume(this.idOf(box));
-    await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt: Date.now(), manualSuspend: false });
-    return this.d.store.require(name);
+    const lastActivityAt = Date.now();
+    await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt, manualSuspend: false });
+    // The record as the transition left it (its version moved by one), without reading it back.
+    return { ...box, state: 'running', lastActivityAt, manualSuspend: false, version: box.version + 1 };
   }
 
   /** The record of `name` once running (resumed first when suspended). */
