@@ -39,7 +39,7 @@ export const ATTEMPTS: Record<HostOp, number> = {
 
 export const hostQueueName = (hostId: string): string => `host-${hostId}`;
 
-/** A host's heartbeat in `<prefix>:hosts`. */
+/** A host's heartbeat in `{<prefix>}:hosts`, rewritten every BOXD_HEARTBEAT_MS. */
 export interface HostInfo {
   id: string;
   /** Address of the host: its agent and its boxes' published ports. */
@@ -48,6 +48,20 @@ export interface HostInfo {
   agentPort?: number;
   startedAt: number;
   heartbeatAt: number;
+  /** What the host offers to boxes (detected or BOXD_HOST_CPUS / BOXD_HOST_MEMORY_MB). */
+  capacity?: Resources;
+  /** What its boxes commit: running (and creating) boxes in full, suspended ones no cpu and BOXD_SUSPENDED_WEIGHT of their memory. */
+  committed?: Resources;
+  /** How many of its boxes are in each state. */
+  boxes?: { running: number; suspended: number; other: number };
+  /** Golden names whose current image this host holds. */
+  goldens?: string[];
 }
 
+export interface Resources {
+  cpus: number;
+  memoryMb: number;
+}
+
+/** Default of BOXD_HOST_DEAD_MS: a heartbeat older than this means the host is dead. */
 export const HOST_ALIVE_MS = 15_000;

@@ -91,7 +91,7 @@ export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/v1/openapi.json', summary: 'This document', public: true, ok: { 200: openApiDocumentSchema }, errors: [] },
   { method: 'post', path: '/hooks/:id', summary: 'Trigger a webhook (signed: X-Boxd-Signature "t=…,v1=…" or "sha256=…"; X-Boxd-Delivery required)', public: true, body: { 'application/octet-stream': 'binary' }, ok: { 202: r.taskQueued, 200: r.taskDuplicate }, errors: ['HOOK_NOT_FOUND', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE'] },
   { method: 'get', path: '/v1/goldens', summary: 'Golden images', ok: { 200: r.goldenList }, errors: [] },
-  { method: 'post', path: '/v1/boxes', summary: 'Create a box (from a warm pool when one is ready)', body: createBoxBody, ok: { 201: r.createdBox }, errors: ['BOX_EXISTS', 'LIMIT_EXCEEDED', 'GOLDEN_NOT_FOUND', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_ALLOWED', 'SNAPSHOT_NOT_FOUND', 'NOT_IMPLEMENTED', ...HOST] },
+  { method: 'post', path: '/v1/boxes', summary: 'Create a box (from a warm pool when one is ready)', body: createBoxBody, ok: { 201: r.createdBox }, errors: ['BOX_EXISTS', 'LIMIT_EXCEEDED', 'GOLDEN_NOT_FOUND', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_ALLOWED', 'SNAPSHOT_NOT_FOUND', 'NOT_IMPLEMENTED', 'NO_CAPACITY', ...HOST] },
   { method: 'get', path: '/v1/boxes', summary: "The account's boxes", ok: { 200: r.boxList }, errors: [] },
   { method: 'get', path: '/v1/boxes/:name', summary: 'A box', ok: { 200: r.box }, errors: ['BOX_NOT_FOUND'] },
   { method: 'post', path: '/v1/boxes/:name/suspend', summary: 'Freeze a box (processes and memory kept)', ok: { 200: r.box }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', ...HOST] },

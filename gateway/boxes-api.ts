@@ -81,7 +81,9 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
-    const hostId = settings.hostId ?? (await d.hosts.pickHost());
+    // A snapshot lives on one host; anything else goes where there is room (core/placement.ts).
+    if (settings.hostId) await d.hosts.assertAlive(settings.hostId);
+    const hostId = settings.hostId ?? (await d.hosts.pickHost({ cpus: settings.cpus, memoryMb: settings.memoryMb, golden: settings.golden }));
     await d.store.create(
       {
         name,
@@ -132,6 +134,14 @@ export function boxesApi(d: BoxesApiDeps): Router {
 
   r.delete('/boxes/:name', async (req, res) => {
     const box = await own(req);
+    if (box.state === 'lost') {
+      // Its host is dead: forget the record (and the box's own keys) now; the host drops the
+      // container if it comes back.
+      await d.store.remove(box.name);
+      await d.accounts.revokeBoxKeys(box.account, box.name);
+      res.status(204).end();
+      return;
+    }
     await d.hosts.call(box.hostId, { op: 'destroy', name: box.name });
     res.status(204).end();
   });
@@ -249,6 +259,5 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
   const name = body.golden ?? 'default';
   const g = (await d.goldens()).get(name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
-  if (!g.built) throw new UnavailableError(`golden "${name}" is not built on the host yet; run \`npm start\` or \`tsx golden-images/build.ts ${name}\``);
   return boxSettings(g);
 }

@@ -39,6 +39,7 @@ const STATUS = {
   HOST_LOST: 503,
   UPSTREAM_UNAVAILABLE: 502,
   UNAVAILABLE: 503,
+  NO_CAPACITY: 503,
   NO_ROUTE: 503,
   BLOB_EXPIRED: 503,
   TIMEOUT: 504,
@@ -78,7 +79,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       return;
     }
     const status = statusOf(e.code);
-    if (status === 503) res.setHeader('Retry-After', '1');
+    if (status === 503) res.setHeader('Retry-After', String((e as { retryAfterS?: number }).retryAfterS ?? 1));
     res.status(status).json({ error: { code: e.code, message: e.message } });
   };
 }

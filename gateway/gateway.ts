@@ -5,6 +5,7 @@ import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
 import { BoxStore, type BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
+import { HostSweeper } from '../core/sweeper.ts';
 import type { Logger } from '../core/log.ts';
 import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
 import { limitBoxKeys, requireAdmin, requireKey } from './auth.ts';
@@ -30,6 +31,7 @@ import { Preview } from './preview.ts';
 import { RouteCache } from './route-cache.ts';
 import { refuseUpgrade } from './pages.ts';
 import { Waker } from './waker.ts';
+import { connectRedis } from '../core/redis.ts';
 
 export interface Gateway {
   app: express.Express;
@@ -53,8 +55,8 @@ export interface Gateway {
  */
 export async function createGateway(config: Config, log: Logger): Promise<Gateway> {
   // Every command is bounded: with Redis frozen or gone the API answers 503 within ~2 s, not 30.
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3, commandTimeout: config.BOXD_REDIS_TIMEOUT_MS || undefined });
-  const sub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redis = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: 3, commandTimeout: config.BOXD_REDIS_TIMEOUT_MS || undefined });
+  const sub = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
   const prefix = config.BOXD_PREFIX;
@@ -62,8 +64,10 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   await accounts.ensureAccount(DEFAULT_ACCOUNT, DEFAULT_ACCOUNT);
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
-  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
-  const agents = new HostAgents(redis, prefix, clusterSecret(config));
+  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS, { deadMs: config.BOXD_HOST_DEAD_MS, overcommit: config.BOXD_OVERCOMMIT, cpuOvercommit: config.BOXD_CPU_OVERCOMMIT });
+  const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
+  sweeper.start();
+  const agents = new HostAgents(redis, prefix, clusterSecret(config), undefined, config.BOXD_HOST_DEAD_MS);
   const resume = async (hostId: string, name: string) => (await agents.json<{ box: BoxRecord }>(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` })).box;
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
@@ -84,7 +88,12 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
-    if (!goldenCache || Date.now() - goldenCache.at > 2000) goldenCache = { at: Date.now(), value: await readGoldens(redis, prefix) };
+    if (!goldenCache || Date.now() - goldenCache.at > 2000) {
+      // Built means built on some live host (each host says which goldens it holds).
+      const [value, alive] = await Promise.all([readGoldens(redis, prefix), hosts.aliveHosts()]);
+      for (const g of value.values()) if (alive.length) g.built = alive.some((h) => !h.goldens || h.goldens.includes(g.name));
+      goldenCache = { at: Date.now(), value };
+    }
     return goldenCache.value;
   };
 
@@ -213,6 +222,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       server.closeAllConnections();
       await closed;
       preview.close();
+      await sweeper.stop();
       agents.close();
       await activity.stop();
       await hosts.close();
