@@ -38,6 +38,8 @@ export interface BoxRecord {
   hostId: string;
   runtimeId?: string;
   error?: string;
+  /** Suspended by a user's call (not for idleness): gateways do not wake it for requests already held, only for new traffic. */
+  manualSuspend?: boolean;
   /** State the box had when its host was declared dead (set while `lost`). */
   lostFrom?: BoxState;
   /** Bumped by every transition; caches compare it. */
@@ -190,6 +192,7 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     hostId: h.hostId ?? '',
     runtimeId: h.runtimeId || undefined,
     error: h.error || undefined,
+    manualSuspend: h.manualSuspend === 'true' || undefined,
     lostFrom: (h.lostFrom || undefined) as BoxState | undefined,
     version: Number(h.version ?? 0),
   };

@@ -45,6 +45,7 @@ export interface HostHandle {
 export async function startHost(config: Config, log: Logger, opts: { runtime?: Runtime; idleIntervalMs?: number } = {}): Promise<HostHandle> {
   const redis = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   const workerConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  for (const c of [redis, workerConn]) c.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const prefix = config.BOXD_PREFIX;
   const hostId = config.BOXD_HOST_ID;
   let runtime = opts.runtime;
@@ -146,6 +147,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   await worker.waitUntilReady();
 
   const taskConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  taskConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
     goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
