@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { loadConfig, type Config } from '../../core/config.ts';
+import { Keys } from '../../core/keys.ts';
 import { createGateway, type Gateway } from '../../gateway/gateway.ts';
 import { Keys } from '../../core/keys.ts';
 import { docker, log, purge, waitFor } from '../helpers.ts';
