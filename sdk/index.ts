@@ -9,7 +9,7 @@
  * Every failed call throws BoxdApiError carrying the API's error `code` and HTTP `status`.
  */
 
-import type { BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
+import type { AccountBody, AccountInfo, AccountListed, KeyBody, KeyCreated, BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
 
 export type * from './types.js';
 export type CreateOptions = CreateBoxBody;
@@ -209,14 +209,13 @@ export class Compute {
 
   /** Accounts and keys (admin key only). Keys are answered once and stored hashed. */
   readonly accounts = {
-    create: async (a: { name: string; maxBoxes?: number; maxExecs?: number; maxSnapshots?: number; maxHooks?: number }) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
-    list: async () => (await this.client.json<{ accounts: (AccountInfo & { limits: AccountLimits; keys: number })[] }>('GET', '/v1/accounts')).accounts,
+    create: async (a: AccountBody) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
+    list: async () => (await this.client.json<{ accounts: AccountListed[] }>('GET', '/v1/accounts')).accounts,
   };
 
   readonly keys = {
     /** A new key of `account` (its only showing). */
-    create: async (account: string, opts: { role?: 'admin' | 'member' } = {}) =>
-      this.client.json<{ id: string; account: string; role: string; key: string }>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
+    create: async (account: string, opts: KeyBody = {}) => this.client.json<KeyCreated>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/keys/${encodeURIComponent(id)}`)),
   };
 
@@ -227,17 +226,4 @@ export class Compute {
   async pool() {
     return (await this.client.json<{ pools: PoolStats[] }>('GET', '/v1/pool')).pools;
   }
-}
-
-export interface AccountLimits {
-  maxBoxes: number;
-  maxExecs?: number;
-  maxSnapshots: number;
-  maxHooks: number;
-}
-
-export interface AccountInfo extends Partial<AccountLimits> {
-  id: string;
-  name: string;
-  createdAt: string;
 }
