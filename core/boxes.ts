@@ -36,6 +36,8 @@ export interface BoxRecord {
   hostId: string;
   runtimeId?: string;
   error?: string;
+  /** Suspended by a user's call (not for idleness): gateways do not wake it for requests already held, only for new traffic. */
+  manualSuspend?: boolean;
   /** Bumped by every transition; caches compare it. */
   version: number;
 }
@@ -149,6 +151,7 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     hostId: h.hostId ?? '',
     runtimeId: h.runtimeId || undefined,
     error: h.error || undefined,
+    manualSuspend: h.manualSuspend === 'true' || undefined,
     version: Number(h.version ?? 0),
   };
 }

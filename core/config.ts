@@ -73,6 +73,10 @@ export const configSchema = z.object({
   BOXD_WAKE_MAX_WAITERS: int(512),
   /** A proxied request whose upstream sends nothing for this long gets 504, in ms. */
   BOXD_UPSTREAM_TIMEOUT_MS: int(60_000),
+  /** When the gateway stops, how long requests in flight get to be answered before their connections close, in ms. */
+  BOXD_CLOSE_GRACE_MS: int(5_000),
+  /** How often the gateway pings a WebSocket client; one silent for two intervals is dropped (a dead peer must not keep its box awake), in ms; 0 disables. */
+  BOXD_WS_PING_MS: int(30_000),
   /** How long a body-less preview request is retried while the box's app is not listening yet, in ms. */
   BOXD_CONNECT_RETRY_MS: int(3_000),
   /** How often gateways write inbound activity to Redis, in ms (one write per busy box). */

@@ -1,3 +1,4 @@
+import type { ExecExit, ExecOutcome, ExecOutput } from '../sdk/types.ts';
 import type { WireError } from './errors.ts';
 
 /**
@@ -19,20 +20,11 @@ export type HostOp = HostJob['op'];
 /** What a host job returns: domain errors are answers, not job failures (no retry). */
 export type JobResult<T = unknown> = { ok: true; value: T } | { ok: false; error: WireError };
 
-export interface ExecOutcome {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-  durationMs: number;
-  timedOut: boolean;
-  truncated: boolean;
-}
+/** An exec's answer is the SDK's wire type (the server imports sdk/types.ts, never the other way). */
+export type { ExecOutcome };
 
-/** NDJSON lines of a streaming exec. */
-export type ExecMessage =
-  | { stream: 'stdout' | 'stderr'; data: string }
-  | { exitCode: number; durationMs: number; timedOut: boolean }
-  | { error: WireError };
+/** Messages on `<prefix>:exec:<execId>` while an exec streams: the NDJSON lines the API sends. */
+export type ExecMessage = ExecOutput | ExecExit | { error: WireError };
 
 /** Attempts per operation: lifecycle steps are idempotent and retried; exec is not. */
 export const ATTEMPTS: Record<HostOp, number> = {

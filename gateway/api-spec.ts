@@ -4,7 +4,7 @@ import type { ErrorCode } from './errors.ts';
 import { hookBody } from './hooks-api.ts';
 import * as r from './responses.ts';
 import { proveSame, type Same } from './responses.ts';
-import { createBoxBody, execBody, forkBody, snapshotBody } from './schemas.ts';
+import { BOX_NAME, createBoxBody, execBody, forkBody, snapshotBody } from './schemas.ts';
 import { accountAnswer, accountBody, accountListAnswer, keyAnswer, keyBody } from './accounts-api.ts';
 import { readiness } from './health.ts';
 
@@ -41,6 +41,8 @@ export interface RouteSpec {
   upgrade?: true;
 }
 
+const openApiDocumentSchema = z.record(z.string(), z.unknown()).describe('an OpenAPI 3.1 document');
+
 /** Named component schemas, so SDK generators see stable names (anything else is named after its route). */
 export const COMPONENTS: Record<string, z.ZodType> = {
   Box: r.box,
@@ -70,6 +72,7 @@ export const COMPONENTS: Record<string, z.ZodType> = {
   PoolList: r.poolList,
   Health: r.health,
   Error: r.apiError,
+  OpenApiDocument: openApiDocumentSchema,
 };
 
 const HOST: ErrorCode[] = ['RUNTIME_ERROR', 'TIMEOUT', 'UNAVAILABLE'];
@@ -85,7 +88,7 @@ export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/v1/accounts', summary: 'Accounts with their limits and key counts (admin key)', ok: { 200: accountListAnswer }, errors: ['FORBIDDEN'] },
   { method: 'post', path: '/v1/accounts/:id/keys', summary: 'A new key of an account, answered once (admin key)', body: keyBody, ok: { 201: keyAnswer }, errors: ['FORBIDDEN', 'ACCOUNT_NOT_FOUND'] },
   { method: 'delete', path: '/v1/keys/:id', summary: 'Revoke a key (admin key)', ok: { 204: null }, errors: ['FORBIDDEN', 'KEY_NOT_FOUND'] },
-  { method: 'get', path: '/v1/openapi.json', summary: 'This document', public: true, ok: { 200: z.record(z.string(), z.unknown()) }, errors: [] },
+  { method: 'get', path: '/v1/openapi.json', summary: 'This document', public: true, ok: { 200: openApiDocumentSchema }, errors: [] },
   { method: 'post', path: '/hooks/:id', summary: 'Trigger a webhook (signed: X-Boxd-Signature "t=…,v1=…" or "sha256=…"; X-Boxd-Delivery required)', public: true, body: { 'application/octet-stream': 'binary' }, ok: { 202: r.taskQueued, 200: r.taskDuplicate }, errors: ['HOOK_NOT_FOUND', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE'] },
   { method: 'get', path: '/v1/goldens', summary: 'Golden images', ok: { 200: r.goldenList }, errors: [] },
   { method: 'post', path: '/v1/boxes', summary: 'Create a box (from a warm pool when one is ready)', body: createBoxBody, ok: { 201: r.createdBox }, errors: ['BOX_EXISTS', 'LIMIT_EXCEEDED', 'GOLDEN_NOT_FOUND', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_ALLOWED', 'SNAPSHOT_NOT_FOUND', 'NOT_IMPLEMENTED', ...HOST] },
@@ -108,6 +111,12 @@ export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/v1/tasks/:id', summary: 'A webhook task with its steps', ok: { 200: r.task }, errors: ['TASK_NOT_FOUND'] },
   { method: 'get', path: '/v1/pool', summary: 'Warm pools: sizes, ready boxes, hit rate', ok: { 200: r.poolList }, errors: [] },
 ];
+
+/** Schemas of path parameters by name (anything else is a string). */
+export const PATH_PARAMS: Record<string, z.ZodType> = {
+  name: z.string().regex(BOX_NAME).describe('box name'),
+  snapshot: snapshotBody.shape.snapshot.describe('snapshot name'),
+};
 
 /** The errors every route can answer, by what it takes. */
 export function sharedErrors(route: RouteSpec): ErrorCode[] {

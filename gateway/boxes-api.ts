@@ -125,8 +125,8 @@ export function boxesApi(d: BoxesApiDeps): Router {
   for (const op of ['suspend', 'resume'] as const) {
     r.post(`/boxes/:name/${op}`, async (req, res) => {
       const box = await own(req);
-      await d.agents.json(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/${op}` });
-      send(res, await d.store.require(box.name));
+      const done = await d.agents.json<{ box: BoxRecord }>(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/${op}` });
+      send(res, done.box);
     });
   }
 
@@ -140,14 +140,24 @@ export function boxesApi(d: BoxesApiDeps): Router {
   // with backpressure and never touches Redis. The account's slot is released when it ends.
   r.post('/boxes/:name/exec', async (req, res) => {
     const account = accountOf(req);
-    const [box, body] = await Promise.all([own(req), Promise.resolve().then(() => parse(execBody, req.body))]);
+    const body = parse(execBody, req.body);
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
     const execId = randomUUID();
-    // The account's own limit when it has one (POST /v1/accounts { maxExecs }), else the operator's.
-    const cap = (await d.accounts.accountLimits(account)).maxExecs ?? d.config.BOXD_MAX_EXECS;
-    if (!(await slots.take(account, execId, cap, timeoutMs + 60_000))) {
-      throw new LimitError(`this account already runs ${cap} commands; wait for one to finish`);
+    // The record and the account's exec slot (its own limit when it has one, POST /v1/accounts
+    // { maxExecs }, else the operator's) at the same time.
+    const [found, slot] = await Promise.allSettled([
+      own(req),
+      d.accounts.accountLimits(account).then(async (l) => {
+        const cap = l.maxExecs ?? d.config.BOXD_MAX_EXECS;
+        return { cap, ok: await slots.take(account, execId, cap, timeoutMs + 60_000) };
+      }),
+    ]);
+    if (found.status === 'rejected' || slot.status === 'rejected') {
+      if (slot.status === 'fulfilled' && slot.value.ok) slots.release(account, execId);
+      throw found.status === 'rejected' ? found.reason : (slot as PromiseRejectedResult).reason;
     }
+    const box = found.value;
+    if (!slot.value.ok) throw new LimitError(`this account already runs ${slot.value.cap} commands; wait for one to finish`);
     const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
     const gone = new AbortController();
     res.once('close', () => {

@@ -2,7 +2,7 @@ import express from 'express';
 import { createServer, type Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
-import { BoxStore } from '../core/boxes.ts';
+import { BoxStore, type BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
 import type { Logger } from '../core/log.ts';
@@ -64,7 +64,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
   const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
   const agents = new HostAgents(redis, prefix, clusterSecret(config));
-  const resume = (hostId: string, name: string) => agents.json(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` });
+  const resume = async (hostId: string, name: string) => (await agents.json<{ box: BoxRecord }>(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` })).box;
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
@@ -73,10 +73,11 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
   const waker = new Waker({ routes, resume, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
   // A box suspended while we hold requests or WebSockets to it is woken again at once, so a
-  // race between an auto-suspend and traffic always ends with the traffic served.
+  // race between an auto-suspend and traffic always ends with the traffic served. A suspend a
+  // user asked for sticks: only new traffic wakes it (the waker, or a WebSocket message).
   routes.onAny((e) => {
     if (e.state === 'suspended' && activity.busy(e.name) > 0) {
-      void routes.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
+      void routes.get(e.name).then((b) => (b?.state === 'suspended' && !b.manualSuspend ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
   const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
@@ -196,9 +197,20 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     hosts,
     agents,
     urls,
+    /**
+     * Stops accepting, drops WebSockets and idle connections, gives requests in flight up to
+     * BOXD_CLOSE_GRACE_MS to be answered (an exec whose host stops gets its error), then closes
+     * what is left.
+     */
     async close() {
       const closed = new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
-      server.closeAllConnections?.();
+      server.closeIdleConnections();
+      preview.dropWebSockets();
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((r) => (timer = setTimeout(r, config.BOXD_CLOSE_GRACE_MS)));
+      await Promise.race([closed, graceOver]);
+      clearTimeout(timer);
+      server.closeAllConnections();
       await closed;
       preview.close();
       agents.close();

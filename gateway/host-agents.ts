@@ -30,7 +30,9 @@ export interface AgentRequest {
  */
 export class HostAgents {
   private readonly targets = new Map<string, Target>();
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 32, keepAliveMsecs: 1000 });
+  // Idle sockets are dropped well before the agent's own 65 s keep-alive timeout closes them, so a
+  // pooled socket is not found dead on reuse (which an exec, sent at most once, would not survive).
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 32, keepAliveMsecs: 1000, timeout: 30_000 });
 
   constructor(
     private readonly redis: Redis,

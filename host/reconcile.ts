@@ -16,7 +16,7 @@ export interface ReconcileReport {
  */
 export async function reconcile(deps: {
   store: BoxStore;
-  runtime: Pick<Runtime, 'list' | 'destroy' | 'create' | 'suspend' | 'resume' | 'inspect'>;
+  runtime: Pick<Runtime, 'list' | 'destroy' | 'create' | 'suspend' | 'resume' | 'inspect' | 'applyPolicy'>;
   labels: Record<string, string>;
   /** The spec a record's box is (re)created from; create is idempotent and starts a stopped box. */
   spec: (box: BoxRecord) => BoxSpec;
@@ -61,6 +61,8 @@ export async function reconcile(deps: {
       if (box.state === 'suspended') await deps.runtime.suspend(c.id);
       continue;
     }
+    // Egress rules do not survive an iptables flush; put the box's back (idempotent).
+    await deps.runtime.applyPolicy?.(c.id, deps.spec(box)).catch((err) => deps.log.warn({ box: box.name, err }, 'could not install egress rules'));
     if (box.state === 'suspended' && c.state === 'running') await deps.runtime.suspend(c.id);
     if (box.state === 'running' && c.state === 'paused') await deps.runtime.resume(c.id);
   }

@@ -75,7 +75,9 @@ if ! docker_ok; then
       rm -f /var/run/docker/containerd/containerd.pid /var/run/docker/containerd/containerd.sock
     fi
     log "starting dockerd (log: $STATE_DIR/dockerd.log)"
-    nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 &
+    # In a session of its own (setsid): Ctrl-C on `npm start` signals npm's whole process group,
+    # and dockerd is a system service that must outlive it, or every box dies with the gateway.
+    setsid nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 </dev/null &
   fi
   for _ in $(seq 1 150); do docker_ok && break; sleep 0.2; done
   docker_ok || { log "dockerd did not start; last lines of $STATE_DIR/dockerd.log:"; tail -20 "$STATE_DIR/dockerd.log" >&2; exit 1; }

@@ -5,7 +5,8 @@ import { request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { DockerRuntime } from '../host/docker-runtime.ts';
-import { startStack, waitFor, type Stack } from './helpers.ts';
+import { startHost } from '../host/host.ts';
+import { log, startStack, waitFor, type Stack } from './helpers.ts';
 
 /** Exec, files and suspend/resume going gateway → host agent, on real Redis and Docker. */
 describe('direct host data plane', () => {
@@ -141,6 +142,19 @@ describe('direct host data plane', () => {
     // Still there a while later: detached commands outlive their client.
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(await running('dp', 'sleep 321'), 1);
+  });
+
+  it('a timeout kills the whole command tree', async () => {
+    const r = await exec('dp', { cmd: ['sh', '-c', 'sleep 331 & sleep 332 & wait'], timeoutMs: 800 }).expect(200);
+    assert.equal(r.body.timedOut, true);
+    await waitFor(async () => (await running('dp', 'sleep 331')) + (await running('dp', 'sleep 332')) === 0, 20_000);
+  });
+
+  it('finds a restarted host at its new agent port', async () => {
+    await s.host.close();
+    s.host = await startHost(s.config, log);
+    const r = await exec('dp', { cmd: ['echo', 'still here'] }).expect(200);
+    assert.equal(r.body.stdout, 'still here\n');
   });
 
   it('caps concurrent execs per account with 429, and other operations go on meanwhile', async () => {
