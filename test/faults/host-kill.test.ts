@@ -6,7 +6,6 @@ import supertest from 'supertest';
 import { loadConfig, type Config } from '../../core/config.ts';
 import { Keys } from '../../core/keys.ts';
 import { createGateway, type Gateway } from '../../gateway/gateway.ts';
-import { Keys } from '../../core/keys.ts';
 import { docker, log, purge, waitFor } from '../helpers.ts';
 
 /**
