@@ -25,6 +25,7 @@ import { Preview } from './preview.ts';
 import { RouteCache } from './route-cache.ts';
 import { refuseUpgrade } from './pages.ts';
 import { Waker } from './waker.ts';
+import { PtyGateway } from './pty.ts';
 
 export interface Gateway {
   app: express.Express;
@@ -70,6 +71,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       void routes.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
+  const ptys = new PtyGateway({ store, hosts, activity, redis, sub, prefix, accountOfKey: (k) => accounts.accountOf(k), log: log.child({ part: 'pty' }) });
   const preview = new Preview({ config, routes, waker, activity, accounts, metrics, log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
@@ -157,6 +159,10 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   server.on('upgrade', (req, socket: import('node:net').Socket, head: Buffer) => {
     socket.on('error', () => undefined);
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
+    if (target.kind === 'api' && ptys.handles(req)) {
+      ptys.upgrade(req, socket, head).catch(() => socket.destroy());
+      return;
+    }
     if (target.kind !== 'box') {
       const code = target.kind === 'invalid' ? 'INVALID_HOST' : 'NO_WEBSOCKET';
       refuseUpgrade(socket, statusOf(code), code, 'WebSockets are served on box host names only');
@@ -181,6 +187,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       server.closeAllConnections?.();
       await closed;
       preview.close();
+      ptys.close();
       await activity.stop();
       await hosts.close();
       await tasksQueue.close().catch(() => undefined);

@@ -10,10 +10,14 @@ import {
   type ExecRequest,
   type ExecResult,
   type InstanceState,
+  type PtyProcess,
+  type PtyRequest,
   type Runtime,
 } from './runtime.ts';
 import { firstEntry, packFile } from './tar.ts';
 import { dockerExec } from './docker-exec.ts';
+import { withStartFailures } from './exec-errors.ts';
+import { dockerPty } from './docker-pty.ts';
 import { reason, status } from './engine-errors.ts';
 
 export interface DockerRuntimeOptions {
@@ -115,8 +119,12 @@ export class DockerRuntime implements Runtime {
     return instance;
   }
 
+  async pty(id: string, req: PtyRequest): Promise<PtyProcess> {
+    return dockerPty(this.docker, id, req);
+  }
+
   async exec(id: string, req: ExecRequest): Promise<ExecResult> {
-    return dockerExec(this.docker, id, req, this.opts.log);
+    return withStartFailures(req, (r) => dockerExec(this.docker, id, r, this.opts.log));
   }
 
   async putFile(id: string, path: string, data: Buffer, mode = 0o644): Promise<void> {

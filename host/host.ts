@@ -18,6 +18,7 @@ import { reconcile } from './reconcile.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { Snapshots } from '../core/snapshots.ts';
+import { PtySessions } from './pty-sessions.ts';
 import { WarmPool } from '../pool/warm-pool.ts';
 
 export interface HostHandle {
@@ -68,6 +69,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
+  const ptySub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  ptySub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
+  const ptys = new PtySessions({ redis, sub: ptySub, prefix, lifecycle, touch: (n) => store.touch(n), log: log.child({ part: 'pty' }) });
+
   const startedAt = Date.now();
   const beat = async () => {
     const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now() };
@@ -99,6 +104,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
       case 'deleteSnapshot':
         return { removed: await runtime.removeImage(snapshots.imageFor(job.account, job.snapshot)) };
+      case 'pty-open':
+        return ptys.open(job);
       case 'pool-fill':
         void pool.fill();
         return null;
@@ -133,8 +140,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       await idle.stop();
       await tasks.close();
       await worker.close();
+      await ptys.close();
       await redis.hdel(`${prefix}:hosts`, hostId).catch(() => undefined);
-      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
+      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit(), ptySub.quit()].map((p) => p.catch(() => undefined)));
     },
   };
 }

@@ -7,7 +7,7 @@ import { BoxdError, BoxStateError } from '../core/errors.ts';
 import type { ExecMessage, ExecOutcome, HostJob } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
 import type { BoxLocks } from './locks.ts';
-import type { BoxSpec, Runtime } from './runtime.ts';
+import type { BoxSpec, PtyProcess, PtyRequest, Runtime } from './runtime.ts';
 
 export interface LifecycleDeps {
   store: BoxStore;
@@ -207,6 +207,16 @@ export class Lifecycle {
       }
       throw e;
     }
+  }
+
+  /** Starts a command on a terminal in the box (resumed first if suspended), with the box's env. */
+  async pty(name: string, req: PtyRequest): Promise<PtyProcess> {
+    const start = this.d.runtime.pty?.bind(this.d.runtime);
+    if (!start) throw new BoxdError('NOT_IMPLEMENTED', 'this host’s runtime has no terminals');
+    return this.whileRunning(name, async (box) => {
+      await this.d.store.touch(name);
+      return start(this.idOf(box), { ...req, env: { ...box.env, ...req.env } });
+    });
   }
 
   async putFile(name: string, path: string, blob: string, mode?: number): Promise<void> {
