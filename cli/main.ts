@@ -18,6 +18,7 @@ usage: boxd <command> [args] [--json]
   suspend NAME · resume NAME
   fork NAME [CHILD]          a child box from NAME's filesystem
   snapshot NAME SNAPSHOT     store NAME's filesystem as SNAPSHOT
+  snapshots [ls] · snapshots rm SNAPSHOT
   rm NAME…                   destroy boxes
   url NAME                   the preview URL
   goldens · pool             golden images · warm pool state
@@ -177,6 +178,15 @@ async function main(): Promise<number> {
       console.log(json ? JSON.stringify(s) : `snapshot ${s.name} of ${a}`);
       return 0;
     }
+    case 'snapshots': {
+      if (a === 'rm') {
+        await c().snapshots.delete(need(b, 'snapshot name'));
+        console.log(json ? JSON.stringify({ removed: b }) : `removed snapshot ${b}`);
+        return 0;
+      }
+      table(await c().snapshots.list(), ['name', 'box', 'createdAt']);
+      return 0;
+    }
     case 'rm': {
       const names = positional();
       if (!names.length) need(undefined, 'box name');
@@ -272,7 +282,7 @@ function buildGoldens(names: string[]): Promise<number> {
   return new Promise((r) => child.on('exit', (code) => r(code ?? 1)));
 }
 
-const COMMANDS = 'up ls create exec shell suspend resume fork snapshot rm url goldens pool hooks tasks completion help';
+const COMMANDS = 'up ls create exec shell suspend resume fork snapshot snapshots rm url goldens pool hooks tasks completion help';
 const BASH_COMPLETION = `# boxd bash completion: eval "$(boxd completion bash)"
 _boxd() {
   local cur=\${COMP_WORDS[COMP_CWORD]} cmd=\${COMP_WORDS[1]}
@@ -283,7 +293,7 @@ _boxd() {
   case "$cmd" in
     exec|shell|suspend|resume|fork|snapshot|rm|url)
       COMPREPLY=( $(compgen -W "$(boxd ls --json 2>/dev/null | sed -n 's/^ *"name": "\\([^"]*\\)".*/\\1/p')" -- "$cur") );;
-    hooks) COMPREPLY=( $(compgen -W "ls create rm" -- "$cur") );;
+    hooks|snapshots) COMPREPLY=( $(compgen -W "ls rm$([ "$cmd" = hooks ] && echo ' create')" -- "$cur") );;
     goldens) COMPREPLY=( $(compgen -W "build" -- "$cur") );;
     completion) COMPREPLY=( $(compgen -W "bash" -- "$cur") );;
   esac

@@ -10,8 +10,12 @@ import { loadConfig } from '../core/config.ts';
 const stateDir = process.env.BOXD_STATE_DIR ?? '.boxd';
 mkdirSync(stateDir, { recursive: true });
 const keyFile = `${stateDir}/api-key`;
+// The key is always the one in .boxd/api-key, so the banner's "saved in" holds and the CLI of
+// this checkout finds it: a BOXD_API_KEY from the environment is written there too.
 let apiKey = process.env.BOXD_API_KEY;
-if (!apiKey) {
+if (apiKey) {
+  if (!existsSync(keyFile) || readFileSync(keyFile, 'utf8').trim() !== apiKey) writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
+} else {
   if (!existsSync(keyFile)) writeFileSync(keyFile, `bxd_${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
   apiKey = readFileSync(keyFile, 'utf8').trim();
 }
