@@ -13,6 +13,7 @@ usage: boxd <command> [args] [--json]
   up                         set up and run boxd here (same as npm start)
   ls                         list boxes
   create [NAME] [--golden G] [--image I] [--snapshot S] [--port P]… [--env K=V]… [--private]
+         [--disk-mb N] [--network open|none|CIDR[:PORT],…]
   exec NAME -- CMD…          run a command, stream its output, exit with its code
   shell NAME [-- CMD…]       interactive terminal in the box (raw mode, resizes); exits with its code
   suspend NAME · resume NAME
@@ -26,6 +27,8 @@ usage: boxd <command> [args] [--json]
   hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] · hooks rm ID
   tasks [ID]                 list tasks, or show one
   completion bash            a bash completion script: eval "$(boxd completion bash)"
+  accounts [ls] · accounts create NAME [--max-boxes N] [--max-execs N] [--max-snapshots N] [--max-hooks N]
+  keys create ACCOUNT [--admin] · keys rm ID     (admin key only; a new key is shown once)
 
 --json prints JSON on stdout (errors as {"error":{code,message}} on stderr) and no progress lines;
 --quiet drops progress lines. Exit codes: exec and shell exit with the remote command's code;
@@ -42,6 +45,12 @@ const quiet = json || own.includes('--quiet') || own.includes('-q');
 const args = [...own.filter((a) => a !== '--json' && a !== '--quiet' && a !== '-q'), ...(dashAt >= 0 ? argv.slice(dashAt) : [])];
 const [command, ...rest] = args;
 
+/** `open`, `none`, or a comma-separated allowlist. */
+function networkFlag(v: string | undefined): 'open' | 'none' | { allow: string[] } | undefined {
+  if (v === undefined || v === 'open' || v === 'none') return v;
+  return { allow: v.split(',').filter(Boolean) };
+}
+
 function flag(name: string): string | undefined {
   const i = rest.indexOf(`--${name}`);
   return i >= 0 ? rest[i + 1] : undefined;
@@ -56,7 +65,7 @@ function positional(): string[] {
   for (let i = 0; i < rest.length; i++) {
     if (rest[i] === '--') break;
     if (rest[i]!.startsWith('--')) {
-      if (!['private'].includes(rest[i]!.slice(2))) i++;
+      if (!['private', 'admin'].includes(rest[i]!.slice(2))) i++;
       continue;
     }
     out.push(rest[i]!);
@@ -140,6 +149,8 @@ async function main(): Promise<number> {
         name: a, golden: flag('golden'), image: flag('image'), snapshot: flag('snapshot'),
         ports: ports.length ? ports : undefined, env: Object.keys(env).length ? env : undefined,
         public: rest.includes('--private') ? false : undefined,
+        diskMb: flag('disk-mb') === undefined ? undefined : Number(flag('disk-mb')),
+        network: networkFlag(flag('network')),
       }), (b) => `created ${b.name} ${b.info.pooled ? 'from the warm pool' : '(cold create)'}`);
       show(box.info);
       return 0;
@@ -184,7 +195,7 @@ async function main(): Promise<number> {
         console.log(json ? JSON.stringify({ removed: b }) : `removed snapshot ${b}`);
         return 0;
       }
-      table(await c().snapshots.list(), ['name', 'box', 'createdAt']);
+      table((await c().snapshots.list()) as unknown as Record<string, unknown>[], ['name', 'box', 'createdAt']);
       return 0;
     }
     case 'rm': {
@@ -247,6 +258,31 @@ async function main(): Promise<number> {
       if (a !== 'bash') throw new BoxdApiError('USAGE', 'usage: boxd completion bash', 2);
       process.stdout.write(BASH_COMPLETION);
       return 0;
+    case 'accounts': {
+      if (a === 'create') {
+        const num = (f: string) => (flag(f) === undefined ? undefined : Number(flag(f)));
+        const acct = await c().accounts.create({ name: need(b, 'account name'), maxBoxes: num('max-boxes'), maxExecs: num('max-execs'), maxSnapshots: num('max-snapshots'), maxHooks: num('max-hooks') });
+        console.log(json ? JSON.stringify(acct, null, 2) : `account ${acct.id}  ${acct.name}`);
+        return 0;
+      }
+      if (a && a !== 'ls') throw new BoxdApiError('USAGE', `unknown accounts command "${a}"; see boxd --help`, 2);
+      const rows = (await c().accounts.list()).map((x) => ({ id: x.id, name: x.name, keys: x.keys, ...x.limits }));
+      table(rows, ['id', 'name', 'keys', 'maxBoxes', 'maxExecs', 'maxSnapshots', 'maxHooks']);
+      return 0;
+    }
+    case 'keys': {
+      if (a === 'create') {
+        const k = await c().keys.create(need(b, 'account id'), { role: rest.includes('--admin') ? 'admin' : 'member' });
+        console.log(json ? JSON.stringify(k, null, 2) : `key ${k.id} of ${k.account}\n${k.key}  (shown once)`);
+        return 0;
+      }
+      if (a === 'rm' || a === 'delete') {
+        await c().keys.delete(need(b, 'key id'));
+        if (!json) console.log(`removed ${b}`);
+        return 0;
+      }
+      throw new BoxdApiError('USAGE', 'usage: boxd keys create ACCOUNT [--admin] | boxd keys rm ID', 2);
+    }
     default:
       console.error(`unknown command "${command}"\n\n${HELP}`);
       return 2;

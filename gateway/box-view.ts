@@ -1,23 +1,9 @@
-import type { BoxRecord, BoxState } from '../core/boxes.ts';
+import type { BoxRecord } from '../core/boxes.ts';
+import type { BoxJson } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
-/** A box as the API shows it. */
-export interface BoxJson {
-  name: string;
-  state: BoxState;
-  golden?: string;
-  image?: string;
-  snapshot?: string;
-  url: string | null;
-  urls: Record<string, string>;
-  ports: number[];
-  public: boolean;
-  parent?: string;
-  idleTimeoutMs: number;
-  createdAt: string;
-  lastActivityAt: string;
-  error?: string;
-}
+/** A box as the API shows it: the SDK's wire type, so the two cannot drift. */
+export type { BoxJson };
 
 export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
   const out: BoxJson = {
@@ -28,6 +14,7 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
     ports: box.ports,
     public: box.public,
     idleTimeoutMs: box.idleTimeoutMs,
+    network: box.network ?? 'open',
     createdAt: new Date(box.createdAt).toISOString(),
     lastActivityAt: new Date(box.lastActivityAt).toISOString(),
   };
@@ -36,5 +23,6 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
   if (box.snapshot) out.snapshot = box.snapshot;
   if (box.parent) out.parent = box.parent;
   if (box.error) out.error = box.error;
+  if (box.diskMb !== undefined) out.diskMb = box.diskMb;
   return out;
 }

@@ -3,7 +3,7 @@ import { BoxdError, isRedisDown } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 
 /** The one place an error code becomes an HTTP status. */
-const STATUS: Record<string, number> = {
+const STATUS = {
   INVALID_REQUEST: 400,
   INVALID_JSON: 400,
   IMAGE_NOT_FOUND: 400,
@@ -12,6 +12,7 @@ const STATUS: Record<string, number> = {
   UNAUTHORIZED: 401,
   TOKEN_REQUIRED: 401,
   FORBIDDEN: 403,
+  IMAGE_NOT_ALLOWED: 403,
   TOKEN_INVALID: 403,
   NO_PORTS: 404,
   PORT_NOT_DECLARED: 404,
@@ -22,9 +23,12 @@ const STATUS: Record<string, number> = {
   SNAPSHOT_NOT_FOUND: 404,
   HOOK_NOT_FOUND: 404,
   TASK_NOT_FOUND: 404,
+  ACCOUNT_NOT_FOUND: 404,
+  KEY_NOT_FOUND: 404,
   BOX_EXISTS: 409,
   SNAPSHOT_EXISTS: 409,
   BOX_STATE: 409,
+  BOX_BUSY: 409,
   DUPLICATE_DELIVERY: 409,
   PAYLOAD_TOO_LARGE: 413,
   FILE_TOO_LARGE: 413,
@@ -32,16 +36,21 @@ const STATUS: Record<string, number> = {
   LIMIT_EXCEEDED: 429,
   NOT_IMPLEMENTED: 501,
   RUNTIME_ERROR: 502,
+  EXEC_LOST: 502,
+  HOST_LOST: 503,
   UPSTREAM_UNAVAILABLE: 502,
   UNAVAILABLE: 503,
   NO_ROUTE: 503,
   BLOB_EXPIRED: 503,
   TIMEOUT: 504,
   UPSTREAM_TIMEOUT: 504,
-};
+} satisfies Record<string, number>;
+
+/** Every error code the API answers (INTERNAL is the 500 of anything unexpected). */
+export type ErrorCode = keyof typeof STATUS | 'INTERNAL';
 
 export function statusOf(code: string): number {
-  return STATUS[code] ?? 500;
+  return (STATUS as Record<string, number>)[code] ?? 500;
 }
 
 interface BodyParserError {

@@ -7,6 +7,7 @@ import type { Snapshots } from '../core/snapshots.ts';
 import { accountOf } from './auth.ts';
 import { boxJson } from './box-view.ts';
 import { forkBody, parse, parseName, snapshotBody } from './schemas.ts';
+import type { SnapshotInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
 /** `/v1/boxes/:name/fork`, `/v1/boxes/:name/snapshot`, `/v1/snapshots…`. */
@@ -36,6 +37,8 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
+        diskMb: parent.diskMb,
+        network: parent.network,
         hostId: parent.hostId,
       },
       await d.accounts.maxBoxes(account),
@@ -63,7 +66,7 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
       golden: box.golden,
       createdAt: Date.now(),
     };
-    await d.snapshots.reserve(record);
+    await d.snapshots.reserve(record, (await d.accounts.accountLimits(account)).maxSnapshots);
     try {
       await d.hosts.call(box.hostId, { op: 'snapshot', name: box.name, snapshot, account });
     } catch (e) {
@@ -90,6 +93,6 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
   return r;
 }
 
-function snapshotJson(s: { name: string; box: string; ports: number[]; golden?: string; createdAt: number }) {
+function snapshotJson(s: { name: string; box: string; ports: number[]; golden?: string; createdAt: number }): SnapshotInfo {
   return { name: s.name, box: s.box, ports: s.ports, golden: s.golden, createdAt: new Date(s.createdAt).toISOString() };
 }

@@ -3,17 +3,19 @@ import { Queue } from 'bullmq';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import type { Accounts } from '../core/accounts.ts';
 import type { Config } from '../core/config.ts';
 import { BoxdError } from '../core/errors.ts';
-import { TASK_QUEUE, verifySignature, type Hook, type HookStore, type Task } from '../core/hooks.ts';
+import { TASK_QUEUE, checkSignature, type Hook, type HookStore, type Task } from '../core/hooks.ts';
 import type { GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { goldenName, parse } from './schemas.ts';
+import type { HookInfo, TaskInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
 
-const hookBody = z
+export const hookBody = z
   .object({
     name: z.string().min(1).max(100),
     golden: goldenName.default('default'),
@@ -29,6 +31,8 @@ export interface HooksDeps {
   hooks: HookStore;
   goldens: () => Promise<Map<string, GoldenInfo>>;
   urls: Urls;
+  /** Per-account limits (maxHooks); without it hooks are unlimited. */
+  accounts?: Pick<Accounts, 'accountLimits'>;
 }
 
 /** The task queue, shared by every host. */
@@ -46,17 +50,18 @@ export function publicHooks(d: HooksDeps, queue: Queue): Router {
     if (!hook) throw new BoxdError('HOOK_NOT_FOUND', 'no such hook');
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const signature = req.header('x-boxd-signature') ?? req.header('x-hub-signature-256');
-    if (!verifySignature(hook.secret, body, signature)) {
-      throw new BoxdError('UNAUTHORIZED', 'missing or wrong X-Boxd-Signature (sha256=<hex HMAC-SHA256 of the raw body>)');
+    const check = checkSignature(hook.secret, body, signature);
+    if (!check.ok) {
+      throw new BoxdError('UNAUTHORIZED', `${check.reason}: send X-Boxd-Signature "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">" (or "sha256=<hex HMAC-SHA256 of the raw body>")`);
     }
+    // Every delivery names itself, so a replay of a signed body is recognised and runs nothing.
+    const delivery = (req.header('x-boxd-delivery') ?? req.header('x-github-delivery'))?.trim();
+    if (!delivery) throw new BoxdError('INVALID_REQUEST', 'missing X-Boxd-Delivery: a unique id per delivery (used to drop repeats)');
     const taskId = `tk-${randomBytes(8).toString('hex')}`;
-    const delivery = req.header('x-boxd-delivery') ?? req.header('x-github-delivery');
-    if (delivery) {
-      const first = await d.hooks.firstDelivery(hook.id, delivery.slice(0, 200), taskId);
-      if (first !== true) {
-        res.status(200).json({ task: first, duplicate: true });
-        return;
-      }
+    const first = await d.hooks.firstDelivery(hook.id, delivery.slice(0, 200), taskId);
+    if (first !== true) {
+      res.status(200).json({ task: first, duplicate: true });
+      return;
     }
     const task: Task = { id: taskId, hook: hook.id, account: hook.account, state: 'queued', steps: [], box: null, attempts: 0, triggeredAt: Date.now() };
     await d.redis.set(d.hooks.payloadKey(taskId), body, 'EX', 7 * 86_400);
@@ -73,7 +78,9 @@ export function hooksApi(d: HooksDeps): Router {
   r.post('/hooks', async (req, res) => {
     const body = parse(hookBody, req.body);
     if (!(await d.goldens()).has(body.golden)) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
-    const hook = await d.hooks.createHook({ ...body, account: accountOf(req) });
+    const account = accountOf(req);
+    const limit = d.accounts ? (await d.accounts.accountLimits(account)).maxHooks : -1;
+    const hook = await d.hooks.createHook({ ...body, account }, limit);
     res.status(201).json({ ...hookJson(hook, d.urls), secret: hook.secret });
   });
   r.get('/hooks', async (req, res) => {
@@ -94,11 +101,11 @@ export function hooksApi(d: HooksDeps): Router {
   return r;
 }
 
-function hookJson(h: Hook, urls: Urls) {
+function hookJson(h: Hook, urls: Urls): HookInfo {
   return { id: h.id, url: `${urls.api}/hooks/${h.id}`, name: h.name, golden: h.golden, steps: h.steps, keepMs: h.keepMs, createdAt: new Date(h.createdAt).toISOString() };
 }
 
-function taskJson(t: Task, urls: Urls) {
+function taskJson(t: Task, urls: Urls): TaskInfo {
   return {
     id: t.id,
     hook: t.hook,

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { loadDefinitions, type Golden } from '../golden-images/definitions.ts';
 import type { Runtime } from './runtime.ts';
+import type { NetworkPolicy } from '../core/network-policy.ts';
 
 /** What the API needs to know of a golden, published by hosts in `<prefix>:goldens`. */
 export interface GoldenInfo {
@@ -12,13 +13,15 @@ export interface GoldenInfo {
   cpus: number;
   memoryMb: number;
   idleTimeoutMs: number;
+  diskMb?: number;
+  network?: NetworkPolicy;
   /** Whether the image is built on the host that published this. */
   built: boolean;
 }
 
 /** The record settings of a box made from a golden. */
 export function boxSettings(g: GoldenInfo) {
-  return { golden: g.name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb };
+  return { golden: g.name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network };
 }
 
 /** Reads the definitions, checks which images exist, and publishes them for gateways. */
@@ -41,6 +44,8 @@ export async function publishGoldens(
       cpus: g.manifest.cpus,
       memoryMb: g.manifest.memoryMb,
       idleTimeoutMs: g.manifest.idleTimeoutMs,
+      diskMb: g.manifest.diskMb,
+      network: g.manifest.network,
       built: await runtime.hasImage(g.tag),
     };
     pipe.hset(key, g.name, JSON.stringify(info));

@@ -8,6 +8,17 @@ import type { Runtime } from '../host/runtime.ts';
 import { POOL_ACCOUNT, poolListKey } from './keys.ts';
 
 /**
+ * Takes a pooled box back from the pool before removing it: unlists it and answers whether it
+ * still belongs to the pool. The claim (pool/claim.ts) unlists and renames in one script too, so
+ * of a refill and a claim racing for one box exactly one gets it; a refill never destroys a box
+ * a claim renamed into a user's box.
+ */
+const TAKE_BACK = `
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+if redis.call('HGET', KEYS[2], 'account') == ARGV[2] then return 1 end
+return 0`;
+
+/**
  * One host's warm pools: for each golden with a pool size, that many boxes created from the
  * golden's current image and suspended, listed in Redis for gateways to claim.
  *
@@ -123,6 +134,8 @@ export class WarmPool {
         idleTimeoutMs: golden.manifest.idleTimeoutMs,
         cpus: golden.manifest.cpus,
         memoryMb: golden.manifest.memoryMb,
+        diskMb: golden.manifest.diskMb,
+        network: golden.manifest.network,
         hostId: this.d.hostId,
       },
       -1,
@@ -139,7 +152,8 @@ export class WarmPool {
   }
 
   private async remove(golden: string, name: string): Promise<void> {
-    await this.d.redis.lrem(this.key(golden), 0, name);
+    const ours = await this.d.redis.eval(TAKE_BACK, 2, this.key(golden), this.d.store.key(name), name, POOL_ACCOUNT);
+    if (ours !== 1) return; // claimed meanwhile: it is a user's box now
     await this.d.lifecycle.destroy(name).catch((err) => this.d.log.warn({ box: name, err }, 'could not remove pool box'));
   }
 

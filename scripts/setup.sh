@@ -20,6 +20,12 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v iptables >/dev/null || need+=(iptables)
 command -v tmux >/dev/null || need+=(tmux)   # test/pty.test.ts drives `boxd shell` in it
+# Per-box disk quotas: a loop-mounted ext4 per box (mkfs.ext4 -d needs e2fsprogs >= 1.43).
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v losetup >/dev/null || need+=(mount)
+# The Python SDK's tests (test/python-sdk.test.ts) run on Debian's python3 with its httpx and pytest.
+/usr/bin/python3 -c 'import httpx' 2>/dev/null || need+=(python3-httpx)
+/usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
 if [ "${BOXD_SETUP_BENCH:-0}" = 1 ]; then
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v wrk >/dev/null || need+=(wrk)

@@ -1,9 +1,14 @@
 import Docker from 'dockerode';
+import { spawn, spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../core/config.ts';
 import { silentLogger } from '../core/log.ts';
 import { loadDefinitions } from '../golden-images/definitions.ts';
+import { LoopDiskQuota } from '../host/disk-quota.ts';
+import { Egress } from '../host/egress.ts';
+import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 
 export const docker = new Docker({ socketPath: '/var/run/docker.sock' });
 
@@ -22,6 +27,7 @@ export function testConfig(over: Record<string, string> = {}): Config {
     BOXD_PREFIX: prefix,
     BOXD_HOST_ID: `h-${prefix}`,
     BOXD_API_KEY: `key-${randomBytes(12).toString('hex')}`,
+    BOXD_CLUSTER_SECRET: `cs-${randomBytes(16).toString('hex')}`,
     LOG_LEVEL: 'silent',
     BOXD_POOL: 'false',
     ...over,
@@ -34,6 +40,11 @@ export async function purge(prefix: string): Promise<void> {
   await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
   const images = await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-fork/${prefix}*`, `boxd-test/${prefix}*`] } }).catch(() => []);
   for (const i of images) await docker.getImage(i.Id).remove({ force: true }).catch(() => undefined);
+  // Disk images and egress rules of the prefix's boxes, all gone now.
+  const config = loadConfig();
+  await new LoopDiskQuota(join(resolve(config.BOXD_STATE_DIR), 'disks'), silentLogger).sweep(prefix, new Set()).catch(() => undefined);
+  await rm(join(resolve(config.BOXD_STATE_DIR), 'disks', prefix), { recursive: true, force: true }).catch(() => undefined);
+  await new Egress({ bridge: '', deny: [], log: silentLogger }).sweep(prefix, new Set()).catch(() => undefined);
   const redis = new Redis(loadConfig().REDIS_URL);
   let cursor = '0';
   do {
@@ -93,4 +104,28 @@ export async function startStack(over: Record<string, string> = {}, hostOpts: Pa
     },
   };
   return stack;
+}
+
+/** The python3 that has Debian's python3-httpx and python3-pytest (setup.sh installs them). */
+export function debianPython(): string {
+  for (const py of [process.env.BOXD_PYTHON, '/usr/bin/python3', 'python3']) {
+    if (py && spawnSync(py, ['-c', 'import httpx, pytest'], { stdio: 'ignore' }).status === 0) return py;
+  }
+  throw new Error('no python3 with httpx and pytest: apt-get install python3-httpx python3-pytest (scripts/setup.sh does)');
+}
+
+/** Runs a command to its end without blocking the event loop (the stack lives in this process). */
+export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}) {
+  return new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+    const p = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 240_000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
 }
