@@ -11,6 +11,7 @@ import { samePolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
 import { boxSettings, type GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
+import { agentEnv } from './agent-env.ts';
 import { boxJson } from './box-view.ts';
 import { errorOf, passHeaders, readText, type HostAgents } from './host-agents.ts';
 import { createBoxBody, execBody, parse, parseBoxPath, parseName, type CreateBoxBody } from './schemas.ts';
@@ -76,12 +77,15 @@ export function boxesApi(d: BoxesApiDeps): Router {
     // A pool box was made with its golden's disk and network: a create asking otherwise is cold.
     const poolFits = (body.diskMb === undefined || body.diskMb === settings.diskMb) && samePolicy(network, settings.network);
 
-    if (settings.golden && !body.ports && poolFits && d.claimFromPool) {
+    // An agent box's env holds a key for its own name on its own host: always a cold create.
+    if (settings.golden && !body.ports && poolFits && !body.agent && d.claimFromPool) {
       const claimed = await d.claimFromPool(settings.golden, { name, account, env, idleTimeoutMs, public: body.public ?? true, tokenHash, limit });
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
     const hostId = settings.hostId ?? (await d.hosts.pickHost());
+    const agent = body.agent ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.config.BOXD_PREFIX }, hostId, account, name) : undefined;
+    if (agent) Object.assign(env, agent.env);
     await d.store.create(
       {
         name,
@@ -102,7 +106,10 @@ export function boxesApi(d: BoxesApiDeps): Router {
         hostId,
       },
       limit,
-    );
+    ).catch(async (e: unknown) => {
+      await agent?.undo();
+      throw e;
+    });
     try {
       await d.hosts.call(hostId, { op: 'create', name });
     } catch (e) {

@@ -138,7 +138,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       snapshotsOf: async (account) => snapshots.list(account),
     }),
   );
-  v1.use(forkApi({ store, accounts, hosts, snapshots, urls }));
+  v1.use(forkApi({ store, accounts, hosts, snapshots, urls, redis, prefix }));
   v1.use(hooksApi(hookDeps));
   v1.get('/pool', async (_req, res) => {
     const alive = (await hosts.aliveHosts()).map((h) => h.id);

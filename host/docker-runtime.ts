@@ -49,6 +49,8 @@ export interface DockerRuntimeOptions {
   /** Extra CIDRs the `open` egress policy refuses. */
   egressDeny?: string[];
   log: Logger;
+  /** Host paths bound into every box (`host:box:ro`): the `boxd` command and the Python SDK. */
+  binds?: string[];
 }
 
 /** A freeze that found a starting exec inside the box: retry shortly. */
@@ -198,6 +200,7 @@ export class DockerRuntime implements Runtime {
           Memory: spec.memoryMb * 1024 * 1024,
           PidsLimit: spec.pidsLimit,
           SecurityOpt: ['no-new-privileges'],
+          Binds: this.opts.binds?.length ? this.opts.binds : undefined,
           CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE'],
           PortBindings: bindings,
           NetworkMode: this.opts.network,
@@ -231,6 +234,14 @@ export class DockerRuntime implements Runtime {
     const instance = await this.inspect(spec.name);
     if (!instance) throw new RuntimeError(`${spec.name} vanished right after start`);
     return instance;
+  }
+
+  /** The boxes' bridge: its interface and the host's address on it (what a box reaches as its gateway). */
+  async bridgeAddress(): Promise<{ iface: string; ip: string }> {
+    const net = await this.docker.getNetwork(this.opts.network).inspect();
+    const ip = (net.IPAM?.Config ?? []).map((c: { Gateway?: string }) => c.Gateway).find((g: string | undefined) => g && /^\d+\.\d+\.\d+\.\d+$/.test(g));
+    if (!ip) throw new RuntimeError(`network ${this.opts.network} has no IPv4 gateway`);
+    return { iface: this.bridge, ip };
   }
 
   async pty(id: string, req: PtyRequest): Promise<PtyProcess> {
