@@ -78,13 +78,14 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const poolFits = (body.diskMb === undefined || body.diskMb === settings.diskMb) && samePolicy(network, settings.network);
 
     // An agent box's env holds a key for its own name on its own host: always a cold create.
-    if (settings.golden && !body.ports && poolFits && !body.agent && d.claimFromPool) {
+    const wantsAgent = body.agent ?? settings.agent ?? false;
+    if (settings.golden && !body.ports && poolFits && !wantsAgent && d.claimFromPool) {
       const claimed = await d.claimFromPool(settings.golden, { name, account, env, idleTimeoutMs, public: body.public ?? true, tokenHash, limit });
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
     const hostId = settings.hostId ?? (await d.hosts.pickHost());
-    const agent = body.agent ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.config.BOXD_PREFIX }, hostId, account, name) : undefined;
+    const agent = wantsAgent ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.config.BOXD_PREFIX }, hostId, account, name) : undefined;
     if (agent) Object.assign(env, agent.env);
     await d.store.create(
       {
@@ -222,6 +223,8 @@ interface Source {
   memoryMb: number;
   diskMb?: number;
   network?: NetworkPolicy;
+  /** The golden's manifest makes agent boxes by default. */
+  agent?: boolean;
 }
 
 async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: string): Promise<Source> {

@@ -13,7 +13,7 @@ export function readmeBlocks(markdown: string, lang: string): string[] {
   const re = new RegExp('^```' + lang + '\\n([\\s\\S]*?)^```$', 'gm');
   for (const m of markdown.matchAll(re)) {
     const body = m[1]!;
-    if (/^# not run in tests/.test(body)) continue;
+    if (/^(#|\/\/) not run in tests/.test(body)) continue;
     out.push(body);
   }
   return out;
@@ -86,7 +86,7 @@ describe('README runs clean top to bottom', () => {
     assert.doesNotMatch(out, /command not found|No such file/, 'every command exists');
     assert.doesNotMatch(out, /"error":\{"code"/, 'no API call answered an error');
     assert.doesNotMatch(out, /^boxd: /m, 'the CLI reported no error');
-    for (const expected of ['hello file', 'hello from web-1', '"state":"suspended"', 'attempt 1', 'attempt 2', '"stdout":"base\\n"', '"state":"succeeded"', 'hi\n3\n', 'removed cli-1', 'removed snapshot cli-snap']) {
+    for (const expected of ['hello file', 'hello from web-1', '"state":"suspended"', 'attempt 1', 'attempt 2', '"stdout":"base\\n"', '"state":"succeeded"', 'hi\n3\n', 'removed cli-1', 'removed snapshot cli-snap', '"stdout":"agent-1-try\\n"']) {
       assert.ok(out.includes(expected), `the README's output shows ${expected}:\n${out}`);
     }
     await assertClean();
