@@ -36,10 +36,10 @@ const STATUS = {
   LIMIT_EXCEEDED: 429,
   NOT_IMPLEMENTED: 501,
   RUNTIME_ERROR: 502,
-  EXEC_LOST: 502,
   HOST_LOST: 503,
   UPSTREAM_UNAVAILABLE: 502,
   UNAVAILABLE: 503,
+  NO_CAPACITY: 503,
   NO_ROUTE: 503,
   BLOB_EXPIRED: 503,
   TIMEOUT: 504,
@@ -79,7 +79,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       return;
     }
     const status = statusOf(e.code);
-    if (status === 503) res.setHeader('Retry-After', '1');
+    if (status === 503) res.setHeader('Retry-After', String((e as { retryAfterS?: number }).retryAfterS ?? 1));
     res.status(status).json({ error: { code: e.code, message: e.message } });
   };
 }

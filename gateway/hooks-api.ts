@@ -12,6 +12,7 @@ import { accountOf } from './auth.ts';
 import { goldenName, parse } from './schemas.ts';
 import type { HookInfo, TaskInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
+import { queuePrefix } from '../core/keys.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
 
@@ -37,7 +38,7 @@ export interface HooksDeps {
 
 /** The task queue, shared by every host. */
 export function taskQueue(d: HooksDeps): Queue {
-  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: d.config.BOXD_PREFIX });
+  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: queuePrefix(d.config.BOXD_PREFIX) });
   q.on('error', () => undefined);
   return q;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { COMPONENTS, ROUTES, sharedErrors, type Content, type RouteSpec } from './api-spec.ts';
+import { COMPONENTS, PATH_PARAMS, ROUTES, sharedErrors, type Content, type RouteSpec } from './api-spec.ts';
 import { statusOf, type ErrorCode } from './errors.ts';
 
 type Json = Record<string, unknown>;
@@ -61,7 +61,10 @@ export function openApiDocument(routes: RouteSpec[] = ROUTES, opts: { serverUrl?
     const op: Json = { operationId: id, summary: route.summary };
     if (route.description) op.description = route.description;
     if (route.public) op.security = [];
-    const params: Json[] = [...route.path.matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+    const params: Json[] = [...route.path.matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => {
+      const schema = PATH_PARAMS[m[1]!];
+      return { name: m[1], in: 'path', required: true, schema: schema ? z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input' }) : { type: 'string' } };
+    });
     for (const [name, q] of Object.entries(route.query ?? {})) {
       params.push({ name, in: 'query', required: q.required === true, description: q.description, schema: z.toJSONSchema(q.schema, { target: 'draft-2020-12', io: 'input' }) });
     }

@@ -8,7 +8,7 @@ import type * as wire from '../sdk/types.ts';
  */
 
 const iso = z.string().describe('ISO 8601 time');
-const boxState = z.enum(['creating', 'running', 'suspended', 'destroyed', 'error']);
+const boxState = z.enum(['creating', 'running', 'suspended', 'destroyed', 'error', 'lost']);
 
 export const box = z
   .object({

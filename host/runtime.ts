@@ -48,6 +48,11 @@ export interface Runtime {
    * runtime without it answers NOT_IMPLEMENTED for `GET /v1/boxes/:name/pty`.
    */
   pty?(id: string, req: PtyRequest): Promise<PtyProcess>;
+  /**
+   * Installs `spec.network` for a running box again (replacing what is there): a starting host
+   * calls it for every box it keeps, so rules lost meanwhile come back. Optional; idempotent.
+   */
+  applyPolicy?(id: string, spec: BoxSpec): Promise<void>;
 }
 
 export interface PtyRequest {

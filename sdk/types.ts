@@ -5,7 +5,7 @@
  * `GET /v1/openapi.json`.
  */
 
-export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
+export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error' | 'lost';
 
 /** A box as the API shows it. */
 export interface BoxJson {

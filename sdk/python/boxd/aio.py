@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 from ._http import AsyncHttp, Settings, seg, stream_event
-from .types import BoxInfo, ExecEvent, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
+from .types import BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
 class AsyncFiles:
@@ -57,11 +58,11 @@ class AsyncBox:
         return self._set(await self._http.json("GET", self._path()))
 
     async def exec(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> ExecResult:
-        body = {"cmd": list(cmd), **to_wire({"cwd": cwd, "env": env, "stdin": stdin, "timeout_ms": timeout_ms})}
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
         return from_wire(ExecResult, await self._http.json("POST", self._path("/exec"), body))
 
     async def stream(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> AsyncIterator[ExecEvent]:
-        body = {"cmd": list(cmd), **to_wire({"cwd": cwd, "env": env, "stdin": stdin, "timeout_ms": timeout_ms})}
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
         async for line in self._http.lines("POST", self._path("/exec"), body, {"Accept": "application/x-ndjson"}):
             m = stream_event(line)
             if m is not None:
@@ -89,7 +90,7 @@ class _AsyncBoxes:
         self._http = http
 
     async def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None) -> AsyncBox:
-        body = to_wire({"name": name, "golden": golden, "image": image, "snapshot": snapshot, "ports": ports, "env": env, "idle_timeout_ms": idle_timeout_ms, "public": public})
+        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public)))
         return AsyncBox(self._http, from_wire(BoxInfo, await self._http.json("POST", "/v1/boxes", body)))
 
     async def get(self, name: str) -> AsyncBox:
@@ -116,7 +117,7 @@ class _AsyncHooks:
 
     async def create(self, name: str, steps: List[Union[str, List[str], Dict[str, Any]]], *, golden: Optional[str] = None, secret: Optional[str] = None, keep_ms: Optional[int] = None) -> Hook:
         wire_steps = [s if isinstance(s, dict) else {"cmd": s} for s in steps]
-        body = {"name": name, "steps": wire_steps, **to_wire({"golden": golden, "secret": secret, "keep_ms": keep_ms})}
+        body = to_wire(asdict(HookOptions(name=name, steps=wire_steps, golden=golden, secret=secret, keep_ms=keep_ms)))
         return Hook.from_wire(await self._http.json("POST", "/v1/hooks", body))
 
     async def list(self) -> List[Hook]:

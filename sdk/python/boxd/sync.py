@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 from ._http import SyncHttp, Settings, seg, stream_event
-from .types import BoxInfo, ExecEvent, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
+from .types import BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
 class Files:
@@ -64,12 +65,12 @@ class Box:
     def exec(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> ExecResult:
         """Runs argv to completion (a suspended box is resumed first). A non-zero exit is a result,
         not an error. Raises BoxdApiError BOX_NOT_FOUND, INVALID_REQUEST, BOX_STATE, TIMEOUT."""
-        body = {"cmd": list(cmd), **to_wire({"cwd": cwd, "env": env, "stdin": stdin, "timeout_ms": timeout_ms})}
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
         return from_wire(ExecResult, self._http.json("POST", self._path("/exec"), body))
 
     def stream(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> Iterator[ExecEvent]:
         """Runs argv and yields ExecOutput chunks as they come, then one ExecExit."""
-        body = {"cmd": list(cmd), **to_wire({"cwd": cwd, "env": env, "stdin": stdin, "timeout_ms": timeout_ms})}
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
         with self._http.lines("POST", self._path("/exec"), body, {"Accept": "application/x-ndjson"}) as lines:
             for line in lines:
                 m = stream_event(line)
@@ -105,7 +106,7 @@ class _Boxes:
     def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None) -> Box:
         """Creates a running box. Raises BOX_EXISTS, LIMIT_EXCEEDED, GOLDEN_NOT_FOUND, IMAGE_NOT_FOUND,
         SNAPSHOT_NOT_FOUND, INVALID_REQUEST."""
-        body = to_wire({"name": name, "golden": golden, "image": image, "snapshot": snapshot, "ports": ports, "env": env, "idle_timeout_ms": idle_timeout_ms, "public": public})
+        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public)))
         return Box(self._http, from_wire(BoxInfo, self._http.json("POST", "/v1/boxes", body)))
 
     def get(self, name: str) -> Box:
@@ -136,7 +137,7 @@ class _Hooks:
         """A webhook running ``steps`` (strings run with ``sh -c``, or argv lists) on every signed
         trigger. The answer's ``secret`` is shown once. Raises GOLDEN_NOT_FOUND, INVALID_REQUEST."""
         wire_steps = [s if isinstance(s, dict) else {"cmd": s} for s in steps]
-        body = {"name": name, "steps": wire_steps, **to_wire({"golden": golden, "secret": secret, "keep_ms": keep_ms})}
+        body = to_wire(asdict(HookOptions(name=name, steps=wire_steps, golden=golden, secret=secret, keep_ms=keep_ms)))
         return Hook.from_wire(self._http.json("POST", "/v1/hooks", body))
 
     def list(self) -> List[Hook]:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
 
 T = TypeVar("T")
 
-BoxState = Literal["creating", "running", "suspended", "destroyed", "error"]
+BoxState = Literal["creating", "running", "suspended", "destroyed", "error", "lost"]
 TaskState = Literal["queued", "running", "succeeded", "failed"]
 
 
