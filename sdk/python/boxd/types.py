@@ -210,6 +210,8 @@ class CreateOptions:
     env: Optional[Dict[str, str]] = None
     idle_timeout_ms: Optional[int] = None
     public: Optional[bool] = None
+    #: BOXD_URL, a box-scoped BOXD_API_KEY and BOXD_BOX in the box's env, ``boxd`` on its PATH.
+    agent: Optional[bool] = None
 
 
 @dataclass
