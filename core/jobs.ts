@@ -13,6 +13,7 @@ export type HostJob =
   | { op: 'snapshot'; name: string; snapshot: string; account: string }
   | { op: 'deleteSnapshot'; snapshot: string; account: string }
   | { op: 'pool-fill'; golden?: string }
+  | { op: 'pty-open'; name: string; ptyId: string; cmd: string[]; cols: number; rows: number; env?: Record<string, string> }
   | { op: 'task'; taskId: string };
 
 export type HostOp = HostJob['op'];
@@ -34,6 +35,7 @@ export const ATTEMPTS: Record<HostOp, number> = {
   snapshot: 2,
   deleteSnapshot: 3,
   'pool-fill': 1,
+  'pty-open': 1,
   task: 2,
 };
 

@@ -4,14 +4,16 @@ import { newPreviewToken, type Accounts } from '../core/accounts.ts';
 import type { BoxStore } from '../core/boxes.ts';
 import type { HostClient } from '../core/host-client.ts';
 import type { Snapshots } from '../core/snapshots.ts';
+import type { Redis } from 'ioredis';
 import { accountOf } from './auth.ts';
+import { agentEnv, isAgentEnv } from './agent-env.ts';
 import { boxJson } from './box-view.ts';
 import { forkBody, parse, parseName, snapshotBody } from './schemas.ts';
 import type { SnapshotInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
 /** `/v1/boxes/:name/fork`, `/v1/boxes/:name/snapshot`, `/v1/snapshots…`. */
-export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostClient; snapshots: Snapshots; urls: Urls }): Router {
+export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostClient; snapshots: Snapshots; urls: Urls; redis?: Redis; prefix?: string }): Router {
   const r = Router();
 
   r.post('/boxes/:name/fork', async (req, res) => {
@@ -20,6 +22,8 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
     const body = parse(forkBody, req.body);
     const child = body.name ?? `${parent.name.slice(0, 50)}-${randomBytes(3).toString('hex')}`;
     const preview = parent.public ? undefined : newPreviewToken();
+    // A fork of an agent box is an agent box with its own key (the parent's dies with the parent).
+    const agent = isAgentEnv(parent.env) && d.redis && d.prefix ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.prefix }, parent.hostId, account, child) : undefined;
     // The child lives on the parent's host: that is where the parent's filesystem is.
     await d.store.create(
       {
@@ -33,7 +37,7 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         public: parent.public,
         tokenHash: preview?.tokenHash,
         parent: parent.name,
-        env: parent.env,
+        env: agent ? { ...parent.env, ...agent.env } : parent.env,
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
@@ -42,7 +46,10 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         hostId: parent.hostId,
       },
       await d.accounts.maxBoxes(account),
-    );
+    ).catch(async (e: unknown) => {
+      await agent?.undo();
+      throw e;
+    });
     try {
       await d.hosts.call(parent.hostId, { op: 'fork', name: parent.name, child });
     } catch (e) {

@@ -52,6 +52,8 @@ export interface CreateBoxBody {
   /** Disk quota in MiB, at most the host's BOXD_BOX_DISK_MB. */
   diskMb?: number;
   network?: NetworkPolicy;
+  /** Put BOXD_URL, a box-scoped BOXD_API_KEY and BOXD_BOX in the box's env (`boxd` is on PATH). */
+  agent?: boolean;
 }
 
 /** `POST /v1/boxes/:name/exec`. */
