@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
 import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
 
+export type BoxOrigin = 'pool' | 'fork-pool' | 'fork-commit';
+
 export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
 
 /** A box as stored in Redis. Runtime details stay behind `runtimeId` (an opaque handle). */
@@ -31,6 +33,11 @@ export interface BoxRecord {
   hostId: string;
   runtimeId?: string;
   error?: string;
+  /**
+   * How the box was made, when not a plain create: claimed from a warm pool, forked onto a
+   * pool box (its parent's changes copied in) or forked by committing the parent.
+   */
+  origin?: BoxOrigin;
   /** Bumped by every transition; caches compare it. */
   version: number;
 }
@@ -126,6 +133,7 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     hostId: h.hostId ?? '',
     runtimeId: h.runtimeId || undefined,
     error: h.error || undefined,
+    origin: (h.origin || undefined) as BoxOrigin | undefined,
     version: Number(h.version ?? 0),
   };
 }

@@ -13,8 +13,12 @@ export type HostJob =
   | { op: 'putFile'; name: string; path: string; blob: string; mode?: number }
   | { op: 'getFile'; name: string; path: string }
   | { op: 'fork'; name: string; child: string }
+  | { op: 'fork-pool'; name: string; child: string }
   | { op: 'snapshot'; name: string; snapshot: string; account: string }
   | { op: 'deleteSnapshot'; snapshot: string; account: string }
+  | { op: 'golden-commit'; name: string; image: string }
+  | { op: 'golden-tag'; from: string; image: string }
+  | { op: 'golden-drop'; golden: string; image: string }
   | { op: 'pool-fill'; golden?: string }
   | { op: 'task'; taskId: string };
 
@@ -48,6 +52,10 @@ export const ATTEMPTS: Record<HostOp, number> = {
   putFile: 1,
   getFile: 1,
   fork: 2,
+  'fork-pool': 1,
+  'golden-commit': 2,
+  'golden-tag': 2,
+  'golden-drop': 3,
   snapshot: 2,
   deleteSnapshot: 3,
   'pool-fill': 1,

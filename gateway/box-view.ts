@@ -1,4 +1,5 @@
-import type { BoxRecord, BoxState } from '../core/boxes.ts';
+import { goldenDisplayName } from '../core/account-goldens.ts';
+import type { BoxOrigin, BoxRecord, BoxState } from '../core/boxes.ts';
 import type { Urls } from './urls.ts';
 
 /** A box as the API shows it. */
@@ -17,6 +18,8 @@ export interface BoxJson {
   createdAt: string;
   lastActivityAt: string;
   error?: string;
+  /** `pool`, `fork-pool` or `fork-commit` when the box was not a plain create. */
+  origin?: BoxOrigin;
 }
 
 export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
@@ -31,10 +34,11 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
     createdAt: new Date(box.createdAt).toISOString(),
     lastActivityAt: new Date(box.lastActivityAt).toISOString(),
   };
-  if (box.golden) out.golden = box.golden;
+  if (box.golden) out.golden = goldenDisplayName(box.golden);
   if (box.image) out.image = box.image;
   if (box.snapshot) out.snapshot = box.snapshot;
   if (box.parent) out.parent = box.parent;
   if (box.error) out.error = box.error;
+  if (box.origin) out.origin = box.origin;
   return out;
 }

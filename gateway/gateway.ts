@@ -6,8 +6,10 @@ import { BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
 import type { Logger } from '../core/log.ts';
-import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
-import { requireKey } from './auth.ts';
+import { findGolden, goldenByKey, readGoldens, type GoldenInfo } from '../host/goldens.ts';
+import { AccountGoldens, goldenDisplayName } from '../core/account-goldens.ts';
+import { goldensApi } from './goldens-api.ts';
+import { accountOf, requireKey } from './auth.ts';
 import { boxesApi, type PoolClaim } from './boxes-api.ts';
 import { forkApi } from './fork-api.ts';
 import { dashboard } from './dashboard.ts';
@@ -94,7 +96,9 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   api.get('/metrics', async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render(store));
   });
-  const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, urls };
+  const accountGoldens = new AccountGoldens(redis, prefix);
+  const golden = async (account: string, name: string) => findGolden(await goldens(), accountGoldens, account, name);
+  const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, golden, urls };
   const tasksQueue = taskQueue(hookDeps);
   api.use(publicHooks(hookDeps, tasksQueue));
   const v1 = express.Router();
@@ -102,10 +106,8 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   // JSON bodies for everything but file uploads, which take raw bytes.
   const json = express.json({ limit: '20mb', strict: false });
   v1.use((req, res, next) => (req.path.endsWith('/files') ? next() : json(req, res, next)));
-  v1.get('/goldens', async (_req, res) => {
-    res.json({ goldens: [...(await goldens()).values()] });
-  });
   const snapshots = new Snapshots(redis, prefix);
+  v1.use(goldensApi({ config, store, hosts, snapshots, accountGoldens, goldens }));
   const poolHost: PoolHost = {
     wake: (hostId, name) => hosts.call(hostId, { op: 'resume', name }),
     destroy: (hostId, name) => hosts.call(hostId, { op: 'destroy', name }),
@@ -119,17 +121,24 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   };
   v1.use(
     boxesApi({
-      config, redis, store, accounts, hosts, execStreams, goldens, urls,
+      config, redis, store, accounts, hosts, execStreams, golden, urls,
       claimFromPool: config.BOXD_POOL ? claimFromPool : undefined,
       snapshot: async (account, name) => snapshots.require(account, name),
     }),
   );
-  v1.use(forkApi({ store, accounts, hosts, snapshots, urls }));
+  v1.use(forkApi({
+    store, accounts, hosts, snapshots, urls,
+    pool: config.BOXD_POOL ? { redis, prefix, golden: async (key) => goldenByKey(await goldens(), accountGoldens, key) } : undefined,
+  }));
   v1.use(hooksApi(hookDeps));
-  v1.get('/pool', async (_req, res) => {
+  v1.get('/pool', async (req, res) => {
     const alive = (await hosts.aliveHosts()).map((h) => h.id);
     const all = [...(await goldens()).values()].map((g) => ({ name: g.name, poolSize: g.poolSize }));
-    res.json({ pools: await poolStats(redis, prefix, all, alive) });
+    // The account's own goldens are pooled on their one host.
+    const own = (await accountGoldens.list(accountOf(req))).filter((g) => alive.includes(g.hostId));
+    const ownStats = await Promise.all(own.map(async (g) => (await poolStats(redis, prefix, [{ name: g.key, poolSize: g.poolSize }], [g.hostId]))[0]!));
+    const pools = [...(await poolStats(redis, prefix, all, alive)), ...ownStats.map((p) => ({ ...p, golden: goldenDisplayName(p.golden), owner: 'account' }))];
+    res.json({ pools });
   });
   api.use('/v1', v1);
   api.use(notFound);

@@ -28,6 +28,8 @@ export interface HooksDeps {
   redis: Redis;
   hooks: HookStore;
   goldens: () => Promise<Map<string, GoldenInfo>>;
+  /** The golden `name` as `account` sees it (the operator's or the account's own). */
+  golden?: (account: string, name: string) => Promise<GoldenInfo | undefined>;
   urls: Urls;
 }
 
@@ -72,7 +74,8 @@ export function hooksApi(d: HooksDeps): Router {
   const r = Router();
   r.post('/hooks', async (req, res) => {
     const body = parse(hookBody, req.body);
-    if (!(await d.goldens()).has(body.golden)) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
+    const known = d.golden ? !!(await d.golden(accountOf(req), body.golden)) : (await d.goldens()).has(body.golden);
+    if (!known) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
     const hook = await d.hooks.createHook({ ...body, account: accountOf(req) });
     res.status(201).json({ ...hookJson(hook, d.urls), secret: hook.secret });
   });

@@ -15,6 +15,7 @@ import {
 import { firstEntry, packFile } from './tar.ts';
 import { dockerExec } from './docker-exec.ts';
 import { reason, status } from './engine-errors.ts';
+import { copyOverlayDiff, CopyNotSupported, type CopyStats } from './overlay-copy.ts';
 
 export interface DockerRuntimeOptions {
   /** Bridge network boxes join; created with inter-container traffic off. */
@@ -210,16 +211,47 @@ export class DockerRuntime implements Runtime {
     return new RuntimeError(`${what} ${id}: ${reason(e)}`, { cause: e });
   }
 
-  async commit(id: string, ref: string, labels: Record<string, string>): Promise<void> {
+  async commit(id: string, ref: string, labels: Record<string, string>, opts: { frozen?: boolean } = {}): Promise<void> {
     const [repo, tag] = splitRef(ref);
     try {
-      // pause gives a consistent copy of a running box (it resumes right after); a suspended
-      // box is already frozen and must stay so.
-      const paused = (await this.inspect(id))?.state === 'paused';
-      await this.docker.getContainer(id).commit({ repo, tag, pause: !paused, changes: labelChanges(labels) });
+      // pause gives a consistent copy of a running box (it resumes right after); a box the
+      // caller froze, or one docker already paused, must stay frozen.
+      const pause = opts.frozen ? false : (await this.inspect(id))?.state !== 'paused';
+      await this.docker.getContainer(id).commit({ repo, tag, pause, changes: labelChanges(labels) });
     } catch (e) {
       throw this.lifecycleError(e, id, 'commit');
     }
+  }
+
+  async tagImage(from: string, ref: string): Promise<void> {
+    const [repo, tag] = splitRef(ref);
+    try {
+      await this.docker.getImage(from).tag({ repo, tag });
+    } catch (e) {
+      if (status(e) === 404) throw new BoxdError('IMAGE_NOT_FOUND', `image "${from}" does not exist on this host`);
+      throw new RuntimeError(`tagging ${from} as ${ref}: ${reason(e)}`, { cause: e });
+    }
+  }
+
+  async copyChanges(from: string, to: string): Promise<CopyStats> {
+    const [src, dst] = await Promise.all([this.layers(from), this.layers(to)]);
+    if (src.image !== dst.image) throw new CopyNotSupported(`${from} and ${to} run different images`);
+    return copyOverlayDiff({ upper: src.upper, merged: src.merged }, dst.merged);
+  }
+
+  /** Host paths of a box's overlay layers (overlay2 storage only). */
+  private async layers(id: string): Promise<{ image: string; upper: string; merged: string }> {
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(id).inspect();
+    } catch (e) {
+      throw this.lifecycleError(e, id, 'inspect');
+    }
+    const data = (info.GraphDriver?.Data ?? {}) as Record<string, string>;
+    if (info.GraphDriver?.Name !== 'overlay2' || !data.UpperDir || !data.MergedDir) {
+      throw new CopyNotSupported(`storage driver ${info.GraphDriver?.Name ?? 'unknown'} does not expose an overlay upper dir`);
+    }
+    return { image: info.Image, upper: data.UpperDir, merged: data.MergedDir };
   }
 
   async removeImage(ref: string): Promise<boolean> {

@@ -19,6 +19,7 @@ import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { WarmPool } from '../pool/warm-pool.ts';
+import { AccountGoldens } from '../core/account-goldens.ts';
 
 export interface HostHandle {
   lifecycle: Lifecycle;
@@ -53,7 +54,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
-  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, log });
+  const accountGoldens = new AccountGoldens(redis, prefix);
+  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, accountGoldens, log });
 
   await reconcile({
     store,
@@ -65,7 +67,12 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     log,
   });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
-  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
+  // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
+  const accountPools = async () =>
+    (await accountGoldens.all())
+      .filter((g) => g.ready && g.hostId === hostId)
+      .map((g) => ({ key: g.key, tag: g.image, poolSize: g.poolSize, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb }));
+  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
   const startedAt = Date.now();
@@ -95,6 +102,17 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.getFile(job.name, job.path);
       case 'fork':
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
+      case 'fork-pool':
+        return view(await lifecycle.forkFromPool(job.name, job.child));
+      case 'golden-commit':
+        return lifecycle.snapshot(job.name, job.image, { 'boxd.golden-of': job.name });
+      case 'golden-tag':
+        return runtime.tagImage(job.from, job.image);
+      case 'golden-drop': {
+        const drained = await pool.drain(job.golden);
+        // Boxes made from it keep the image; the last one to go removes it.
+        return { drained, removed: await runtime.removeImage(job.image) };
+      }
       case 'snapshot':
         return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
       case 'deleteSnapshot':
@@ -113,7 +131,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
-    goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
+    goldens: () => readGoldens(redis, prefix), accountGoldens, maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
   });
   await tasks.start();
 

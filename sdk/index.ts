@@ -213,6 +213,14 @@ export class Compute {
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/hooks/${encodeURIComponent(id)}`)),
   };
 
+  /** Goldens: the operator's and the account's own (promoted from a box or a snapshot, with a warm pool). */
+  readonly golden = {
+    create: async (g: { name: string; fromBox?: string; fromSnapshot?: string; poolSize?: number; ports?: number[]; idleTimeoutMs?: number }) =>
+      this.client.json<GoldenInfo>('POST', '/v1/goldens', g),
+    list: async () => (await this.client.json<{ goldens: GoldenInfo[] }>('GET', '/v1/goldens')).goldens,
+    delete: async (name: string) => void (await this.client.json('DELETE', `/v1/goldens/${encodeURIComponent(name)}`)),
+  };
+
   readonly tasks = {
     get: async (id: string) => this.client.json<TaskInfo>('GET', `/v1/tasks/${encodeURIComponent(id)}`),
     list: async () => (await this.client.json<{ tasks: TaskInfo[] }>('GET', '/v1/tasks')).tasks,
@@ -225,6 +233,16 @@ export class Compute {
   async pool() {
     return (await this.client.json<{ pools: { golden: string; target: number; ready: number; hits: number; misses: number; hitRate: number | null }[] }>('GET', '/v1/pool')).pools;
   }
+}
+
+export interface GoldenInfo {
+  name: string;
+  owner: 'operator' | 'account';
+  description: string;
+  poolSize: number;
+  ports: number[];
+  built: boolean;
+  from?: { box?: string; snapshot?: string };
 }
 
 export interface TaskInfo {

@@ -1,0 +1,127 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { lstat, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BoxdError } from '../core/errors.ts';
+
+/** What one diff copy did. */
+export interface CopyStats {
+  /** Entries (files, folders, links) written into the target. */
+  written: number;
+  /** Entries removed from the target (the parent's deletions and replaced folders). */
+  deleted: number;
+  bytes: number;
+  ms: number;
+}
+
+/** The copy cannot be done faithfully here; the caller takes the commit path instead. */
+export class CopyNotSupported extends BoxdError {
+  constructor(message: string) {
+    super('NOT_SUPPORTED', message);
+  }
+}
+
+/**
+ * Applies the changes a box made to its image onto another box of the same image, from the
+ * host's side of their overlay mounts:
+ *
+ * - `upper` is the source box's writable layer (overlay upper dir): exactly what it changed;
+ * - `merged` is the source box's view (its whole filesystem);
+ * - `target` is the view of a box of the same image that changed nothing yet.
+ *
+ * Deletions are not read from overlay's own marks (whiteout devices, the opaque xattr, which
+ * Node cannot read) but from the views, which say the same thing: for every folder the source
+ * changed, whatever the target has and the source's view lacks was deleted (a whiteout) or
+ * hidden (a folder deleted and made again: opaque). An entry the source's view shows that is
+ * neither in its upper layer nor in the image means overlay merged in a renamed folder
+ * (redirect_dir): that, and metacopy layers, are refused with CopyNotSupported.
+ *
+ * Everything in the upper layer but whiteouts is then copied by GNU tar (mode, owner, symlinks,
+ * hard links, xattrs except overlay's own, mtimes). Folders are walked parents first and every
+ * target entry of another type is removed before anything is written under its path, so a
+ * symlink in the target is never followed. Both boxes must be frozen by the caller.
+ */
+export async function copyOverlayDiff(src: { upper: string; merged: string }, target: string): Promise<CopyStats> {
+  const started = performance.now();
+  if (metacopyOn()) throw new CopyNotSupported('overlay metacopy is on: upper files may lack their data');
+  const stats = { written: 0, deleted: 0, bytes: 0 };
+  const members: string[] = ['.'];
+
+  const names = async (dir: string): Promise<string[]> => readdir(dir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return [];
+    throw e;
+  });
+  const lstatOrNone = (p: string) => lstat(p).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+
+  const walk = async (rel: string): Promise<void> => {
+    const [upperNames, viewNames, targetNames] = await Promise.all([
+      names(join(src.upper, rel)),
+      names(join(src.merged, rel)),
+      names(join(target, rel)),
+    ]);
+    const upperSet = new Set(upperNames);
+    const viewSet = new Set(viewNames);
+    const targetSet = new Set(targetNames);
+    for (const n of viewNames) {
+      if (!upperSet.has(n) && !targetSet.has(n)) {
+        throw new CopyNotSupported(`/${join(rel, n)} comes from a renamed folder (overlay redirect_dir)`);
+      }
+    }
+    for (const n of targetNames) {
+      if (!viewSet.has(n)) {
+        await rm(join(target, rel, n), { recursive: true, force: true });
+        stats.deleted++;
+      }
+    }
+    const dirs: string[] = [];
+    for (const n of upperNames) {
+      const p = rel === '.' ? n : `${rel}/${n}`;
+      const st = await lstat(join(src.upper, p));
+      if (st.isCharacterDevice() && st.rdev === 0) continue; // whiteout: removed above
+      const there = viewSet.has(n) && targetSet.has(n) ? await lstatOrNone(join(target, p)) : undefined;
+      if (there && (!there.isDirectory() || !st.isDirectory())) {
+        await rm(join(target, p), { recursive: true, force: true });
+      }
+      members.push(p);
+      stats.written++;
+      if (st.isDirectory()) dirs.push(p);
+      else stats.bytes += st.size;
+    }
+    for (const d of dirs) await walk(d);
+  };
+  await walk('.');
+  await tarCopy(src.upper, target, members);
+  return { ...stats, ms: Math.round(performance.now() - started) };
+}
+
+let metacopy: boolean | undefined;
+function metacopyOn(): boolean {
+  if (metacopy === undefined) {
+    try {
+      metacopy = readFileSync('/sys/module/overlay/parameters/metacopy', 'utf8').trim() === 'Y';
+    } catch {
+      metacopy = false;
+    }
+  }
+  return metacopy;
+}
+
+/** `tar -c` of exactly `members` (no recursion) piped into `tar -x` in `to`. */
+function tarCopy(from: string, to: string, members: string[]): Promise<void> {
+  const xattrs = ['--xattrs', '--xattrs-include=*', '--xattrs-exclude=trusted.overlay.*'];
+  const pack = spawn('tar', ['-C', from, ...xattrs, '--no-recursion', '--null', '-T', '-', '-cf', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const unpack = spawn('tar', ['-C', to, ...xattrs, '--numeric-owner', '--same-owner', '-xpf', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  pack.stdout.pipe(unpack.stdin);
+  pack.stdin.end(members.map((m) => `./${m === '.' ? '' : m}`).join('\0') + '\0');
+  const done = (p: ReturnType<typeof spawn>, what: string) =>
+    new Promise<void>((resolve, reject) => {
+      let err = '';
+      p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+      p.on('error', reject);
+      p.on('close', (code) => (code === 0 ? resolve() : reject(new BoxdError('RUNTIME_ERROR', `${what} exited ${code}: ${err.trim().slice(0, 500)}`))));
+    });
+  return Promise.all([done(pack, 'tar (read the parent)'), done(unpack, 'tar (write the child)')]).then(() => undefined);
+}
