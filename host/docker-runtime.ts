@@ -236,11 +236,11 @@ export class DockerRuntime implements Runtime {
   async copyChanges(from: string, to: string): Promise<CopyStats> {
     const [src, dst] = await Promise.all([this.layers(from), this.layers(to)]);
     if (src.image !== dst.image) throw new CopyNotSupported(`${from} and ${to} run different images`);
-    return copyOverlayDiff({ upper: src.upper, merged: src.merged }, dst.merged);
+    return copyOverlayDiff({ upper: src.upper, merged: src.merged }, dst.merged, [...new Set([...src.mounts, ...dst.mounts])]);
   }
 
   /** Host paths of a box's overlay layers (overlay2 storage only). */
-  private async layers(id: string): Promise<{ image: string; upper: string; merged: string }> {
+  private async layers(id: string): Promise<{ image: string; upper: string; merged: string; mounts: string[] }> {
     let info: Docker.ContainerInspectInfo;
     try {
       info = await this.docker.getContainer(id).inspect();
@@ -251,7 +251,10 @@ export class DockerRuntime implements Runtime {
     if (info.GraphDriver?.Name !== 'overlay2' || !data.UpperDir || !data.MergedDir) {
       throw new CopyNotSupported(`storage driver ${info.GraphDriver?.Name ?? 'unknown'} does not expose an overlay upper dir`);
     }
-    return { image: info.Image, upper: data.UpperDir, merged: data.MergedDir };
+    // What the engine mounts over the box's own files: never copied, never replaced.
+    const mounts = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf', '/.dockerenv', ...(info.Mounts ?? []).map((m) => m.Destination)];
+    if (info.HostConfig?.Init) mounts.push('/sbin/docker-init');
+    return { image: info.Image, upper: data.UpperDir, merged: data.MergedDir, mounts };
   }
 
   async removeImage(ref: string): Promise<boolean> {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { lstat, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readdir, readlink, rm } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import { BoxdError } from '../core/errors.ts';
 
 /** What one diff copy did. */
@@ -41,10 +41,14 @@ export class CopyNotSupported extends BoxdError {
  * target entry of another type is removed before anything is written under its path, so a
  * symlink in the target is never followed. Both boxes must be frozen by the caller.
  */
-export async function copyOverlayDiff(src: { upper: string; merged: string }, target: string): Promise<CopyStats> {
+export async function copyOverlayDiff(src: { upper: string; merged: string }, target: string, mountpoints: string[] = []): Promise<CopyStats> {
   const started = performance.now();
   if (metacopyOn()) throw new CopyNotSupported('overlay metacopy is on: upper files may lack their data');
   const stats = { written: 0, deleted: 0, bytes: 0 };
+  // Files the engine bind-mounts over (docker-init, /etc/hosts…) have an empty placeholder in
+  // the upper layer: replacing the child's would cut its mount. Neither is touched.
+  const skip = new Set<string>();
+  for (const m of mountpoints) skip.add(await resolveIn(src.merged, m));
   const members: string[] = ['.'];
 
   const names = async (dir: string): Promise<string[]> => readdir(dir).catch((e: NodeJS.ErrnoException) => {
@@ -71,7 +75,7 @@ export async function copyOverlayDiff(src: { upper: string; merged: string }, ta
       }
     }
     for (const n of targetNames) {
-      if (!viewSet.has(n)) {
+      if (!viewSet.has(n) && !skip.has(rel === '.' ? n : `${rel}/${n}`)) {
         await rm(join(target, rel, n), { recursive: true, force: true });
         stats.deleted++;
       }
@@ -79,6 +83,7 @@ export async function copyOverlayDiff(src: { upper: string; merged: string }, ta
     const dirs: string[] = [];
     for (const n of upperNames) {
       const p = rel === '.' ? n : `${rel}/${n}`;
+      if (skip.has(p)) continue;
       const st = await lstat(join(src.upper, p));
       if (st.isCharacterDevice() && st.rdev === 0) continue; // whiteout: removed above
       const there = viewSet.has(n) && targetSet.has(n) ? await lstatOrNone(join(target, p)) : undefined;
@@ -95,6 +100,31 @@ export async function copyOverlayDiff(src: { upper: string; merged: string }, ta
   await walk('.');
   await tarCopy(src.upper, target, members);
   return { ...stats, ms: Math.round(performance.now() - started) };
+}
+
+/**
+ * `path` (absolute, inside a box) with its symlinks resolved inside `root` (never on the host),
+ * relative to the root: `/sbin/docker-init` is `usr/sbin/docker-init` on a merged-/usr Debian.
+ */
+export async function resolveIn(root: string, path: string): Promise<string> {
+  const todo = path.split('/').filter(Boolean);
+  const done: string[] = [];
+  for (let hops = 0; todo.length && hops < 64; hops++) {
+    const part = todo.shift()!;
+    if (part === '.') continue;
+    if (part === '..') {
+      done.pop();
+      continue;
+    }
+    const target = await readlink(join(root, ...done, part)).catch(() => undefined);
+    if (target === undefined) {
+      done.push(part);
+      continue;
+    }
+    if (target.startsWith('/')) done.length = 0;
+    todo.unshift(...target.split('/').filter(Boolean));
+  }
+  return posix.join(...done, ...todo) || '.';
 }
 
 let metacopy: boolean | undefined;
