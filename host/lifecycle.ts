@@ -287,14 +287,18 @@ export class Lifecycle {
           if (c.state !== 'suspended' || c.imageRef !== p.imageRef) throw new BoxStateError(child, c.state, 'take a fork');
           const from = this.idOf(p);
           const to = this.idOf(c);
-          if (p.state === 'running') await this.d.runtime.suspend(from);
+          const thaw = p.state === 'running';
+          if (thaw) await this.d.runtime.suspend(from);
+          let failed: unknown;
           try {
             const copied = await this.d.runtime.copyChanges(from, to);
             this.d.log.debug({ parent, child, ...copied }, 'fork copied from the pool');
-          } finally {
-            if (p.state === 'running') await this.d.runtime.resume(from);
+          } catch (e) {
+            failed = e;
           }
-          await this.d.runtime.resume(to);
+          // Parent and child wake together; a failed copy leaves the child frozen (it goes).
+          await Promise.all([thaw ? this.d.runtime.resume(from) : undefined, failed ? undefined : this.d.runtime.resume(to)]);
+          if (failed) throw failed;
           await this.d.store.transition(child, ['suspended'], 'running', { lastActivityAt: Date.now(), origin: 'fork-pool' });
         }),
       );
