@@ -22,6 +22,9 @@ python3 -B -c "import os; os.setxattr('/workspace/new.txt', 'user.boxd', b'v1')"
 rm -rf /usr/share/man
 rm -rf /usr/share/doc && mkdir -p /usr/share/doc/again && echo other > /usr/share/doc/again/f
 rm -rf /usr/share/common-licenses && echo now-a-file > /usr/share/common-licenses
+head -c 3M /dev/urandom > /workspace/big.bin && chown 1234:2345 /workspace/big.bin && chmod 640 /workspace/big.bin
+python3 -B -c "import os; os.setxattr('/workspace/big.bin', 'user.big', b'1')" || echo no xattrs here
+touch /usr/bin/python3.11
 mkdir -p /opt/deep/er && printf '#!/bin/sh\\necho hi\\n' > /opt/deep/er/run && chmod 4755 /opt/deep/er/run
 `;
 
@@ -58,6 +61,7 @@ describe('fork fidelity: the child’s filesystem is the parent’s, on both for
     assert.ok(c.some((l) => l.startsWith('/workspace/link l ') && l.includes(' /etc/os-release ')), 'symlink');
     assert.ok(c.some((l) => l.startsWith('/usr/share/common-licenses f ')), 'folder replaced by a file');
     assert.ok(c.some((l) => l.startsWith('/opt/deep/er/run f 4755 ')), 'setuid mode');
+    assert.ok(c.some((l) => l.startsWith('/workspace/big.bin f 640 1234 2345 3145728 1 ')), 'a big file keeps mode and owner');
     assert.ok(!c.some((l) => l.startsWith('/usr/share/man')), 'deleted folder');
     assert.ok(!c.some((l) => l.startsWith('/etc/issue ')), 'deleted file');
     assert.deepEqual(c.filter((l) => l.startsWith('/usr/share/doc/')).map((l) => l.split(' ')[0]), ['/usr/share/doc/again', '/usr/share/doc/again/f']);
