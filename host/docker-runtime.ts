@@ -29,6 +29,9 @@ export interface DockerRuntimeOptions {
 
 /** Boxes as Docker containers, driven through the Engine API by dockerode. */
 export class DockerRuntime implements Runtime {
+  /** Overlay layers of each box, read by every inspect: fixed for a container's life. */
+  private readonly layerCache = new Map<string, Layers>();
+
   constructor(
     private readonly docker: Docker,
     private readonly opts: DockerRuntimeOptions,
@@ -240,21 +243,18 @@ export class DockerRuntime implements Runtime {
   }
 
   /** Host paths of a box's overlay layers (overlay2 storage only). */
-  private async layers(id: string): Promise<{ image: string; upper: string; merged: string; mounts: string[] }> {
+  private async layers(id: string): Promise<Layers> {
+    const cached = this.layerCache.get(id);
+    if (cached) return cached;
     let info: Docker.ContainerInspectInfo;
     try {
       info = await this.docker.getContainer(id).inspect();
     } catch (e) {
       throw this.lifecycleError(e, id, 'inspect');
     }
-    const data = (info.GraphDriver?.Data ?? {}) as Record<string, string>;
-    if (info.GraphDriver?.Name !== 'overlay2' || !data.UpperDir || !data.MergedDir) {
-      throw new CopyNotSupported(`storage driver ${info.GraphDriver?.Name ?? 'unknown'} does not expose an overlay upper dir`);
-    }
-    // What the engine mounts over the box's own files: never copied, never replaced.
-    const mounts = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf', '/.dockerenv', ...(info.Mounts ?? []).map((m) => m.Destination)];
-    if (info.HostConfig?.Init) mounts.push('/sbin/docker-init');
-    return { image: info.Image, upper: data.UpperDir, merged: data.MergedDir, mounts };
+    const layers = layersOf(info);
+    if (!layers) throw new CopyNotSupported(`storage driver ${info.GraphDriver?.Name ?? 'unknown'} does not expose an overlay upper dir`);
+    return layers;
   }
 
   async removeImage(ref: string): Promise<boolean> {
@@ -278,6 +278,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async destroy(id: string): Promise<void> {
+    this.layerCache.delete(id);
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (e) {
@@ -296,6 +297,8 @@ export class DockerRuntime implements Runtime {
         if (bind?.HostPort) ports[parseInt(key, 10)] = parseInt(bind.HostPort, 10);
       }
       const state: InstanceState = info.State.Paused ? 'paused' : info.State.Running ? 'running' : 'stopped';
+      const layers = layersOf(info);
+      if (layers) this.layerCache.set(info.Name.replace(/^\//, ''), layers);
       return { id: info.Name.replace(/^\//, ''), name: info.Name.replace(/^\//, ''), state, ports, labels: info.Config.Labels ?? {} };
     } catch (e) {
       if (status(e) === 404) return undefined;
@@ -321,6 +324,22 @@ export class DockerRuntime implements Runtime {
       return { id: name, name, state, ports, labels: c.Labels ?? {} };
     });
   }
+}
+
+interface Layers {
+  image: string;
+  upper: string;
+  merged: string;
+  /** What the engine mounts over the box's own files: never copied, never replaced. */
+  mounts: string[];
+}
+
+function layersOf(info: Docker.ContainerInspectInfo): Layers | undefined {
+  const data = (info.GraphDriver?.Data ?? {}) as Record<string, string>;
+  if (info.GraphDriver?.Name !== 'overlay2' || !data.UpperDir || !data.MergedDir) return undefined;
+  const mounts = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf', '/.dockerenv', ...(info.Mounts ?? []).map((m) => m.Destination)];
+  if (info.HostConfig?.Init) mounts.push('/sbin/docker-init');
+  return { image: info.Image, upper: data.UpperDir, merged: data.MergedDir, mounts };
 }
 
 function splitRef(ref: string): [string, string] {
