@@ -125,7 +125,10 @@ export class WarmPool {
     // Drain boxes of an older build of this golden, and any beyond the size.
     for (const name of names) {
       const box = await this.d.store.get(name);
-      if (!box || box.imageRef !== golden.tag || box.state !== 'suspended') await this.remove(golden.key, name);
+      // No record: claimed meanwhile (its container now serves the claimer under its old name,
+      // so it must not be destroyed by that name) or already gone.
+      if (!box) await this.d.redis.lrem(this.key(golden.key), 0, name);
+      else if (box.imageRef !== golden.tag || box.state !== 'suspended') await this.removeListed(golden.key, name);
     }
     let ready = await this.d.redis.llen(this.key(golden.key));
     while (ready > golden.poolSize) {
@@ -171,9 +174,19 @@ export class WarmPool {
 
   /** Removes every ready box of a pool (a deleted account golden). */
   async drain(golden: string): Promise<number> {
-    const names = await this.ready(golden);
-    for (const name of names) await this.remove(golden, name);
-    return names.length;
+    let n = 0;
+    for (const name of await this.ready(golden)) if (await this.removeListed(golden, name)) n++;
+    return n;
+  }
+
+  /**
+   * Removes a ready box only if this call takes it off the list: a claim pops it atomically, and
+   * whoever takes it off owns it. Returns whether it was removed.
+   */
+  private async removeListed(golden: string, name: string): Promise<boolean> {
+    if ((await this.d.redis.lrem(this.key(golden), 0, name)) === 0) return false;
+    await this.d.lifecycle.destroy(name).catch((err) => this.d.log.warn({ box: name, err }, 'could not remove pool box'));
+    return true;
   }
 
   private async remove(golden: string, name: string): Promise<void> {

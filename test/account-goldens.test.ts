@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { Compute } from '../sdk/index.ts';
 import { docker, startStack, waitFor, type Stack } from './helpers.ts';
 
 interface Pool { golden: string; ready: number; hits: number; owner?: string }
@@ -92,5 +95,22 @@ describe('goldens of an account (real Docker, real Redis)', () => {
     // The other account's golden of the same name is still there.
     const auth = { Authorization: `Bearer ${other}` };
     assert.ok(((await s.api.get('/v1/goldens').set(auth).expect(200)).body.goldens as { name: string }[]).some((x) => x.name === 'mygold'));
+  });
+
+  it('is driven from the SDK (c.golden) and the CLI (boxd golden)', async () => {
+    const baseUrl = `http://127.0.0.1:${(s.gateway.server.address() as { port: number }).port}`;
+    const c = new Compute({ apiKey: s.config.BOXD_API_KEY, baseUrl });
+    const g = await c.golden.create({ name: 'from-sdk', fromBox: 'g3', poolSize: 0 });
+    assert.equal(g.owner, 'account');
+    assert.ok((await c.golden.list()).some((x) => x.name === 'from-sdk' && x.owner === 'account'));
+    const env = { ...process.env, BOXD_URL: baseUrl, BOXD_API_KEY: s.config.BOXD_API_KEY };
+    const cli = (...args: string[]) => promisify(execFile)('node', ['cli/boxd.js', ...args], { env, timeout: 120_000 });
+    const made = await cli('golden', 'create', 'from-cli', '--from-box', 'g3', '--pool-size', '0', '--json');
+    assert.equal(JSON.parse(made.stdout).name, 'from-cli');
+    const listed = JSON.parse((await cli('golden', 'ls', '--json')).stdout) as { name: string; owner: string }[];
+    assert.deepEqual(listed.filter((x) => x.owner === 'account').map((x) => x.name).sort(), ['from-cli', 'from-sdk']);
+    await cli('golden', 'rm', 'from-cli');
+    await c.golden.delete('from-sdk');
+    assert.ok(!(await c.golden.list()).some((x) => x.owner === 'account'));
   });
 });
