@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Compute } from '../sdk/index.ts';
@@ -66,7 +67,17 @@ describe('goldens of an account (real Docker, real Redis)', () => {
     const refused = await s.api.post('/v1/boxes').set(auth).send({ golden: 'mygold' }).expect(400);
     assert.equal(refused.body.error.code, 'GOLDEN_NOT_FOUND');
     await s.api.post('/v1/hooks').set(auth).send({ name: 'h', golden: 'mygold', steps: [{ cmd: 'true' }] }).expect(400);
-    await s.api.post('/v1/hooks').set(s.auth).send({ name: 'h', golden: 'mygold', steps: [{ cmd: 'mytool' }] }).expect(201);
+    const hook = await s.api.post('/v1/hooks').set(s.auth).send({ name: 'h', golden: 'mygold', steps: [{ cmd: 'mytool' }] }).expect(201);
+    // A webhook task runs in a box of the account's golden.
+    const body = '{"ref":"main"}';
+    const sig = `sha256=${createHmac('sha256', hook.body.secret).update(body).digest('hex')}`;
+    const queued = await s.api.post(`/hooks/${hook.body.id}`).set('X-Boxd-Signature', sig).set('Content-Type', 'application/json').send(body).expect(202);
+    const task = await waitFor(async () => {
+      const t = (await s.api.get(`/v1/tasks/${queued.body.task.id}`).set(s.auth).expect(200)).body;
+      return t.state === 'succeeded' || t.state === 'failed' ? t : undefined;
+    }, 90_000, 200);
+    assert.equal(task.state, 'succeeded', JSON.stringify(task));
+    assert.equal(task.steps[0].stdout, 'tool-ok\n');
 
     // The other account promotes a snapshot of its own under the same name (no pool: cold creates).
     await s.api.post('/v1/boxes').set(auth).send({ name: 'o-prep', golden: 'tiny' }).expect(201);
