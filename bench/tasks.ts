@@ -24,7 +24,7 @@ async function measure(pool: boolean): Promise<{ latency: number[]; hits: number
         await new Promise((r) => setTimeout(r, 100));
       }
       const payload = JSON.stringify({ i });
-      const res = await fetch(`${base}/hooks/${hook.id}`, { method: 'POST', headers: { 'X-Boxd-Signature': sign(hook.secret, payload) }, body: payload });
+      const res = await fetch(`${base}/hooks/${hook.id}`, { method: 'POST', headers: { 'X-Boxd-Signature': sign(hook.secret, payload), 'X-Boxd-Delivery': `bench-${i}-${Math.random()}` }, body: payload });
       const { task } = (await res.json()) as { task: { id: string } };
       let t: any;
       for (let w = 0; w < 600; w++) {

@@ -13,6 +13,7 @@ usage: boxd <command> [args] [--json]
   up                         set up and run boxd here (same as npm start)
   ls                         list boxes
   create [NAME] [--golden G] [--image I] [--snapshot S] [--port P]… [--env K=V]… [--private]
+         [--disk-mb N] [--network open|none|CIDR[:PORT],…]
   exec NAME -- CMD…          run a command, stream its output, exit with its code
   suspend NAME · resume NAME
   fork NAME [CHILD]          a child box from NAME's filesystem
@@ -24,6 +25,8 @@ usage: boxd <command> [args] [--json]
   golden ls · golden rm NAME  your goldens (promoted boxes/snapshots with a warm pool)
   hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] · hooks rm ID
   tasks [ID]                 list tasks, or show one
+  accounts [ls] · accounts create NAME [--max-boxes N] [--max-execs N] [--max-snapshots N] [--max-hooks N]
+  keys create ACCOUNT [--admin] · keys rm ID     (admin key only; a new key is shown once)
 
 env: BOXD_URL (http://localhost:8080), BOXD_API_KEY`;
 
@@ -31,6 +34,12 @@ const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const args = argv.filter((a) => a !== '--json');
 const [command, ...rest] = args;
+
+/** `open`, `none`, or a comma-separated allowlist. */
+function networkFlag(v: string | undefined): 'open' | 'none' | { allow: string[] } | undefined {
+  if (v === undefined || v === 'open' || v === 'none') return v;
+  return { allow: v.split(',').filter(Boolean) };
+}
 
 function flag(name: string): string | undefined {
   const i = rest.indexOf(`--${name}`);
@@ -46,7 +55,7 @@ function positional(): string[] {
   for (let i = 0; i < rest.length; i++) {
     if (rest[i] === '--') break;
     if (rest[i]!.startsWith('--')) {
-      if (!['private'].includes(rest[i]!.slice(2))) i++;
+      if (!['private', 'admin'].includes(rest[i]!.slice(2))) i++;
       continue;
     }
     out.push(rest[i]!);
@@ -118,6 +127,8 @@ async function main(): Promise<number> {
         name: a, golden: flag('golden'), image: flag('image'), snapshot: flag('snapshot'),
         ports: ports.length ? ports : undefined, env: Object.keys(env).length ? env : undefined,
         public: rest.includes('--private') ? false : undefined,
+        diskMb: flag('disk-mb') === undefined ? undefined : Number(flag('disk-mb')),
+        network: networkFlag(flag('network')),
       }));
       show(box.info);
       return 0;
@@ -218,6 +229,31 @@ async function main(): Promise<number> {
       }
       table((await c().tasks.list()).map((t) => ({ ...t, steps: t.steps.length })), ['id', 'state', 'steps', 'triggeredAt', 'error']);
       return 0;
+    }
+    case 'accounts': {
+      if (a === 'create') {
+        const num = (f: string) => (flag(f) === undefined ? undefined : Number(flag(f)));
+        const acct = await c().accounts.create({ name: need(b, 'account name'), maxBoxes: num('max-boxes'), maxExecs: num('max-execs'), maxSnapshots: num('max-snapshots'), maxHooks: num('max-hooks') });
+        console.log(json ? JSON.stringify(acct, null, 2) : `account ${acct.id}  ${acct.name}`);
+        return 0;
+      }
+      if (a && a !== 'ls') throw new BoxdApiError('USAGE', `unknown accounts command "${a}"; see boxd --help`, 2);
+      const rows = (await c().accounts.list()).map((x) => ({ id: x.id, name: x.name, keys: x.keys, ...x.limits }));
+      table(rows, ['id', 'name', 'keys', 'maxBoxes', 'maxExecs', 'maxSnapshots', 'maxHooks']);
+      return 0;
+    }
+    case 'keys': {
+      if (a === 'create') {
+        const k = await c().keys.create(need(b, 'account id'), { role: rest.includes('--admin') ? 'admin' : 'member' });
+        console.log(json ? JSON.stringify(k, null, 2) : `key ${k.id} of ${k.account}\n${k.key}  (shown once)`);
+        return 0;
+      }
+      if (a === 'rm' || a === 'delete') {
+        await c().keys.delete(need(b, 'key id'));
+        if (!json) console.log(`removed ${b}`);
+        return 0;
+      }
+      throw new BoxdApiError('USAGE', 'usage: boxd keys create ACCOUNT [--admin] | boxd keys rm ID', 2);
     }
     default:
       console.error(`unknown command "${command}"\n\n${HELP}`);

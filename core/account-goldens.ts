@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { BoxdError } from './errors.ts';
+import type { NetworkPolicy } from './network-policy.ts';
 
 /**
  * Goldens an account made itself: a prepared box or one of its snapshots promoted to an image
@@ -19,6 +20,9 @@ export interface AccountGolden {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  /** The source box's disk quota and egress policy, which its pooled boxes get too. */
+  diskMb?: number;
+  network?: NetworkPolicy;
   from: { box?: string; snapshot?: string };
   createdAt: number;
   /** False while the image is being made. */

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { NetworkPolicy } from './network-policy.ts';
 import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
 
 export type BoxOrigin = 'pool' | 'fork-pool' | 'fork-commit';
@@ -28,6 +29,10 @@ export interface BoxRecord {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  /** Disk quota of the box's writable filesystem in MiB; unset: the host's default. */
+  diskMb?: number;
+  /** Egress policy; unset: `open`. */
+  network?: NetworkPolicy;
   createdAt: number;
   lastActivityAt: number;
   hostId: string;
@@ -54,6 +59,11 @@ export interface BoxEvent {
   version: number;
 }
 
+/** Account of the warm pool's boxes (not a tenant: its boxes are invisible and not counted). */
+export const POOL_ACCOUNT = '_pool';
+export const boxCountsKey = (prefix: string) => `${prefix}:boxcounts`;
+
+// The scripts below spell POOL_ACCOUNT ('_pool') literally.
 const CREATE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
 local limit = tonumber(ARGV[1])
@@ -62,6 +72,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
+if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then redis.call('HINCRBY', KEYS[5], 'creating', 1) end
 redis.call('PUBLISH', ARGV[3], cjson.encode({name = ARGV[2], state = 'creating', from = false, version = 1}))
 return 'OK'`;
 
@@ -74,6 +85,10 @@ end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'state', ARGV[3])
 if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then
+  redis.call('HINCRBY', KEYS[2], state, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+end
 redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[4], state = ARGV[3], from = state, version = version}))
 return {'OK', state}`;
 
@@ -84,10 +99,16 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if not account then return 0 end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('DEL', KEYS[1])
+if account ~= '_pool' then redis.call('HINCRBY', KEYS[3], state, -1) end
 redis.call('SREM', ARGV[2] .. ':acct:' .. account .. ':boxes', ARGV[1])
 redis.call('SREM', ARGV[2] .. ':host:' .. host .. ':boxes', ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2] .. ':events', cjson.encode({name = ARGV[1], state = 'destroyed', from = state, version = version}))
+return 1`;
+
+const UPDATE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1`;
 
 const TOUCH = `
@@ -128,6 +149,8 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     idleTimeoutMs: Number(h.idleTimeoutMs ?? 0),
     cpus: Number(h.cpus ?? 2),
     memoryMb: Number(h.memoryMb ?? 8192),
+    diskMb: h.diskMb ? Number(h.diskMb) : undefined,
+    network: h.network ? (h.network.startsWith('{') ? json(h.network, 'open' as NetworkPolicy) : (h.network as NetworkPolicy)) : undefined,
     createdAt: Number(h.createdAt ?? 0),
     lastActivityAt: Number(h.lastActivityAt ?? 0),
     hostId: h.hostId ?? '',
@@ -152,6 +175,15 @@ export class BoxStore {
   key(name: string): string {
     return `${this.prefix}:box:${name}`;
   }
+  /** Hash state → number of boxes in it (pool boxes not counted), kept by every script that moves a box. */
+  get countsKey(): string {
+    return boxCountsKey(this.prefix);
+  }
+  /** Live boxes by state (pool boxes left out), from the counters: O(1) whatever the number of boxes. */
+  async counts(): Promise<Record<string, number>> {
+    const h = await this.redis.hgetall(this.countsKey);
+    return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Math.max(0, Number(v))]));
+  }
   get eventsChannel(): string {
     return `${this.prefix}:events`;
   }
@@ -173,11 +205,12 @@ export class BoxStore {
     const { name: _n, ...rest } = full;
     const result = await this.redis.eval(
       CREATE,
-      4,
+      5,
       this.key(record.name),
       this.accountKey(record.account),
       `${this.prefix}:boxes`,
       this.hostKey(record.hostId),
+      this.countsKey,
       String(limit),
       record.name,
       this.eventsChannel,
@@ -223,8 +256,9 @@ export class BoxStore {
   async transition(name: string, from: BoxState[] | '*', to: BoxState, fields: Fields = {}): Promise<BoxState> {
     const [outcome, state] = (await this.redis.eval(
       TRANSITION,
-      1,
+      2,
       this.key(name),
+      this.countsKey,
       this.eventsChannel,
       from === '*' ? '*' : from.join(','),
       to,
@@ -236,10 +270,15 @@ export class BoxStore {
     return state as BoxState;
   }
 
-  /** Writes fields that are not state (ports, runtime handle). */
+  /**
+   * Writes fields that are not state (ports, runtime handle). Throws BoxNotFoundError when the
+   * record is gone: a late write never leaves a half record behind (one that has no name, so GET
+   * answers 404 while create answers 409).
+   */
   async update(name: string, fields: Fields): Promise<void> {
     const args = encodeFields(fields);
-    if (args.length) await this.redis.hset(this.key(name), ...args);
+    if (!args.length) return;
+    if ((await this.redis.eval(UPDATE, 1, this.key(name), ...args)) !== 1) throw new BoxNotFoundError(name);
   }
 
   /** Records activity at `at` (never moves it backwards). */
@@ -249,7 +288,7 @@ export class BoxStore {
 
   /** Deletes the record and publishes `destroyed`. Idempotent. */
   async remove(name: string): Promise<void> {
-    await this.redis.eval(REMOVE, 2, this.key(name), `${this.prefix}:boxes`, name, this.prefix);
+    await this.redis.eval(REMOVE, 3, this.key(name), `${this.prefix}:boxes`, this.countsKey, name, this.prefix);
   }
 
   /** Live boxes of an account. */

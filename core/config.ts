@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseAllowEntry } from './network-policy.ts';
 
 /**
  * Every setting boxd reads from the environment, parsed once at start-up by each
@@ -35,14 +36,37 @@ export const configSchema = z.object({
   BOXD_BOX_CPUS: z.coerce.number().positive().default(2),
   /** Default memory limit of a box, in MiB. */
   BOXD_BOX_MEMORY_MB: int(8192),
-  /** Process limit of a box. */
-  BOXD_BOX_PIDS: int(4096),
+  /** Process limit of a box (threads count too): a fork bomb stops there and the host stays responsive. */
+  BOXD_BOX_PIDS: z.coerce.number().int().min(16).default(1024),
+  /**
+   * Disk quota of a box's whole writable filesystem, in MiB: the default and this host's maximum
+   * (goldens and creates may ask for less). 0 turns quotas off. A loop-mounted ext4 per box.
+   */
+  BOXD_BOX_DISK_MB: int(102_400),
+  /** Extra IPv4 CIDRs that the `open` egress policy refuses besides private ranges (comma-separated), e.g. a public LAN. */
+  BOXD_EGRESS_DENY: z
+    .string()
+    .default('')
+    .refine((s) => s.split(',').every((c) => c.trim() === '' || parseAllowEntry(c)?.port === undefined && parseAllowEntry(c) !== undefined), 'comma-separated IPv4 CIDRs')
+    .transform((s) => s.split(',').map((c) => c.trim()).filter(Boolean).map((c) => parseAllowEntry(c)!.cidr)),
+  /** Folder for local state: generated secrets (API key, cluster secret) and box disk images (`<dir>/disks/<prefix>/`). */
+  BOXD_STATE_DIR: z.string().default('.boxd'),
   /** How long the gateway waits for a lifecycle job before answering 504, in ms. */
   BOXD_JOB_TIMEOUT_MS: int(120_000),
   /** Upper bound of an exec's run time, in ms (requests may ask for less). */
   BOXD_EXEC_MAX_MS: int(3_600_000),
-  /** Largest file accepted by PUT /files, in bytes. */
-  BOXD_MAX_FILE_BYTES: int(64 * 1024 * 1024),
+  /** Largest file accepted by PUT /files and served by GET /files, in bytes (streamed, flat memory). */
+  BOXD_MAX_FILE_BYTES: int(4 * 1024 * 1024 * 1024),
+  /** Address of this host: its agent listens there and box ports are published there; gateways connect to it. */
+  BOXD_HOST_ADDR: z.ipv4().default('127.0.0.1'),
+  /** Port of the host agent (the data-plane endpoint gateways call); 0 picks a free one, advertised in Redis. */
+  BOXD_HOST_AGENT_PORT: int(0),
+  /** Shared secret gateways present to host agents; generated into .boxd/cluster-secret when unset. */
+  BOXD_CLUSTER_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Concurrent execs per account; more answer 429. */
+  BOXD_MAX_EXECS: int(32),
+  /** Suspend through the cgroup freezer directly (false: `docker pause`). */
+  BOXD_FREEZER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** How long a preview request waits for its box to wake (or finish creating), in ms. */
   BOXD_WAKE_TIMEOUT_MS: int(15_000),
   /** Requests one gateway holds per waking box; more get 503 with Retry-After. */
@@ -53,6 +77,8 @@ export const configSchema = z.object({
   BOXD_CONNECT_RETRY_MS: int(3_000),
   /** How often gateways write inbound activity to Redis, in ms (one write per busy box). */
   BOXD_ACTIVITY_FLUSH_MS: int(1_000),
+  /** How often the host compares its boxes' records with its runtime (drift: removed, paused or dead by hand), in ms; 0 disables. */
+  BOXD_DRIFT_CHECK_MS: int(5_000),
   /** How often the host looks for idle boxes, in ms. */
   BOXD_IDLE_CHECK_MS: int(1_000),
   /** Keep warm pools of the goldens' pool sizes on this host (false: every create is cold). */
@@ -63,6 +89,14 @@ export const configSchema = z.object({
   BOXD_POOL_FILL_MS: int(5_000),
   /** Lock of a running webhook task; a host silent this long is taken as dead and the task re-run, in ms. */
   BOXD_TASK_LOCK_MS: int(30_000),
+  /** Images (exact references, comma-separated) any account may create boxes from, besides goldens and its own snapshots. */
+  BOXD_ALLOWED_IMAGES: z.string().default('').transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean)),
+  /** Bound of every Redis command of the gateway, in ms: past it the API answers 503 instead of hanging on a frozen Redis. */
+  BOXD_REDIS_TIMEOUT_MS: int(1_500),
+  /** A client must send a request's headers within this time or its connection is closed (slowloris), in ms. */
+  BOXD_HEADERS_TIMEOUT_MS: int(10_000),
+  /** A client must send a whole request (headers and body) within this time, in ms; 0 disables. */
+  BOXD_REQUEST_TIMEOUT_MS: int(300_000),
   /** Folder of golden image definitions. */
   BOXD_GOLDEN_DIR: z.string().default('golden-images'),
   /** pino log level. */

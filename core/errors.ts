@@ -83,5 +83,5 @@ export function parseWire(text: string | undefined): WireError | undefined {
 /** Whether an error means Redis cannot be reached (ioredis gave up or the connection is closed). */
 export function isRedisDown(e: unknown): boolean {
   const err = e as { name?: string; message?: string };
-  return err?.name === 'MaxRetriesPerRequestError' || /Connection is closed|ECONNREFUSED|Stream isn't writeable/.test(err?.message ?? '');
+  return err?.name === 'MaxRetriesPerRequestError' || /Connection is closed|ECONNREFUSED|Stream isn't writeable|Command timed out/.test(err?.message ?? '');
 }

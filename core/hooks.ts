@@ -1,6 +1,13 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { BoxdError } from './errors.ts';
+import { BoxdError, LimitError } from './errors.ts';
+
+const CREATE_HOOK = `
+local limit = tonumber(ARGV[1])
+if limit >= 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 'LIMIT' end
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+return 'OK'`;
 
 export interface HookStep {
   /** argv, or a string run with `sh -c`. */
@@ -51,9 +58,11 @@ export class HookStore {
     private readonly prefix: string,
   ) {}
 
-  async createHook(h: Omit<Hook, 'id' | 'secret' | 'createdAt'> & { secret?: string }): Promise<Hook> {
+  /** Creates a hook; LIMIT_EXCEEDED when the account already has `limit` hooks (-1: no limit). Atomic. */
+  async createHook(h: Omit<Hook, 'id' | 'secret' | 'createdAt'> & { secret?: string }, limit = -1): Promise<Hook> {
     const hook: Hook = { ...h, id: `hk_${randomBytes(9).toString('base64url')}`, secret: h.secret ?? randomBytes(32).toString('hex'), createdAt: Date.now() };
-    await this.redis.multi().set(`${this.prefix}:hook:${hook.id}`, JSON.stringify(hook)).zadd(`${this.prefix}:hooks:${hook.account}`, hook.createdAt, hook.id).exec();
+    const out = await this.redis.eval(CREATE_HOOK, 2, `${this.prefix}:hooks:${hook.account}`, `${this.prefix}:hook:${hook.id}`, String(limit), String(hook.createdAt), hook.id, JSON.stringify(hook));
+    if (out === 'LIMIT') throw new LimitError(`account "${hook.account}" already has ${limit} hooks; delete one first`);
     return hook;
   }
 
@@ -109,16 +118,50 @@ export class HookStore {
   }
 }
 
-/** `sha256=<hex>` of the raw body under the hook's secret, compared in constant time. */
-export function verifySignature(secret: string, body: Buffer, header: string | undefined): boolean {
-  if (!header || !/^sha256=[0-9a-f]{64}$/i.test(header.trim())) return false;
-  const want = createHmac('sha256', secret).update(body).digest();
-  const got = Buffer.from(header.trim().slice(7), 'hex');
-  return got.length === want.length && timingSafeEqual(got, want);
+/** How far a timestamped signature's `t` may be from now, in seconds (Stripe's default). */
+export const SIGNATURE_TOLERANCE_S = 300;
+
+export type SignatureCheck = { ok: true; timestamped: boolean } | { ok: false; reason: string };
+
+/**
+ * Checks `X-Boxd-Signature`, in one of two forms, in constant time:
+ *  - `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` (Stripe-style): `t` must be
+ *    within SIGNATURE_TOLERANCE_S of `now`, so a captured request cannot be replayed later;
+ *  - `sha256=<hex HMAC-SHA256 of the raw body>` (GitHub-style, no timestamp).
+ * Several `v1=` values (secret rotation) are accepted if any matches.
+ */
+export function checkSignature(secret: string, body: Buffer, header: string | undefined, now = Date.now()): SignatureCheck {
+  const h = header?.trim() ?? '';
+  const equal = (hex: string, want: Buffer) => {
+    const got = Buffer.from(hex, 'hex');
+    return got.length === want.length && timingSafeEqual(got, want);
+  };
+  if (/^sha256=[0-9a-f]{64}$/i.test(h)) {
+    return equal(h.slice(7), createHmac('sha256', secret).update(body).digest()) ? { ok: true, timestamped: false } : { ok: false, reason: 'signature does not match' };
+  }
+  const parts = h.split(',').map((p) => p.trim().split('=') as [string, string?]);
+  const t = parts.find(([k]) => k === 't')?.[1];
+  const v1 = parts.filter(([k, v]) => k === 'v1' && v && /^[0-9a-f]{64}$/i.test(v)).map(([, v]) => v!);
+  if (!t || !/^\d{1,12}$/.test(t) || !v1.length) return { ok: false, reason: 'missing signature' };
+  if (Math.abs(now / 1000 - Number(t)) > SIGNATURE_TOLERANCE_S) return { ok: false, reason: `timestamp outside the ${SIGNATURE_TOLERANCE_S} s tolerance` };
+  const want = createHmac('sha256', secret).update(`${t}.`).update(body).digest();
+  return v1.some((v) => equal(v, want)) ? { ok: true, timestamped: true } : { ok: false, reason: 'signature does not match' };
 }
 
+/** Whether `header` is a valid signature of `body` (either form). */
+export function verifySignature(secret: string, body: Buffer, header: string | undefined, now = Date.now()): boolean {
+  return checkSignature(secret, body, header, now).ok;
+}
+
+/** `sha256=<hex>`: the signature without a timestamp. */
 export function sign(secret: string, body: Buffer | string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/** `t=<seconds>,v1=<hex>`: the timestamped signature (preferred: it cannot be replayed after 5 minutes). */
+export function signTimestamped(secret: string, body: Buffer | string, at = Date.now()): string {
+  const t = Math.floor(at / 1000);
+  return `t=${t},v1=${createHmac('sha256', secret).update(`${t}.`).update(body).digest('hex')}`;
 }
 
 export const TASK_QUEUE = 'tasks';

@@ -22,6 +22,8 @@ export class HostClient {
     private readonly redisUrl: string,
     private readonly prefix: string,
     private readonly defaultTimeoutMs: number,
+    /** How often a waiting call checks that its host still beats. */
+    private readonly watchEveryMs = 2000,
   ) {}
 
   private channel(hostId: string): HostChannel {
@@ -88,18 +90,42 @@ export class HostClient {
     await ch.ready;
     const added = await this.enqueue(hostId, job);
     let result: JobResult<T>;
+    const watch = this.watchHost(hostId, job.op);
     try {
-      result = (await added.waitUntilFinished(ch.events, timeoutMs)) as JobResult<T>;
+      result = (await Promise.race([added.waitUntilFinished(ch.events, timeoutMs), watch.lost])) as JobResult<T>;
     } catch (e) {
+      if (e instanceof BoxdError) throw e;
       const msg = (e as Error).message ?? '';
       if (/timed out/i.test(msg)) throw new TimeoutError(`host ${hostId} did not finish ${job.op} within ${timeoutMs} ms`);
       const wire = parseWire(msg);
       if (wire) throw fromWire(wire);
       throw new BoxdError('RUNTIME_ERROR', `${job.op} failed on ${hostId}: ${msg}`);
+    } finally {
+      watch.stop();
     }
     if (!result || typeof result !== 'object') throw new BoxdError('RUNTIME_ERROR', `${job.op} returned nothing`);
     if (!result.ok) throw fromWire(result.error);
     return result.value;
+  }
+
+  /**
+   * Rejects `lost` with HOST_LOST once `hostId` stops sending heartbeats (killed, or stopped)
+   * while a job of `op` waits for it, so the caller gets an answer instead of a hang until the
+   * job's time-out. A Redis error while checking is not taken as a lost host.
+   */
+  private watchHost(hostId: string, op: string): { lost: Promise<never>; stop: () => void } {
+    let timer: NodeJS.Timeout | undefined;
+    const lost = new Promise<never>((_, reject) => {
+      timer = setInterval(() => {
+        this.assertAlive(hostId).catch((e: unknown) => {
+          if (!(e instanceof UnavailableError)) return;
+          clearInterval(timer);
+          reject(new BoxdError('HOST_LOST', `host ${hostId} stopped while running ${op}; it did not finish`));
+        });
+      }, this.watchEveryMs);
+    });
+    lost.catch(() => undefined);
+    return { lost, stop: () => clearInterval(timer) };
   }
 
   async close(): Promise<void> {

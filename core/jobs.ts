@@ -1,17 +1,13 @@
 import type { WireError } from './errors.ts';
 
 /**
- * The jobs a host runs, one BullMQ queue per host (`host-<id>`). Job data is plain JSON;
- * bytes (files) travel through short-lived Redis blobs, not in job data.
+ * The control plane: durable lifecycle work a host runs from its BullMQ queue (`host-<id>`),
+ * retried and idempotent. Job data and results stay small (a few KiB). The data plane — exec,
+ * files, suspend/resume, the preview wake — goes gateway → host agent directly (host/agent.ts).
  */
 export type HostJob =
   | { op: 'create'; name: string }
-  | { op: 'exec'; name: string; execId: string; cmd: string[]; cwd?: string; env?: Record<string, string>; stdinBlob?: string; timeoutMs: number; stream: boolean }
-  | { op: 'suspend'; name: string }
-  | { op: 'resume'; name: string }
   | { op: 'destroy'; name: string }
-  | { op: 'putFile'; name: string; path: string; blob: string; mode?: number }
-  | { op: 'getFile'; name: string; path: string }
   | { op: 'fork'; name: string; child: string }
   | { op: 'fork-pool'; name: string; child: string }
   | { op: 'snapshot'; name: string; snapshot: string; account: string }
@@ -36,7 +32,7 @@ export interface ExecOutcome {
   truncated: boolean;
 }
 
-/** Messages on `<prefix>:exec:<execId>` while an exec streams. */
+/** NDJSON lines of a streaming exec. */
 export type ExecMessage =
   | { stream: 'stdout' | 'stderr'; data: string }
   | { exitCode: number; durationMs: number; timedOut: boolean }
@@ -45,12 +41,7 @@ export type ExecMessage =
 /** Attempts per operation: lifecycle steps are idempotent and retried; exec is not. */
 export const ATTEMPTS: Record<HostOp, number> = {
   create: 3,
-  exec: 1,
-  suspend: 2,
-  resume: 3,
   destroy: 5,
-  putFile: 1,
-  getFile: 1,
   fork: 2,
   'fork-pool': 1,
   'golden-commit': 2,
@@ -67,6 +58,10 @@ export const hostQueueName = (hostId: string): string => `host-${hostId}`;
 /** A host's heartbeat in `<prefix>:hosts`. */
 export interface HostInfo {
   id: string;
+  /** Address of the host: its agent and its boxes' published ports. */
+  addr?: string;
+  /** Port of its agent (host/agent.ts). */
+  agentPort?: number;
   startedAt: number;
   heartbeatAt: number;
 }

@@ -1,6 +1,7 @@
 import { goldenDisplayName } from '../core/account-goldens.ts';
 import type { BoxOrigin, BoxRecord, BoxState } from '../core/boxes.ts';
 import type { Urls } from './urls.ts';
+import type { NetworkPolicy } from '../core/network-policy.ts';
 
 /** A box as the API shows it. */
 export interface BoxJson {
@@ -15,6 +16,9 @@ export interface BoxJson {
   public: boolean;
   parent?: string;
   idleTimeoutMs: number;
+  /** Disk quota in MiB, when the box asked for one (else the host's default applies). */
+  diskMb?: number;
+  network: NetworkPolicy;
   createdAt: string;
   lastActivityAt: string;
   error?: string;
@@ -31,6 +35,7 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
     ports: box.ports,
     public: box.public,
     idleTimeoutMs: box.idleTimeoutMs,
+    network: box.network ?? 'open',
     createdAt: new Date(box.createdAt).toISOString(),
     lastActivityAt: new Date(box.lastActivityAt).toISOString(),
   };
@@ -40,5 +45,6 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
   if (box.parent) out.parent = box.parent;
   if (box.error) out.error = box.error;
   if (box.origin) out.origin = box.origin;
+  if (box.diskMb !== undefined) out.diskMb = box.diskMb;
   return out;
 }

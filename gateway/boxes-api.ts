@@ -1,17 +1,18 @@
-import express, { Router, type Request, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
+import { pipeline } from 'node:stream/promises';
 import type { Redis } from 'ioredis';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { newPreviewToken, type Accounts } from '../core/accounts.ts';
-import { Blobs } from '../core/blobs.ts';
+import { ExecSlots } from '../core/exec-slots.ts';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
-import { BoxdError, UnavailableError } from '../core/errors.ts';
+import { BoxdError, LimitError, UnavailableError, ValidationError } from '../core/errors.ts';
+import { samePolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
-import type { ExecMessage, ExecOutcome } from '../core/jobs.ts';
 import { boxSettings, type GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { boxJson } from './box-view.ts';
-import type { ExecStreams } from './exec-stream.ts';
+import { errorOf, passHeaders, readText, type HostAgents } from './host-agents.ts';
 import { createBoxBody, execBody, parse, parseBoxPath, parseName, type CreateBoxBody } from './schemas.ts';
 import type { Urls } from './urls.ts';
 
@@ -21,7 +22,8 @@ export interface BoxesApiDeps {
   store: BoxStore;
   accounts: Accounts;
   hosts: HostClient;
-  execStreams: ExecStreams;
+  agents: HostAgents;
+  goldens: () => Promise<Map<string, GoldenInfo>>;
   /** The golden `name` as `account` sees it (the operator's, else the account's own). */
   golden: (account: string, name: string) => Promise<GoldenInfo | undefined>;
   urls: Urls;
@@ -29,6 +31,8 @@ export interface BoxesApiDeps {
   claimFromPool?: (golden: string, box: PoolClaim) => Promise<BoxRecord | null>;
   /** Resolves a snapshot of an account to its image, ports and host. */
   snapshot?: (account: string, snapshot: string) => Promise<{ image: string; ports: number[]; hostId: string }>;
+  /** The snapshots of an account (an `image` at create may name one of their images). */
+  snapshotsOf?: (account: string) => Promise<{ image: string; ports: number[]; hostId: string }[]>;
 }
 
 /** What a claimed pool box is given: the caller's name, account and settings. */
@@ -44,10 +48,13 @@ export interface PoolClaim {
 
 const DEFAULT_EXEC_TIMEOUT_MS = 600_000;
 
-/** `/v1/boxes…`: create, list, get, exec, files, suspend, resume, delete. */
+/**
+ * `/v1/boxes…`: create, list, get, delete (control plane: BullMQ jobs to the owning host) and
+ * exec, files, suspend, resume (data plane: straight to the owning host's agent).
+ */
 export function boxesApi(d: BoxesApiDeps): Router {
   const r = Router();
-  const blobs = new Blobs(d.redis, d.config.BOXD_PREFIX);
+  const slots = new ExecSlots(d.redis, d.config.BOXD_PREFIX);
   const own = async (req: Request): Promise<BoxRecord> => d.store.require(parseName(req.params.name), accountOf(req));
   const send = (res: Response, box: BoxRecord, status = 200, extra: object = {}) =>
     res.status(status).json({ ...boxJson(box, d.urls), ...extra });
@@ -62,8 +69,16 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const env = body.env ?? {};
     const idleTimeoutMs = body.idleTimeoutMs ?? settings.idleTimeoutMs;
     const tokenHash = preview?.tokenHash;
+    const maxDisk = d.config.BOXD_BOX_DISK_MB;
+    if (body.diskMb !== undefined && maxDisk > 0 && body.diskMb > maxDisk) {
+      throw new ValidationError(`diskMb ${body.diskMb} is above this host's maximum of ${maxDisk} MiB`);
+    }
+    const diskMb = body.diskMb ?? settings.diskMb;
+    const network = body.network ?? settings.network;
+    // A pool box was made with its golden's disk and network: a create asking otherwise is cold.
+    const poolFits = (body.diskMb === undefined || body.diskMb === settings.diskMb) && samePolicy(network, settings.network);
 
-    if (settings.golden && !body.ports && d.claimFromPool) {
+    if (settings.golden && !body.ports && poolFits && d.claimFromPool) {
       const claimed = await d.claimFromPool(settings.golden, { name, account, env, idleTimeoutMs, public: body.public ?? true, tokenHash, limit });
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
@@ -84,11 +99,21 @@ export function boxesApi(d: BoxesApiDeps): Router {
         idleTimeoutMs,
         cpus: settings.cpus,
         memoryMb: settings.memoryMb,
+        diskMb,
+        network,
         hostId,
       },
       limit,
     );
-    await d.hosts.call(hostId, { op: 'create', name });
+    try {
+      await d.hosts.call(hostId, { op: 'create', name });
+    } catch (e) {
+      // The host died or gave no answer: the caller gets the error and the name is freed. A host
+      // that finishes later finds no record and removes its container again; one that restarts
+      // removes the container as unknown.
+      if (e instanceof BoxdError && (e.code === 'HOST_LOST' || e.code === 'TIMEOUT')) await d.store.remove(name).catch(() => undefined);
+      throw e;
+    }
     send(res, await d.store.require(name), 201, preview ? { previewToken: preview.token } : {});
   });
 
@@ -102,7 +127,7 @@ export function boxesApi(d: BoxesApiDeps): Router {
   for (const op of ['suspend', 'resume'] as const) {
     r.post(`/boxes/:name/${op}`, async (req, res) => {
       const box = await own(req);
-      await d.hosts.call(box.hostId, { op, name: box.name });
+      await d.agents.json(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/${op}` });
       send(res, await d.store.require(box.name));
     });
   }
@@ -113,57 +138,63 @@ export function boxesApi(d: BoxesApiDeps): Router {
     res.status(204).end();
   });
 
+  // Exec goes straight to the owning host's agent; output streams back through this response
+  // with backpressure and never touches Redis. The account's slot is released when it ends.
   r.post('/boxes/:name/exec', async (req, res) => {
-    const box = await own(req);
-    const body = parse(execBody, req.body);
+    const account = accountOf(req);
+    const [box, body] = await Promise.all([own(req), Promise.resolve().then(() => parse(execBody, req.body))]);
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
-    const execId = crypto.randomUUID();
-    const stdinBlob = body.stdin === undefined ? undefined : await blobs.put(Buffer.from(body.stdin, 'utf8'), timeoutMs + 60_000, execId);
-    const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
-    const job = { op: 'exec' as const, name: box.name, execId, cmd: body.cmd, cwd: body.cwd, env: body.env, stdinBlob, timeoutMs, stream: streaming };
-    const wait = timeoutMs + 30_000;
-    if (!streaming) {
-      res.json(await d.hosts.call<ExecOutcome>(box.hostId, job, wait));
-      return;
+    const execId = randomUUID();
+    if (!(await slots.take(account, execId, d.config.BOXD_MAX_EXECS, timeoutMs + 60_000))) {
+      throw new LimitError(`this account already runs ${d.config.BOXD_MAX_EXECS} commands; wait for one to finish`);
     }
-    await d.hosts.assertAlive(box.hostId);
-    let finished = false;
-    const write = (m: ExecMessage | { error: { code: string; message: string } }) => {
-      if (finished || res.writableEnded || res.destroyed) return;
-      res.write(JSON.stringify(m) + '\n');
-      if ('exitCode' in m || 'error' in m) {
-        finished = true;
-        res.end();
-        void close();
-      }
-    };
-    const close = await d.execStreams.open(`${d.config.BOXD_PREFIX}:exec:${execId}`, write);
-    res.on('close', () => void close());
-    res.status(200).setHeader('Content-Type', 'application/x-ndjson');
-    res.setHeader('Cache-Control', 'no-store');
-    res.flushHeaders();
-    d.hosts.call<ExecOutcome>(box.hostId, job, wait).then(
-      // The host publishes the exit line itself; this covers a subscriber that lagged.
-      (out) => setTimeout(() => write({ exitCode: out.exitCode, durationMs: out.durationMs, timedOut: out.timedOut }), 2000).unref(),
-      (e: unknown) => write({ error: e instanceof BoxdError ? e.toWire() : { code: 'INTERNAL', message: String(e) } }),
-    );
+    const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
+    const gone = new AbortController();
+    res.once('close', () => {
+      slots.release(account, execId);
+      if (!res.writableFinished) gone.abort();
+    });
+    const payload = Buffer.from(JSON.stringify({ ...body, timeoutMs, execId, stream: streaming, detach: body.detach ?? false }));
+    const up = await d.agents.request(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/exec`, headers: { 'Content-Type': 'application/json' }, body: payload, once: true }, gone.signal);
+    if ((up.statusCode ?? 500) >= 300) throw errorOf(up.statusCode ?? 500, await readText(up));
+    res.writeHead(200, passHeaders(up.headers));
+    await pipeline(up, res).catch(() => {
+      up.destroy();
+      res.destroy();
+    });
   });
 
-  r.put('/boxes/:name/files', express.raw({ type: () => true, limit: d.config.BOXD_MAX_FILE_BYTES }), async (req, res) => {
+  r.put('/boxes/:name/files', async (req, res) => {
     const box = await own(req);
     const path = parseBoxPath(req.query.path);
     const mode = parseMode(req.query.mode);
-    const data = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const blob = await blobs.put(data, 300_000);
-    await d.hosts.call(box.hostId, { op: 'putFile', name: box.name, path, blob, mode });
+    const len = req.headers['content-length'];
+    if (len !== undefined && Number(len) > d.config.BOXD_MAX_FILE_BYTES) {
+      throw new BoxdError('FILE_TOO_LARGE', `files are limited to ${d.config.BOXD_MAX_FILE_BYTES} bytes`);
+    }
+    const query = new URLSearchParams({ path });
+    if (mode !== undefined) query.set('mode', mode.toString(8));
+    const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' };
+    if (len !== undefined) headers['Content-Length'] = len;
+    else headers['Transfer-Encoding'] = 'chunked';
+    const up = await d.agents.request(box.hostId, { method: 'PUT', path: `/v1/boxes/${box.name}/files?${query}`, headers, body: req });
+    const text = await readText(up);
+    if ((up.statusCode ?? 500) >= 300) throw errorOf(up.statusCode ?? 500, text);
     res.status(204).end();
   });
 
   r.get('/boxes/:name/files', async (req, res) => {
     const box = await own(req);
     const path = parseBoxPath(req.query.path);
-    const { blob } = await d.hosts.call<{ blob: string; size: number }>(box.hostId, { op: 'getFile', name: box.name, path });
-    res.status(200).type('application/octet-stream').send(await blobs.take(blob));
+    const gone = new AbortController();
+    res.once('close', () => gone.abort());
+    const up = await d.agents.request(box.hostId, { method: 'GET', path: `/v1/boxes/${box.name}/files?${new URLSearchParams({ path })}` }, gone.signal);
+    if ((up.statusCode ?? 500) >= 300) throw errorOf(up.statusCode ?? 500, await readText(up));
+    res.writeHead(200, { ...passHeaders(up.headers), 'content-type': 'application/octet-stream' });
+    await pipeline(up, res).catch(() => {
+      up.destroy();
+      res.destroy();
+    });
   });
 
   return r;
@@ -184,11 +215,22 @@ interface Source {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  diskMb?: number;
+  network?: NetworkPolicy;
 }
 
 async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: string): Promise<Source> {
   const defaults = { idleTimeoutMs: d.config.BOXD_IDLE_TIMEOUT_MS, cpus: d.config.BOXD_BOX_CPUS, memoryMb: d.config.BOXD_BOX_MEMORY_MB };
-  if (body.image) return { imageRef: body.image, ports: [], ...defaults };
+  if (body.image) {
+    // `image` takes only a golden's tag, an image on the operator's allowlist, or one of the
+    // caller's own snapshot images: never another account's fork or snapshot, nor any local image.
+    const golden = [...(await d.goldens()).values()].find((g) => g.tag === body.image);
+    if (golden) return boxSettings(golden);
+    if (d.config.BOXD_ALLOWED_IMAGES.includes(body.image)) return { imageRef: body.image, ports: [], ...defaults };
+    const snap = (await d.snapshotsOf?.(account))?.find((s) => s.image === body.image);
+    if (snap) return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
+    throw new BoxdError('IMAGE_NOT_ALLOWED', `image "${body.image}" is not allowed: use a golden (GET /v1/goldens), one of your snapshots, or an image the operator lists in BOXD_ALLOWED_IMAGES`);
+  }
   if (body.snapshot) {
     if (!d.snapshot) throw new BoxdError('NOT_IMPLEMENTED', 'snapshots are not available');
     const snap = await d.snapshot(account, body.snapshot);

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import type { GoldenInfo } from '../host/goldens.ts';
 import { claimPooled } from '../pool/claim.ts';
+import { samePolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
 import type { Snapshots } from '../core/snapshots.ts';
 import { accountOf } from './auth.ts';
@@ -25,13 +26,14 @@ export interface ForkApiDeps {
 
 /**
  * Which fork path a parent takes. A pool box can take the parent's changes only if it runs the
- * very image the parent was made from with the same ports and limits: boxes made from a golden
+ * very image the parent was made from with the same ports, limits, disk and egress policy: boxes made from a golden
  * (claimed or cold) and forks made from the pool. Boxes from an image, a snapshot or a commit
  * fork, or with ports of their own, take the commit path.
  */
 export function poolFor(parent: BoxRecord, g: GoldenInfo | undefined): GoldenInfo | undefined {
   if (!g || g.poolSize <= 0 || g.tag !== parent.imageRef) return undefined;
   if (parent.cpus !== g.cpus || parent.memoryMb !== g.memoryMb) return undefined;
+  if (parent.diskMb !== g.diskMb || !samePolicy(parent.network, g.network)) return undefined;
   if (parent.ports.length !== g.ports.length || parent.ports.some((p, i) => p !== g.ports[i])) return undefined;
   return g;
 }
@@ -88,6 +90,8 @@ export function forkApi(d: ForkApiDeps): Router {
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
+        diskMb: parent.diskMb,
+        network: parent.network,
         hostId: parent.hostId,
       },
       limit,
@@ -115,7 +119,7 @@ export function forkApi(d: ForkApiDeps): Router {
       golden: box.golden,
       createdAt: Date.now(),
     };
-    await d.snapshots.reserve(record);
+    await d.snapshots.reserve(record, (await d.accounts.accountLimits(account)).maxSnapshots);
     try {
       await d.hosts.call(box.hostId, { op: 'snapshot', name: box.name, snapshot, account });
     } catch (e) {

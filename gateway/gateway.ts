@@ -1,7 +1,7 @@
 import express from 'express';
 import { createServer, type Server } from 'node:http';
 import { Redis } from 'ioredis';
-import { Accounts } from '../core/accounts.ts';
+import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
 import { BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
@@ -9,7 +9,10 @@ import type { Logger } from '../core/log.ts';
 import { findGolden, goldenByKey, readGoldens, type GoldenInfo } from '../host/goldens.ts';
 import { AccountGoldens, goldenDisplayName } from '../core/account-goldens.ts';
 import { goldensApi } from './goldens-api.ts';
-import { accountOf, requireKey } from './auth.ts';
+import { accountOf, limitBoxKeys, requireAdmin, requireKey } from './auth.ts';
+import { accountsApi } from './accounts-api.ts';
+import { healthApi } from './health.ts';
+import { jsonBody } from './json-body.ts';
 import { boxesApi, type PoolClaim } from './boxes-api.ts';
 import { forkApi } from './fork-api.ts';
 import { dashboard } from './dashboard.ts';
@@ -18,7 +21,8 @@ import { HookStore } from '../core/hooks.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
-import { ExecStreams } from './exec-stream.ts';
+import { HostAgents } from './host-agents.ts';
+import { clusterSecret } from '../core/secrets.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
 import { Urls } from './urls.ts';
@@ -36,6 +40,7 @@ export interface Gateway {
   store: BoxStore;
   accounts: Accounts;
   hosts: HostClient;
+  agents: HostAgents;
   urls: Urls;
   activity: Activity;
   waker: Waker;
@@ -48,23 +53,26 @@ export interface Gateway {
  * box subdomains. Stateless apart from caches, so any number can run against one Redis.
  */
 export async function createGateway(config: Config, log: Logger): Promise<Gateway> {
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
+  // Every command is bounded: with Redis frozen or gone the API answers 503 within ~2 s, not 30.
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3, commandTimeout: config.BOXD_REDIS_TIMEOUT_MS || undefined });
   const sub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
   const prefix = config.BOXD_PREFIX;
   const store = new BoxStore(redis, prefix);
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
-  if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, 'default');
+  await accounts.ensureAccount(DEFAULT_ACCOUNT, DEFAULT_ACCOUNT);
+  if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
   const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
-  const execStreams = new ExecStreams(sub);
+  const agents = new HostAgents(redis, prefix, clusterSecret(config));
+  const resume = (hostId: string, name: string) => agents.json(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` });
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
   await routes.start();
   const activity = new Activity(store);
   activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
-  const waker = new Waker({ routes, hosts, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
+  const waker = new Waker({ routes, resume, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
   // A box suspended while we hold requests or WebSockets to it is woken again at once, so a
   // race between an auto-suspend and traffic always ends with the traffic served.
   routes.onAny((e) => {
@@ -72,7 +80,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       void routes.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
-  const preview = new Preview({ config, routes, waker, activity, accounts, metrics, log: log.child({ part: 'preview' }) });
+  const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
@@ -88,28 +96,25 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     next();
   });
   api.use(dashboard());
-  api.get('/healthz', async (_req, res) => {
-    const redisOk = await redis.ping().then(() => true, () => false);
-    const hostsAlive = redisOk ? (await hosts.aliveHosts().catch(() => [])).length : 0;
-    res.status(redisOk ? 200 : 503).json({ ok: redisOk, redis: redisOk, hosts: hostsAlive });
-  });
-  api.get('/metrics', async (_req, res) => {
+  api.use(healthApi(redis, hosts));
+  api.get('/metrics', requireKey(accounts), requireAdmin, async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render(store));
   });
   const accountGoldens = new AccountGoldens(redis, prefix);
   const golden = async (account: string, name: string) => findGolden(await goldens(), accountGoldens, account, name);
-  const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, golden, urls };
+  const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, golden, urls, accounts };
   const tasksQueue = taskQueue(hookDeps);
   api.use(publicHooks(hookDeps, tasksQueue));
   const v1 = express.Router();
   v1.use(requireKey(accounts));
+  v1.use(limitBoxKeys);
   // JSON bodies for everything but file uploads, which take raw bytes.
-  const json = express.json({ limit: '20mb', strict: false });
-  v1.use((req, res, next) => (req.path.endsWith('/files') ? next() : json(req, res, next)));
+  v1.use(jsonBody('20mb'));
+  v1.use(accountsApi(accounts));
   const snapshots = new Snapshots(redis, prefix);
   v1.use(goldensApi({ config, store, hosts, snapshots, accountGoldens, goldens }));
   const poolHost: PoolHost = {
-    wake: (hostId, name) => hosts.call(hostId, { op: 'resume', name }),
+    wake: (hostId, name) => resume(hostId, name),
     destroy: (hostId, name) => hosts.call(hostId, { op: 'destroy', name }),
     refill: (hostId, golden) => hosts.enqueue(hostId, { op: 'pool-fill', golden }),
   };
@@ -121,9 +126,10 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   };
   v1.use(
     boxesApi({
-      config, redis, store, accounts, hosts, execStreams, golden, urls,
+      config, redis, store, accounts, hosts, agents, goldens, golden, urls,
       claimFromPool: config.BOXD_POOL ? claimFromPool : undefined,
       snapshot: async (account, name) => snapshots.require(account, name),
+      snapshotsOf: async (account) => snapshots.list(account),
     }),
   );
   v1.use(forkApi({
@@ -145,7 +151,13 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   api.use(errorHandler(log));
 
   // Box host names skip Express entirely: the preview path is hot and needs none of it.
-  const server = createServer((req, res) => {
+  // Slow or stalled clients are cut off: headers within BOXD_HEADERS_TIMEOUT_MS (checked every
+  // second, not Node's default 30 s), the whole request within BOXD_REQUEST_TIMEOUT_MS.
+  const server = createServer({
+    headersTimeout: config.BOXD_HEADERS_TIMEOUT_MS,
+    requestTimeout: config.BOXD_REQUEST_TIMEOUT_MS,
+    connectionsCheckingInterval: Math.min(1000, Math.max(100, config.BOXD_HEADERS_TIMEOUT_MS / 4)),
+  }, (req, res) => {
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
     if (target.kind === 'api') return api(req, res);
     if (target.kind === 'invalid') {
@@ -158,8 +170,9 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       else res.destroy();
     });
   });
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+  server.on('clientError', (err: Error & { code?: string }, socket) => {
+    const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+    if (socket.writable) socket.end(timedOut ? 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     else socket.destroy();
   });
 
@@ -184,12 +197,14 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     store,
     accounts,
     hosts,
+    agents,
     urls,
     async close() {
       const closed = new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
       server.closeAllConnections?.();
       await closed;
       preview.close();
+      agents.close();
       await activity.stop();
       await hosts.close();
       await tasksQueue.close().catch(() => undefined);

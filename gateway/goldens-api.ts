@@ -65,7 +65,7 @@ export function goldensApi(d: GoldensApiDeps): Router {
       const box = await d.store.require(parseName(body.fromBox), account);
       golden = {
         ...base, hostId: box.hostId, ports: body.ports ?? box.ports, idleTimeoutMs: body.idleTimeoutMs ?? box.idleTimeoutMs,
-        cpus: box.cpus, memoryMb: box.memoryMb, from: { box: box.name },
+        cpus: box.cpus, memoryMb: box.memoryMb, diskMb: box.diskMb, network: box.network, from: { box: box.name },
       };
       job = { op: 'golden-commit', name: box.name, image };
     } else {

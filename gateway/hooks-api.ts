@@ -3,9 +3,10 @@ import { Queue } from 'bullmq';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import type { Accounts } from '../core/accounts.ts';
 import type { Config } from '../core/config.ts';
 import { BoxdError } from '../core/errors.ts';
-import { TASK_QUEUE, verifySignature, type Hook, type HookStore, type Task } from '../core/hooks.ts';
+import { TASK_QUEUE, checkSignature, type Hook, type HookStore, type Task } from '../core/hooks.ts';
 import type { GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { goldenName, parse } from './schemas.ts';
@@ -31,6 +32,8 @@ export interface HooksDeps {
   /** The golden `name` as `account` sees it (the operator's or the account's own). */
   golden?: (account: string, name: string) => Promise<GoldenInfo | undefined>;
   urls: Urls;
+  /** Per-account limits (maxHooks); without it hooks are unlimited. */
+  accounts?: Pick<Accounts, 'accountLimits'>;
 }
 
 /** The task queue, shared by every host. */
@@ -48,17 +51,18 @@ export function publicHooks(d: HooksDeps, queue: Queue): Router {
     if (!hook) throw new BoxdError('HOOK_NOT_FOUND', 'no such hook');
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const signature = req.header('x-boxd-signature') ?? req.header('x-hub-signature-256');
-    if (!verifySignature(hook.secret, body, signature)) {
-      throw new BoxdError('UNAUTHORIZED', 'missing or wrong X-Boxd-Signature (sha256=<hex HMAC-SHA256 of the raw body>)');
+    const check = checkSignature(hook.secret, body, signature);
+    if (!check.ok) {
+      throw new BoxdError('UNAUTHORIZED', `${check.reason}: send X-Boxd-Signature "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">" (or "sha256=<hex HMAC-SHA256 of the raw body>")`);
     }
+    // Every delivery names itself, so a replay of a signed body is recognised and runs nothing.
+    const delivery = (req.header('x-boxd-delivery') ?? req.header('x-github-delivery'))?.trim();
+    if (!delivery) throw new BoxdError('INVALID_REQUEST', 'missing X-Boxd-Delivery: a unique id per delivery (used to drop repeats)');
     const taskId = `tk-${randomBytes(8).toString('hex')}`;
-    const delivery = req.header('x-boxd-delivery') ?? req.header('x-github-delivery');
-    if (delivery) {
-      const first = await d.hooks.firstDelivery(hook.id, delivery.slice(0, 200), taskId);
-      if (first !== true) {
-        res.status(200).json({ task: first, duplicate: true });
-        return;
-      }
+    const first = await d.hooks.firstDelivery(hook.id, delivery.slice(0, 200), taskId);
+    if (first !== true) {
+      res.status(200).json({ task: first, duplicate: true });
+      return;
     }
     const task: Task = { id: taskId, hook: hook.id, account: hook.account, state: 'queued', steps: [], box: null, attempts: 0, triggeredAt: Date.now() };
     await d.redis.set(d.hooks.payloadKey(taskId), body, 'EX', 7 * 86_400);
@@ -74,9 +78,11 @@ export function hooksApi(d: HooksDeps): Router {
   const r = Router();
   r.post('/hooks', async (req, res) => {
     const body = parse(hookBody, req.body);
-    const known = d.golden ? !!(await d.golden(accountOf(req), body.golden)) : (await d.goldens()).has(body.golden);
+    const account = accountOf(req);
+    const known = d.golden ? !!(await d.golden(account, body.golden)) : (await d.goldens()).has(body.golden);
     if (!known) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
-    const hook = await d.hooks.createHook({ ...body, account: accountOf(req) });
+    const limit = d.accounts ? (await d.accounts.accountLimits(account)).maxHooks : -1;
+    const hook = await d.hooks.createHook({ ...body, account }, limit);
     res.status(201).json({ ...hookJson(hook, d.urls), secret: hook.secret });
   });
   r.get('/hooks', async (req, res) => {

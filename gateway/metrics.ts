@@ -1,6 +1,10 @@
 import type { BoxStore } from '../core/boxes.ts';
 
-/** Counters kept by one gateway, rendered with box counts as Prometheus text. */
+/**
+ * Counters kept by one gateway, rendered with the box counts as Prometheus text. Box counts come
+ * from the per-state counters the store's scripts keep in Redis (one HGETALL per scrape), never
+ * from reading every record; pool boxes are not counted.
+ */
 export class Metrics {
   private readonly counters = new Map<string, number>();
 
@@ -9,12 +13,12 @@ export class Metrics {
     this.counters.set(key, (this.counters.get(key) ?? 0) + by);
   }
 
-  async render(store: BoxStore): Promise<string> {
+  async render(store: Pick<BoxStore, 'counts'>): Promise<string> {
     const lines: string[] = [];
-    const byState = new Map<string, number>();
-    for (const b of await store.list('all')) byState.set(b.state, (byState.get(b.state) ?? 0) + 1);
-    lines.push('# HELP boxd_boxes Boxes by state.', '# TYPE boxd_boxes gauge');
-    for (const s of ['creating', 'running', 'suspended', 'error']) lines.push(`boxd_boxes{state="${s}"} ${byState.get(s) ?? 0}`);
+    const byState = await store.counts();
+    lines.push('# HELP boxd_boxes Boxes by state (warm-pool boxes not counted).', '# TYPE boxd_boxes gauge');
+    const states = new Set(['creating', 'running', 'suspended', 'error', ...Object.keys(byState).filter((k) => /^[a-z]+$/.test(k) && k !== 'destroyed')]);
+    for (const s of states) lines.push(`boxd_boxes{state="${s}"} ${byState[s] ?? 0}`);
     const names = new Set([...this.counters.keys()].map((k) => k.replace(/\{.*$/, '')));
     for (const n of [...names].sort()) {
       lines.push(`# TYPE ${n} counter`);

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { hashSecret, type Accounts } from '../core/accounts.ts';
-import type { BoxRecord } from '../core/boxes.ts';
+import { POOL_ACCOUNT, type BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { BoxdError, isRedisDown } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -14,11 +14,14 @@ import { statusOf } from './errors.ts';
 import type { Metrics } from './metrics.ts';
 import { refuseUpgrade, sendPage } from './pages.ts';
 import type { RouteCache } from './route-cache.ts';
+import { canonicalHost } from './routing.ts';
 import type { Waker } from './waker.ts';
 
 export const TOKEN_PARAM = 'boxd_token';
 export const TOKEN_HEADER = 'x-boxd-token';
-const TOKEN_COOKIE = 'boxd_token';
+/** The token cookie is named per box, so no other host's cookie can stand in for it. */
+const TOKEN_COOKIE_PREFIX = 'boxd_token';
+export const tokenCookie = (box: string) => `${TOKEN_COOKIE_PREFIX}_${box}`;
 
 /** A refusal on the preview path: a code (its status comes from gateway/errors.ts) and a sentence for the page. */
 class Refusal extends Error {
@@ -36,6 +39,8 @@ class Refusal extends Error {
 interface Routed {
   box: BoxRecord;
   port: number;
+  /** The owning host's address, where the box's ports are published. */
+  hostAddr: string;
   hostPort: number;
 }
 
@@ -44,8 +49,10 @@ export interface PreviewDeps {
   routes: RouteCache;
   waker: Waker;
   activity: Activity;
-  accounts: Pick<Accounts, 'accountOf'>;
+  accounts: Pick<Accounts, 'lookup'>;
   metrics: Metrics;
+  /** Address a host publishes its boxes' ports on (from its heartbeat). */
+  addrOf: (hostId: string) => Promise<string>;
   log: Logger;
 }
 
@@ -74,12 +81,18 @@ export class Preview {
         proxyReq.destroy(new Error('upstream timeout'));
       });
     });
+    // Runs before the response headers are copied to the client.
+    this.proxy.on('proxyRes', (proxyRes, req) => {
+      const set = proxyRes.headers['set-cookie'];
+      if (set) proxyRes.headers['set-cookie'] = hostOnlyCookies(set, canonicalHost(req.headers.host) ?? '');
+    });
   }
 
   async web(req: IncomingMessage, res: ServerResponse, boxName: string, port: number | null): Promise<void> {
     let routed: Routed;
     try {
       const box = await this.route(boxName, port);
+      this.boxNames.set(req, box.name);
       if (this.authorize(req, res, box)) return; // answered (redirect that sets the cookie)
       routed = await this.awake(box, port);
     } catch (e) {
@@ -100,7 +113,7 @@ export class Preview {
 
   /** `retryUntil` null: the request has a body, so one try on a fresh connection. */
   private forward(req: IncomingMessage, res: ServerResponse, routed: Routed, retryUntil: number | null): void {
-    const target = { host: '127.0.0.1', port: routed.hostPort };
+    const target = { host: routed.hostAddr, port: routed.hostPort };
     this.proxy.web(
       req,
       res,
@@ -134,6 +147,7 @@ export class Preview {
     let routed: Routed;
     try {
       const box = await this.route(boxName, port);
+      this.boxNames.set(req, box.name);
       if (!box.public) this.checkToken(box, this.tokenOf(req, new URL(req.url ?? '/', 'http://x')));
       routed = await this.awake(box, port);
     } catch (e) {
@@ -144,7 +158,7 @@ export class Preview {
     this.d.metrics.inc('boxd_preview_websockets_total');
     socket.once('close', this.d.activity.hold(routed.box.name));
     await this.sanitize(req);
-    this.proxy.ws(req, socket, head, { target: { host: '127.0.0.1', port: routed.hostPort }, agent: false }, () => {
+    this.proxy.ws(req, socket, head, { target: { host: routed.hostAddr, port: routed.hostPort }, agent: false }, () => {
       if (!socket.destroyed) refuseUpgrade(socket, statusOf('UPSTREAM_UNAVAILABLE'), 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
     });
   }
@@ -152,7 +166,8 @@ export class Preview {
   /** Pass 1: the box and the port, from the cache. */
   private async route(boxName: string, port: number | null): Promise<BoxRecord> {
     const box = await this.d.routes.get(boxName);
-    if (!box) throw new Refusal('BOX_NOT_FOUND', `There is no box called "${boxName}".`);
+    // Warm-pool boxes are nobody's yet: they do not exist for previews (and are never woken by one).
+    if (!box || box.account === POOL_ACCOUNT) throw new Refusal('BOX_NOT_FOUND', `There is no box called "${boxName}".`);
     if (!box.ports.length) throw new Refusal('NO_PORTS', `Box "${boxName}" declares no ports, so it has no preview.`);
     if (port !== null && !box.ports.includes(port)) throw new Refusal('PORT_NOT_DECLARED', `Box "${boxName}" does not declare port ${port}; it declares ${box.ports.join(', ')}.`);
     return box;
@@ -169,7 +184,7 @@ export class Preview {
       url.searchParams.delete(TOKEN_PARAM);
       res.writeHead(302, {
         Location: url.pathname + (url.search || ''),
-        'Set-Cookie': `${TOKEN_COOKIE}=${encodeURIComponent(fromQuery)}; Path=/; HttpOnly; SameSite=Lax`,
+        'Set-Cookie': `${tokenCookie(box.name)}=${encodeURIComponent(fromQuery)}; Path=/; HttpOnly; SameSite=Lax`,
         'Cache-Control': 'no-store',
       });
       res.end();
@@ -183,7 +198,12 @@ export class Preview {
     if (typeof header === 'string' && header) return header;
     const q = url.searchParams.get(TOKEN_PARAM);
     if (q) return q;
-    return cookies(req.headers.cookie).get(TOKEN_COOKIE);
+    return cookies(req.headers.cookie).get(tokenCookie(this.boxOf(req)));
+  }
+
+  private readonly boxNames = new WeakMap<IncomingMessage, string>();
+  private boxOf(req: IncomingMessage): string {
+    return this.boxNames.get(req) ?? '';
   }
 
   private checkToken(box: BoxRecord, token: string | undefined): void {
@@ -199,17 +219,22 @@ export class Preview {
     const p = port ?? running.ports[0]!;
     const hostPort = running.hostPorts[p];
     if (!hostPort) throw new Refusal('NO_ROUTE', `Box "${box.name}" has no published port for ${p} yet.`, { 'Retry-After': '1' });
-    return { box: running, port: p, hostPort };
+    // The port is published on the owning host's address: never a port of this machine's loopback,
+    // which on another host would be some other box.
+    return { box: running, port: p, hostAddr: await this.d.addrOf(running.hostId), hostPort };
   }
 
-  /** Whether an Authorization value carries a boxd API key (looked up once a minute per value). */
+  /**
+   * Whether an Authorization value carries a boxd API key in any form — `Bearer <key>`,
+   * `token <key>`, a raw key, Basic with the key as user or password — looked up once a minute
+   * per value. An app's own tokens are not keys and pass.
+   */
   private async isApiKey(auth: string): Promise<boolean> {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-    if (!m) return false;
     let known = this.keyCache.get(auth);
     if (known === undefined) {
       // When Redis cannot say, drop the header rather than risk forwarding a key.
-      known = await this.d.accounts.accountOf(m[1]!).then((a) => !!a, () => true);
+      const found = await Promise.all(keyCandidates(auth).map((c) => this.d.accounts.lookup(c))).then((r) => r.some(Boolean), () => true);
+      known = found;
       this.keyCache.set(auth, known);
     }
     return known;
@@ -222,11 +247,13 @@ export class Preview {
       if (name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip' || name === TOKEN_HEADER) delete h[name];
     }
     if (h.cookie) {
-      const kept = h.cookie.split(';').map((c) => c.trim()).filter((c) => c && !c.startsWith(`${TOKEN_COOKIE}=`));
+      const kept = h.cookie.split(';').map((c) => c.trim()).filter((c) => c && !c.startsWith(TOKEN_COOKIE_PREFIX));
       if (kept.length) h.cookie = kept.join('; ');
       else delete h.cookie;
     }
     if (h.authorization && (await this.isApiKey(h.authorization))) delete h.authorization;
+    const proxyAuth = h['proxy-authorization'];
+    if (typeof proxyAuth === 'string' && (await this.isApiKey(proxyAuth))) delete h['proxy-authorization'];
     if (req.url?.includes(TOKEN_PARAM)) {
       const url = new URL(req.url, 'http://x');
       url.searchParams.delete(TOKEN_PARAM);
@@ -280,4 +307,51 @@ function cookies(header: string | undefined): Map<string, string> {
     }
   }
   return out;
+}
+
+/**
+ * Every string in an Authorization value that could be a key: the value itself, each word and
+ * `name=value` part, and for Basic the decoded user and password. Keys are at least 16 characters.
+ */
+export function keyCandidates(auth: string): string[] {
+  const out = new Set<string>();
+  const add = (v: string | undefined) => {
+    const t = v?.trim().replace(/^["']|["']$/g, '');
+    if (t && t.length >= 16 && t.length <= 512) out.add(t);
+  };
+  add(auth);
+  const words = auth.split(/[\s,;]+/).filter(Boolean);
+  for (const w of words) {
+    add(w);
+    const eq = w.indexOf('=');
+    if (eq > 0) add(w.slice(eq + 1));
+    for (const part of w.split(':')) add(part);
+  }
+  if (words.length >= 2 && /^basic$/i.test(words[0]!)) {
+    const decoded = Buffer.from(words[1]!, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    add(decoded);
+    if (colon >= 0) {
+      add(decoded.slice(0, colon));
+      add(decoded.slice(colon + 1));
+    }
+  }
+  return [...out].slice(0, 16);
+}
+
+/**
+ * Drops `Set-Cookie` lines whose `Domain` is not exactly the request's host: a box may set cookies
+ * for its own host name only, never for the base domain (or a parent) where it would reach — and
+ * could shadow — other boxes' cookies, including their preview-token cookies.
+ */
+export function hostOnlyCookies(lines: string[], host: string): string[] {
+  return lines.filter((line) => {
+    for (const attr of line.split(';').slice(1)) {
+      const eq = attr.indexOf('=');
+      if (eq < 0 || attr.slice(0, eq).trim().toLowerCase() !== 'domain') continue;
+      const domain = attr.slice(eq + 1).trim().replace(/^\./, '').replace(/\.$/, '').toLowerCase();
+      if (domain !== host) return false;
+    }
+    return true;
+  });
 }

@@ -2,6 +2,7 @@ import { posix } from 'node:path';
 import { z } from 'zod';
 import { ValidationError } from '../core/errors.ts';
 import { GOLDEN_NAME } from '../golden-images/definitions.ts';
+import { networkPolicySchema } from '../core/network-policy.ts';
 
 export const BOX_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const boxName = z.string().regex(BOX_NAME, 'must be a DNS label: a-z, 0-9 and "-", at most 63, not starting or ending with "-"');
@@ -24,6 +25,9 @@ export const createBoxBody = z
     env: env.optional(),
     idleTimeoutMs: z.number().int().min(0).max(7 * 24 * 3600 * 1000).optional(),
     public: z.boolean().optional(),
+    /** Disk quota in MiB, at most the host's BOXD_BOX_DISK_MB (checked by the API). */
+    diskMb: z.number().int().min(16, 'diskMb must be at least 16').optional(),
+    network: networkPolicySchema.optional(),
   })
   .strict()
   .refine((b) => [b.golden, b.image, b.snapshot].filter((x) => x !== undefined).length <= 1, 'give at most one of golden, image and snapshot');
@@ -36,6 +40,8 @@ export const execBody = z
     env: env.optional(),
     stdin: z.string().max(16 * 1024 * 1024).optional(),
     timeoutMs: z.number().int().min(1).optional(),
+    /** Keep the command running when the client disconnects from the stream. */
+    detach: z.boolean().optional(),
   })
   .strict();
 

@@ -1,11 +1,10 @@
 import type { BoxRecord } from '../core/boxes.ts';
 import { BoxdError, BoxNotFoundError, TimeoutError, UnavailableError } from '../core/errors.ts';
-import type { HostClient } from '../core/host-client.ts';
 import type { RouteCache } from './route-cache.ts';
 
 /**
  * Brings a box to `running` for the preview path. Concurrent requests for one box share one
- * resume job per gateway (the host makes resumes from several gateways idempotent under the
+ * resume call (to the owning host's agent) per gateway (the host makes resumes from several gateways idempotent under the
  * box's lock, so exactly one unpause happens). Waiters are bounded in number and in time.
  */
 export class Waker {
@@ -15,7 +14,8 @@ export class Waker {
   constructor(
     private readonly d: {
       routes: RouteCache;
-      hosts: Pick<HostClient, 'call'>;
+      /** Resumes a box on its host (the host agent's resume: the cgroup freezer thaw). */
+      resume: (hostId: string, name: string) => Promise<unknown>;
       timeoutMs: number;
       maxWaiters: number;
     },
@@ -61,8 +61,9 @@ export class Waker {
   wake(box: Pick<BoxRecord, 'name' | 'hostId'>, timeoutMs = this.d.timeoutMs): Promise<void> {
     let p = this.waking.get(box.name);
     if (!p) {
-      p = this.d.hosts
-        .call(box.hostId, { op: 'resume', name: box.name }, timeoutMs)
+      void timeoutMs;
+      p = this.d
+        .resume(box.hostId, box.name)
         .then(() => undefined)
         .finally(() => this.waking.delete(box.name));
       this.waking.set(box.name, p);

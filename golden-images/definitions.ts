@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { networkPolicySchema } from '../core/network-policy.ts';
 
 /**
  * Golden image definitions: `golden-images/<name>/{Dockerfile,manifest.json}` plus the bases
@@ -22,6 +23,11 @@ export const manifestSchema = z.object({
   cpus: z.number().positive().max(64).default(2),
   memoryMb: z.number().int().min(64).default(8192),
   idleTimeoutMs: z.number().int().min(0).default(30_000),
+  // No defaults for these two: a defaulted field would change every golden's tag.
+  /** Disk quota of its boxes in MiB (capped by the host's BOXD_BOX_DISK_MB). */
+  diskMb: z.number().int().min(16).optional(),
+  /** Egress policy of its boxes (default `open`). */
+  network: networkPolicySchema.optional(),
 });
 export type GoldenManifest = z.infer<typeof manifestSchema>;
 

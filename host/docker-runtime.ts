@@ -1,6 +1,7 @@
 import Docker from 'dockerode';
 import { execFile } from 'node:child_process';
-import { posix } from 'node:path';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { BoxdError, RuntimeError, ValidationError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -12,10 +13,16 @@ import {
   type InstanceState,
   type Runtime,
 } from './runtime.ts';
+import type { Readable } from 'node:stream';
 import { firstEntry, packFile } from './tar.ts';
 import { dockerExec } from './docker-exec.ts';
+import { DockerFiles } from './docker-files.ts';
+import { ContainerProcs } from './container-procs.ts';
+import { Freezer } from './freezer.ts';
 import { reason, status } from './engine-errors.ts';
 import { copyOverlayDiff, CopyNotSupported, type CopyStats } from './overlay-copy.ts';
+import { LoopDiskQuota, layerDirOf } from './disk-quota.ts';
+import { Egress } from './egress.ts';
 
 export interface DockerRuntimeOptions {
   /** Bridge network boxes join; created with inter-container traffic off. */
@@ -24,25 +31,115 @@ export interface DockerRuntimeOptions {
   ociRuntime: string;
   /** Largest file getFile reads. */
   maxFileBytes: number;
+  /** Address box ports are published on: the host's own address, which gateways proxy to. */
+  hostAddr?: string;
+  /** Suspend through the cgroup freezer (false: always `docker pause`). */
+  freezer?: boolean;
+  socketPath?: string;
+  /**
+   * Instance prefix (label `boxd.instance`) this runtime serves; when set, `prepare` releases the
+   * disk images and egress rules this prefix left for containers that are gone.
+   */
+  prefix?: string;
+  /** Host state folder (default `.boxd`); disk images go to `<stateDir>/disks/<instance>/`. */
+  stateDir?: string;
+  /** Extra CIDRs the `open` egress policy refuses. */
+  egressDeny?: string[];
   log: Logger;
+}
+
+/** A freeze that found a starting exec inside the box: retry shortly. */
+export class BusyError extends BoxdError {
+  constructor(message: string) {
+    super('BOX_BUSY', message);
+  }
 }
 
 /** Boxes as Docker containers, driven through the Engine API by dockerode. */
 export class DockerRuntime implements Runtime {
   /** Overlay layers of each box, read by every inspect: fixed for a container's life. */
   private readonly layerCache = new Map<string, Layers>();
+  /** The freezer, when suspend/resume write it directly; undefined means `docker pause`. */
+  readonly freezer: Freezer | undefined;
+  readonly procs: ContainerProcs;
+  private readonly files: DockerFiles;
+  /** Exec starts in flight per container, and freezes waiting for them to end. */
+  private readonly starting = new Map<string, number>();
+  private readonly startsDone = new Map<string, (() => void)[]>();
+  private readonly freezing = new Map<string, Promise<void>>();
+  readonly quota: LoopDiskQuota;
+  readonly egress: Egress;
 
   constructor(
     private readonly docker: Docker,
     private readonly opts: DockerRuntimeOptions,
-  ) {}
+  ) {
+    const f = new Freezer();
+    this.freezer = opts.freezer !== false && f.usable() && canWrite(f) ? f : undefined;
+    this.procs = new ContainerProcs(docker, this.freezer);
+    this.files = new DockerFiles(
+      opts.socketPath ?? '/var/run/docker.sock',
+      async (id, cmd) => {
+        const r = await this.exec(id, { cmd });
+        return { exitCode: r.exitCode, stderr: r.stderr.toString('utf8') };
+      },
+      opts.maxFileBytes,
+    );
+    opts.log.info({ mechanism: this.freezer ? `cgroup v${this.freezer.version} freezer` : 'docker pause' }, 'suspend/resume mechanism');
+    this.quota = new LoopDiskQuota(join(resolve(opts.stateDir ?? '.boxd'), 'disks'), opts.log);
+    this.egress = new Egress({ bridge: this.bridge, deny: opts.egressDeny ?? [], log: opts.log });
+  }
+
+  private get hostAddr(): string {
+    return this.opts.hostAddr ?? '127.0.0.1';
+  }
+
+  /** Which mechanism suspend/resume use. */
+  get suspendMechanism(): string {
+    return this.freezer ? `freezer-v${this.freezer.version}` : 'docker-pause';
+  }
+
+  /** Marks an exec start in flight; waits while the box is being frozen. */
+  private async enterStart(id: string): Promise<() => void> {
+    const dir = this.freezer ? (await this.procs.info(id))?.dir : undefined;
+    for (let f = this.freezing.get(id); f; f = this.freezing.get(id)) await f.catch(() => undefined);
+    // Synchronously from here: an exec never starts in a frozen cgroup (its runc init would
+    // freeze half-way and wedge the engine); the caller resumes the box and tries again.
+    if (dir && this.freezer!.state(dir) !== 'thawed') throw new BoxdError('BOX_STATE', `box ${id} is suspended`);
+    this.starting.set(id, (this.starting.get(id) ?? 0) + 1);
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      const n = (this.starting.get(id) ?? 1) - 1;
+      if (n > 0) return void this.starting.set(id, n);
+      this.starting.delete(id);
+      for (const w of this.startsDone.get(id) ?? []) w();
+      this.startsDone.delete(id);
+    };
+  }
+
+  private startsSettled(id: string): Promise<void> {
+    if (!this.starting.get(id)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.startsDone.get(id) ?? [];
+      list.push(resolve);
+      this.startsDone.set(id, list);
+    });
+  }
+
+  private get bridge(): string {
+    return `${this.opts.network}0`.slice(0, 15);
+  }
 
   /**
    * Creates the boxes' bridge network when missing (ICC off, so boxes cannot reach each
-   * other) and drops new connections from it to the host's own services. Idempotent.
+   * other), drops new connections from it to the host's own services, installs the egress
+   * chain, and releases disk images and egress rules this prefix left behind for containers
+   * that are gone. Idempotent.
    */
   async prepare(): Promise<void> {
-    const bridge = `${this.opts.network}0`.slice(0, 15);
+    const bridge = this.bridge;
     const existing = await this.docker.listNetworks({ filters: { name: [this.opts.network] } });
     if (!existing.some((n) => n.Name === this.opts.network)) {
       try {
@@ -67,6 +164,13 @@ export class DockerRuntime implements Runtime {
     if (!ok && !(await run('iptables', ['-I', ...rule]))) {
       this.opts.log.warn({ bridge }, 'could not add the iptables rule that keeps boxes off host services');
     }
+    await this.egress.prepare();
+    const prefix = this.opts.prefix;
+    if (!prefix) return;
+    const live = new Set((await this.list({ 'boxd.instance': prefix })).map((b) => b.name));
+    const disks = await this.quota.sweep(prefix, live);
+    const rules = await this.egress.sweep(prefix, live);
+    if (disks.length || rules.length) this.opts.log.info({ disks, rules }, 'released disk images and egress rules of vanished boxes');
   }
 
   async create(spec: BoxSpec): Promise<BoxInstance> {
@@ -74,7 +178,7 @@ export class DockerRuntime implements Runtime {
     const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
     for (const port of spec.ports) {
       exposed[`${port}/tcp`] = {};
-      bindings[`${port}/tcp`] = [{ HostIp: '127.0.0.1', HostPort: '' }];
+      bindings[`${port}/tcp`] = [{ HostIp: this.hostAddr, HostPort: '' }];
     }
     try {
       await this.docker.createContainer({
@@ -106,21 +210,53 @@ export class DockerRuntime implements Runtime {
       // 409: a retried job; the box exists already.
     }
     const container = this.docker.getContainer(spec.name);
+    const owner = spec.labels['boxd.instance'] ?? this.opts.prefix ?? 'boxd';
     try {
-      await container.start();
-    } catch (e) {
-      if (status(e) !== 304) {
-        await this.destroy(spec.name).catch(() => undefined);
-        throw new RuntimeError(`starting ${spec.name}: ${reason(e)}`, { cause: e });
+      if (spec.diskMb) await this.attachQuota(owner, spec.name, spec.diskMb);
+      try {
+        await container.start();
+      } catch (e) {
+        if (status(e) !== 304) throw new RuntimeError(`starting ${spec.name}: ${reason(e)}`, { cause: e });
       }
+      // Nothing runs in the box before create returns (its command is `sleep infinity`), so the
+      // policy is in place before any process of the box's owner can send a packet.
+      const ip = (await container.inspect()).NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
+      if (!ip) throw new RuntimeError(`${spec.name} has no address on network ${this.opts.network}`);
+      await this.egress.apply(owner, spec.name, ip, spec.network ?? 'open');
+    } catch (e) {
+      await this.destroy(spec.name).catch(() => undefined);
+      throw e instanceof BoxdError ? e : new RuntimeError(`creating ${spec.name}: ${reason(e)}`, { cause: e });
     }
     const instance = await this.inspect(spec.name);
     if (!instance) throw new RuntimeError(`${spec.name} vanished right after start`);
     return instance;
   }
 
+  /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */
+  private async attachQuota(instance: string, name: string, sizeMb: number): Promise<void> {
+    const info = await this.docker.getContainer(name).inspect();
+    // A running box (a retried create) keeps the layer it started on; swapping it now would hide
+    // its files. So does a box that ran before without a quota (made before quotas were on).
+    if (info.State.Running) return;
+    const ranBefore = !!info.State.StartedAt && !info.State.StartedAt.startsWith('0001-');
+    if (ranBefore && !(await this.quota.hasImage(instance, name))) return;
+    const layer = layerDirOf(info.GraphDriver as { Name?: string; Data?: Record<string, string> });
+    if (!layer) {
+      throw new RuntimeError(`disk quotas need Docker's overlay2 storage driver (this engine uses ${info.GraphDriver?.Name}); set BOXD_BOX_DISK_MB=0 to run without quotas`);
+    }
+    await this.quota.attach(instance, name, layer, sizeMb);
+  }
+
   async exec(id: string, req: ExecRequest): Promise<ExecResult> {
-    return dockerExec(this.docker, id, req, this.opts.log);
+    return dockerExec(this.docker, id, req, { procs: this.procs, enterStart: (c) => this.enterStart(c), log: this.opts.log });
+  }
+
+  async putFileStream(id: string, path: string, source: Readable, size: number, mode?: number): Promise<void> {
+    await this.files.put(id, path, source, size, mode);
+  }
+
+  async getFileStream(id: string, path: string): Promise<{ size: number; stream: Readable }> {
+    return this.files.open(id, path);
   }
 
   async putFile(id: string, path: string, data: Buffer, mode = 0o644): Promise<void> {
@@ -192,6 +328,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async suspend(id: string): Promise<void> {
+    if (this.freezer) return this.freeze(id);
     try {
       await this.docker.getContainer(id).pause();
     } catch (e) {
@@ -201,12 +338,61 @@ export class DockerRuntime implements Runtime {
   }
 
   async resume(id: string): Promise<void> {
+    if (this.freezer) {
+      const info = await this.procs.info(id);
+      if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
+      if (this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
+      return;
+    }
     try {
       await this.docker.getContainer(id).unpause();
     } catch (e) {
       if ((await this.inspect(id))?.state === 'running') return;
       throw this.lifecycleError(e, id, 'resume');
     }
+  }
+
+  /**
+   * Freezes through the cgroup freezer. New exec starts wait meanwhile and those in flight are
+   * waited for: a `runc init` frozen half-way wedges the engine's lock on the container. A
+   * starting exec still caught (one the engine began on its own, e.g. another client) thaws the
+   * box again and fails with BOX_BUSY, which callers retry.
+   */
+  private async freeze(id: string): Promise<void> {
+    const freezer = this.freezer!;
+    const info = await this.procs.info(id);
+    if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
+    const dir = info.dir;
+    if (freezer.state(dir) === 'frozen') return;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const prior = this.freezing.get(id);
+    this.freezing.set(id, gate);
+    try {
+      if (prior) await prior.catch(() => undefined);
+      for (let attempt = 0; ; attempt++) {
+        await this.startsSettled(id);
+        if (freezer.caughtRuncInit(dir) || !(await freezer.freeze(dir))) {
+          freezer.thaw(dir);
+        } else if (freezer.caughtRuncInit(dir)) {
+          freezer.thaw(dir);
+        } else {
+          return;
+        }
+        if (attempt >= 20) throw new BusyError(`box ${id} is starting a command; try again`);
+        await new Promise((r) => setTimeout(r, 5 + attempt * 5));
+      }
+    } finally {
+      if (this.freezing.get(id) === gate) this.freezing.delete(id);
+      release();
+    }
+  }
+
+  /** Whether the freezer holds the box frozen (Docker does not know). */
+  private async frozen(id: string, pid?: number): Promise<boolean> {
+    if (!this.freezer) return false;
+    const dir = pid ? this.freezer.dirOf(pid) : (await this.procs.info(id))?.dir;
+    return !!dir && this.freezer.state(dir) !== 'thawed';
   }
 
   private lifecycleError(e: unknown, id: string, what: string): BoxdError {
@@ -217,10 +403,19 @@ export class DockerRuntime implements Runtime {
   async commit(id: string, ref: string, labels: Record<string, string>, opts: { frozen?: boolean } = {}): Promise<void> {
     const [repo, tag] = splitRef(ref);
     try {
-      // pause gives a consistent copy of a running box (it resumes right after); a box the
-      // caller froze, or one docker already paused, must stay frozen.
-      const pause = opts.frozen ? false : (await this.inspect(id))?.state !== 'paused';
-      await this.docker.getContainer(id).commit({ repo, tag, pause, changes: labelChanges(labels) });
+      // A frozen box gives a consistent copy. A suspended box is already frozen and must stay
+      // so (as one the caller froze: `frozen`); a running one is frozen for the commit only, through the same (gated) freezer.
+      const paused = opts.frozen || (await this.inspect(id))?.state === 'paused';
+      if (this.freezer && !paused) {
+        await this.freeze(id);
+        try {
+          await this.docker.getContainer(id).commit({ repo, tag, pause: false, changes: labelChanges(labels) });
+        } finally {
+          await this.resume(id).catch(() => undefined);
+        }
+        return;
+      }
+      await this.docker.getContainer(id).commit({ repo, tag, pause: !paused, changes: labelChanges(labels) });
     } catch (e) {
       throw this.lifecycleError(e, id, 'commit');
     }
@@ -279,13 +474,23 @@ export class DockerRuntime implements Runtime {
 
   async destroy(id: string): Promise<void> {
     this.layerCache.delete(id);
+    // Removing a frozen container can hang the engine: thaw first (its processes die at once anyway).
+    if (this.freezer) {
+      const info = await this.procs.info(id);
+      if (info?.dir && this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
+    }
+    this.procs.forget(id);
+    // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
+    const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (e) {
-      if (status(e) === 404) return;
       if (status(e) === 409 && /already in progress/i.test(reason(e))) return;
-      throw this.lifecycleError(e, id, 'destroy');
+      if (status(e) !== 404) throw this.lifecycleError(e, id, 'destroy');
     }
+    // After the container: the engine detaches the disk while removing its layer folder.
+    await this.quota.release(name);
+    await this.egress.remove(name);
   }
 
   async inspect(id: string): Promise<BoxInstance | undefined> {
@@ -293,10 +498,11 @@ export class DockerRuntime implements Runtime {
       const info = await this.docker.getContainer(id).inspect();
       const ports: Record<number, number> = {};
       for (const [key, binds] of Object.entries(info.NetworkSettings?.Ports ?? {})) {
-        const bind = (binds ?? []).find((b) => b.HostIp === '127.0.0.1') ?? binds?.[0];
+        const bind = (binds ?? []).find((b) => b.HostIp === this.hostAddr) ?? binds?.[0];
         if (bind?.HostPort) ports[parseInt(key, 10)] = parseInt(bind.HostPort, 10);
       }
-      const state: InstanceState = info.State.Paused ? 'paused' : info.State.Running ? 'running' : 'stopped';
+      const frozen = info.State.Running && (await this.frozen(id, info.State.Pid));
+      const state: InstanceState = info.State.Paused || frozen ? 'paused' : info.State.Running ? 'running' : 'stopped';
       const layers = layersOf(info);
       if (layers) this.layerCache.set(info.Name.replace(/^\//, ''), layers);
       return { id: info.Name.replace(/^\//, ''), name: info.Name.replace(/^\//, ''), state, ports, labels: info.Config.Labels ?? {} };
@@ -316,13 +522,16 @@ export class DockerRuntime implements Runtime {
     } catch (e) {
       throw new RuntimeError(`listing boxes: ${reason(e)}`, { cause: e });
     }
-    return found.map((c) => {
-      const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
-      const ports: Record<number, number> = {};
-      for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === '127.0.0.1') ports[p.PrivatePort] = p.PublicPort;
-      const state: InstanceState = c.State === 'paused' ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
-      return { id: name, name, state, ports, labels: c.Labels ?? {} };
-    });
+    return Promise.all(
+      found.map(async (c) => {
+        const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
+        const ports: Record<number, number> = {};
+        for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === this.hostAddr) ports[p.PrivatePort] = p.PublicPort;
+        const frozen = c.State === 'running' && (await this.frozen(name));
+        const state: InstanceState = c.State === 'paused' || frozen ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
+        return { id: name, name, state, ports, labels: c.Labels ?? {} };
+      }),
+    );
   }
 }
 
@@ -354,4 +563,17 @@ function labelChanges(labels: Record<string, string>): string | undefined {
 
 function run(cmd: string, args: string[]): Promise<boolean> {
   return new Promise((resolve) => execFile(cmd, args, (err) => resolve(!err)));
+}
+
+/** Whether this process may write freezer files (root on a writable cgroup fs). */
+function canWrite(f: Freezer): boolean {
+  const dir = f.dirOf(process.pid);
+  if (!dir) return false;
+  try {
+    accessSync(f.version === 1 ? `${dir}/freezer.state` : `${dir}/cgroup.freeze`, constants.W_OK);
+    return true;
+  } catch {
+    // Our own cgroup may be the root one (no state file there): try the Docker parent.
+    return existsSync('/sys/fs/cgroup/freezer/docker') || f.version === 2;
+  }
 }

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { loadDefinitions, type Golden } from '../golden-images/definitions.ts';
 import type { Runtime } from './runtime.ts';
 import { accountGoldenKey, type AccountGolden, type AccountGoldens } from '../core/account-goldens.ts';
+import type { NetworkPolicy } from '../core/network-policy.ts';
 
 /** What the API needs to know of a golden, published by hosts in `<prefix>:goldens`. */
 export interface GoldenInfo {
@@ -13,6 +14,8 @@ export interface GoldenInfo {
   cpus: number;
   memoryMb: number;
   idleTimeoutMs: number;
+  diskMb?: number;
+  network?: NetworkPolicy;
   /** Whether the image is built on the host that published this. */
   built: boolean;
   /** Account goldens only: the one host that holds the image. */
@@ -25,6 +28,7 @@ export function accountGoldenInfo(g: AccountGolden): GoldenInfo {
   return {
     name: g.key, tag: g.image, description: `promoted from ${from}`, ports: g.ports, poolSize: g.poolSize,
     cpus: g.cpus, memoryMb: g.memoryMb, idleTimeoutMs: g.idleTimeoutMs, built: g.ready, hostId: g.hostId,
+    diskMb: g.diskMb, network: g.network,
   };
 }
 
@@ -50,7 +54,7 @@ export async function goldenByKey(operator: Map<string, GoldenInfo>, own: Accoun
 
 /** The record settings of a box made from a golden. */
 export function boxSettings(g: GoldenInfo) {
-  return { golden: g.name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb };
+  return { golden: g.name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network };
 }
 
 /** Reads the definitions, checks which images exist, and publishes them for gateways. */
@@ -73,6 +77,8 @@ export async function publishGoldens(
       cpus: g.manifest.cpus,
       memoryMb: g.manifest.memoryMb,
       idleTimeoutMs: g.manifest.idleTimeoutMs,
+      diskMb: g.manifest.diskMb,
+      network: g.manifest.network,
       built: await runtime.hasImage(g.tag),
     };
     pipe.hset(key, g.name, JSON.stringify(info));

@@ -15,17 +15,23 @@ import { IdleSuspender } from './idle.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { BoxLocks } from './locks.ts';
 import { reconcile } from './reconcile.ts';
+import { DriftWatch } from './drift.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
+import { startAgent, type AgentHandle } from './agent.ts';
+import { clusterSecret } from '../core/secrets.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { WarmPool } from '../pool/warm-pool.ts';
 import { AccountGoldens } from '../core/account-goldens.ts';
 
 export interface HostHandle {
   lifecycle: Lifecycle;
+  /** The data-plane endpoint gateways call. */
+  agent: AgentHandle;
   runtime: Runtime;
   pool: WarmPool;
   idle: IdleSuspender;
+  drift: DriftWatch;
   close(): Promise<void>;
 }
 
@@ -46,6 +52,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       network: config.BOXD_NETWORK,
       ociRuntime: config.BOXD_OCI_RUNTIME,
       maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+      hostAddr: config.BOXD_HOST_ADDR,
+      freezer: config.BOXD_FREEZER,
+      prefix,
+      stateDir: config.BOXD_STATE_DIR,
+      egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
     });
     await dr.prepare();
@@ -54,30 +65,51 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
+  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const accountGoldens = new AccountGoldens(redis, prefix);
-  const lifecycle = new Lifecycle({ store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, snapshots, accountGoldens, log });
+  const lifecycle = new Lifecycle({
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, accountGoldens, log,
+    revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
+  });
 
+  const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
   await reconcile({
     store,
     runtime,
-    labels: { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId },
+    labels: hostLabels,
     spec: (box) => lifecycle.spec(box),
     idOf: (box) => lifecycle.idOf(box),
     hostId,
     log,
+  });
+  const drift = new DriftWatch({
+    store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
+    log: log.child({ part: 'drift' }),
   });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
   // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
   const accountPools = async () =>
     (await accountGoldens.all())
       .filter((g) => g.ready && g.hostId === hostId)
-      .map((g) => ({ key: g.key, tag: g.image, poolSize: g.poolSize, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb }));
+      .map((g) => ({
+        key: g.key, tag: g.image, poolSize: g.poolSize, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs,
+        cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network,
+      }));
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
+  const agent = await startAgent({
+    lifecycle,
+    secret: clusterSecret(config),
+    addr: config.BOXD_HOST_ADDR,
+    port: config.BOXD_HOST_AGENT_PORT,
+    maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+    log: log.child({ part: 'agent' }),
+  });
+
   const startedAt = Date.now();
   const beat = async () => {
-    const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now() };
+    const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now(), addr: config.BOXD_HOST_ADDR, agentPort: agent.port };
     await redis.hset(`${prefix}:hosts`, hostId, JSON.stringify(info)).catch((err) => log.warn({ err }, 'heartbeat failed'));
   };
   await beat();
@@ -88,18 +120,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     switch (job.op) {
       case 'create':
         return view(await lifecycle.create(job.name, finalAttempt));
-      case 'exec':
-        return lifecycle.exec(job);
-      case 'suspend':
-        return view(await lifecycle.suspend(job.name));
-      case 'resume':
-        return view(await lifecycle.resume(job.name));
       case 'destroy':
         return lifecycle.destroy(job.name);
-      case 'putFile':
-        return lifecycle.putFile(job.name, job.path, job.blob, job.mode);
-      case 'getFile':
-        return lifecycle.getFile(job.name, job.path);
       case 'fork':
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
       case 'fork-pool':
@@ -128,15 +150,15 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   await worker.waitUntilReady();
 
   const taskConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-  const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
     goldens: () => readGoldens(redis, prefix), accountGoldens, maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
   });
   await tasks.start();
 
-  const idle = new IdleSuspender({ store, lifecycle, locks, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
+  const idle = new IdleSuspender({ store, lifecycle, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
+  drift.start(config.BOXD_DRIFT_CHECK_MS);
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
   log.info({ hostId, prefix, pool: config.BOXD_POOL }, 'host ready');
 
@@ -145,8 +167,12 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     runtime,
     pool,
     idle,
+    agent,
+    drift,
     async close() {
       clearInterval(heartbeat);
+      await drift.stop();
+      await agent.close();
       await pool.close();
       await idle.stop();
       await tasks.close();

@@ -1,12 +1,11 @@
 import type { BoxStore } from '../core/boxes.ts';
 import type { Logger } from '../core/log.ts';
 import type { Lifecycle } from './lifecycle.ts';
-import type { BoxLocks } from './locks.ts';
 
 /**
  * Suspends this host's boxes that had no activity for their `idleTimeoutMs` (0: never).
  * Activity is what gateways record for inbound traffic (refreshed every second while a request
- * is in flight or a WebSocket is open) plus execs and file transfers, which hold the box's lock.
+ * is in flight or a WebSocket is open) plus running execs and file transfers.
  */
 export class IdleSuspender {
   private timer: NodeJS.Timeout | undefined;
@@ -15,8 +14,7 @@ export class IdleSuspender {
   constructor(
     private readonly d: {
       store: BoxStore;
-      lifecycle: Pick<Lifecycle, 'suspendIfIdle'>;
-      locks: BoxLocks;
+      lifecycle: Pick<Lifecycle, 'suspendIfIdle' | 'busyCount'>;
       hostId: string;
       intervalMs: number;
       log: Logger;
@@ -41,7 +39,7 @@ export class IdleSuspender {
     try {
       const boxes = await this.d.store.list({ hostId: this.d.hostId });
       const isIdle = (b: { idleTimeoutMs: number; lastActivityAt: number; name: string }) =>
-        b.idleTimeoutMs > 0 && now() - b.lastActivityAt >= b.idleTimeoutMs && this.d.locks.busy(b.name) === 0;
+        b.idleTimeoutMs > 0 && now() - b.lastActivityAt >= b.idleTimeoutMs && this.d.lifecycle.busyCount(b.name) === 0;
       for (const box of boxes) {
         if (box.state !== 'running' || !isIdle(box)) continue;
         try {

@@ -1,26 +1,51 @@
 import type { Redis } from 'ioredis';
-import { StringDecoder } from 'node:string_decoder';
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
-import type { Snapshots } from '../core/snapshots.ts';
+import { forkImage, type Snapshots } from '../core/snapshots.ts';
 import type { AccountGoldens } from '../core/account-goldens.ts';
-import { Blobs } from '../core/blobs.ts';
 import { BoxdError, BoxStateError } from '../core/errors.ts';
-import type { ExecMessage, ExecOutcome, HostJob } from '../core/jobs.ts';
+import type { ExecOutcome } from '../core/jobs.ts';
+import { BusyBoxes, destroyedWhileRunning } from './busy.ts';
 import type { Logger } from '../core/log.ts';
 import type { BoxLocks } from './locks.ts';
-import type { BoxSpec, Runtime } from './runtime.ts';
+import type { BoxSpec, OutputStream, Runtime } from './runtime.ts';
+
+/** One command to run in a box. */
+export interface ExecCall {
+  name: string;
+  execId: string;
+  cmd: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: Buffer;
+  timeoutMs: number;
+  onOutput?: (stream: OutputStream, data: Buffer) => void | Promise<void>;
+  maxOutputBytes?: number;
+  /** Aborts when the caller is gone: the command's tree is killed. */
+  signal?: AbortSignal;
+}
+
+/** BOX_STATE while resuming means another transition raced us: read the state again. */
+function retryOnState(e: unknown): void {
+  if (e instanceof BoxdError && e.code === 'BOX_STATE') return;
+  throw e;
+}
 
 export interface LifecycleDeps {
   store: BoxStore;
   runtime: Runtime;
-  /** Plain (non-subscriber) connection: blobs and exec output. */
   redis: Redis;
   locks: BoxLocks;
   prefix: string;
   hostId: string;
   pidsLimit: number;
+  /** Disk quota of boxes whose record names none, and the most any box gets, in MiB (0: no quotas). */
+  diskMb?: number;
   snapshots?: Snapshots;
   accountGoldens?: AccountGoldens;
+  /** Revokes the box-scoped keys of a destroyed box (Accounts.revokeBoxKeys). */
+  revokeBoxKeys?: (account: string, box: string) => Promise<void>;
   log: Logger;
 }
 
@@ -30,11 +55,9 @@ export interface LifecycleDeps {
  * the record with an atomic transition only after the runtime did the work.
  */
 export class Lifecycle {
-  private readonly blobs: Blobs;
+  private readonly busy = new BusyBoxes();
 
-  constructor(private readonly d: LifecycleDeps) {
-    this.blobs = new Blobs(d.redis, d.prefix);
-  }
+  constructor(private readonly d: LifecycleDeps) {}
 
   /** Runtime name of a box: unique per prefix, so parallel instances never collide. */
   runtimeName(name: string): string {
@@ -66,6 +89,8 @@ export class Lifecycle {
       cpus: box.cpus,
       memoryMb: box.memoryMb,
       pidsLimit: this.d.pidsLimit,
+      diskMb: diskQuota(box.diskMb, this.d.diskMb ?? 0),
+      network: box.network ?? 'open',
     };
   }
 
@@ -150,97 +175,144 @@ export class Lifecycle {
     return this.d.store.require(name);
   }
 
-  /** Resumes when suspended, then runs `fn` holding the box's shared lock. */
-  private async whileRunning<T>(name: string, fn: (box: BoxRecord) => Promise<T>): Promise<T> {
+  /** The record of `name` once running (resumed first when suspended). */
+  private async running(name: string, what: string): Promise<BoxRecord> {
     for (let i = 0; i < 3; i++) {
       const box = await this.d.store.require(name);
-      if (box.state === 'suspended') await this.resume(name);
-      else if (box.state !== 'running') throw new BoxStateError(name, box.state, 'run commands');
-      const out = await this.d.locks.shared(name, async () => {
-        const now = await this.d.store.require(name);
-        if (now.state !== 'running') return undefined; // suspended in between: resume again
-        return { value: await fn(now) };
-      });
-      if (out) return out.value;
+      if (box.state === 'running') return box;
+      if (box.state === 'suspended') await this.resume(name).catch(retryOnState);
+      else throw new BoxStateError(name, box.state, what);
     }
-    throw new BoxStateError(name, 'changing state', 'run commands');
+    throw new BoxStateError(name, 'changing state', what);
   }
 
-  async exec(job: Extract<HostJob, { op: 'exec' }>): Promise<ExecOutcome> {
-    const channel = `${this.d.prefix}:exec:${job.execId}`;
-    const publish = (m: ExecMessage) => void this.d.redis.publish(channel, JSON.stringify(m)).catch(() => undefined);
+  /**
+   * Runs `fn` on a running box with no lock held: suspend, resume and destroy never wait for it.
+   * A box suspended between the state read and the engine call is refused by the runtime
+   * (BOX_STATE) and resumed again. Destroy cancels `signal` and the call answers BOX_NOT_FOUND.
+   */
+  private async onRunning<T>(name: string, id: string, what: string, fn: (box: BoxRecord, signal: AbortSignal) => Promise<T>, outer?: AbortSignal): Promise<T> {
+    const work = this.busy.start(name, id);
+    const onOuter = () => this.busy.cancel(name, id, 'client-gone');
+    outer?.addEventListener('abort', onOuter, { once: true });
     try {
-      const stdin = job.stdinBlob ? await this.blobs.take(job.stdinBlob) : undefined;
-      const outcome = await this.whileRunning(job.name, async (box) => {
-        await this.d.store.touch(job.name);
-        const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
-        const started = performance.now();
-        const result = await this.d.runtime.exec(this.idOf(box), {
-          cmd: job.cmd,
-          cwd: job.cwd,
-          // The box's own env first (a claimed pool box got it after its container was made).
-          env: { ...box.env, ...job.env },
-          stdin,
-          timeoutMs: job.timeoutMs,
-          onOutput: job.stream
-            ? (stream, data) => {
-                const text = decoders[stream].write(data);
-                if (text) publish({ stream, data: text });
-              }
-            : undefined,
-        });
-        const durationMs = Math.round(performance.now() - started);
-        await this.d.store.touch(job.name);
-        return {
-          exitCode: result.exitCode,
-          stdout: result.stdout.toString('utf8'),
-          stderr: result.stderr.toString('utf8'),
-          durationMs,
-          timedOut: result.timedOut,
-          truncated: result.truncated,
-        };
-      });
-      if (job.stream) publish({ exitCode: outcome.exitCode, durationMs: outcome.durationMs, timedOut: outcome.timedOut });
-      return outcome;
-    } catch (e) {
-      if (job.stream) {
-        const error = e instanceof BoxdError ? e.toWire() : { code: 'RUNTIME_ERROR', message: (e as Error).message };
-        publish({ error });
+      for (let i = 0; ; i++) {
+        const box = await this.running(name, what);
+        try {
+          const out = await fn(box, work.signal);
+          if (work.signal.reason === 'destroyed') throw destroyedWhileRunning(name);
+          return out;
+        } catch (e) {
+          if (work.signal.reason === 'destroyed') throw destroyedWhileRunning(name);
+          if (e instanceof BoxdError && e.code === 'BOX_NOT_FOUND' && !(await this.d.store.get(name))) throw destroyedWhileRunning(name);
+          if (i < 5 && e instanceof BoxdError && e.code === 'BOX_STATE') {
+            await new Promise((r) => setTimeout(r, 10 * (i + 1))); // a suspend is landing: let its record catch up
+            continue;
+          }
+          throw e;
+        }
       }
-      throw e;
+    } finally {
+      outer?.removeEventListener('abort', onOuter);
+      work.done();
     }
   }
 
-  async putFile(name: string, path: string, blob: string, mode?: number): Promise<void> {
-    await this.writeFile(name, path, await this.blobs.take(blob), mode);
+  /** Execs and file transfers running on `name`. */
+  busyCount(name: string): number {
+    return this.busy.count(name);
+  }
+
+  /**
+   * Runs a command. Holds no lock. `signal` aborting (the client went away) kills the command's
+   * process tree; destroy kills it too and the call throws BOX_NOT_FOUND.
+   */
+  async exec(req: ExecCall): Promise<ExecOutcome> {
+    const started = performance.now();
+    const result = await this.onRunning(
+      req.name,
+      req.execId,
+      'run commands',
+      async (box, signal) => {
+        this.touch(req.name);
+        const r = await this.d.runtime.exec(this.idOf(box), {
+          cmd: req.cmd,
+          cwd: req.cwd,
+          execId: req.execId,
+          // The box's own env first (a claimed pool box got it after its container was made).
+          env: { ...box.env, ...req.env },
+          stdin: req.stdin,
+          timeoutMs: req.timeoutMs,
+          signal,
+          onOutput: req.onOutput,
+          maxOutputBytes: req.maxOutputBytes,
+        });
+        this.touch(req.name);
+        return r;
+      },
+      req.signal,
+    );
+    return {
+      exitCode: result.exitCode,
+      stdout: result.stdout.toString('utf8'),
+      stderr: result.stderr.toString('utf8'),
+      durationMs: Math.round(performance.now() - started),
+      timedOut: result.timedOut,
+      truncated: result.truncated,
+    };
+  }
+
+  /** Activity for the idle sweep, without waiting for Redis. */
+  private touch(name: string): void {
+    void this.d.store.touch(name).catch(() => undefined);
   }
 
   /** Writes bytes into a box (resumed first if suspended). */
   async writeFile(name: string, path: string, data: Buffer, mode?: number): Promise<void> {
-    await this.whileRunning(name, async (box) => {
+    await this.onRunning(name, `put-${randomUUID()}`, 'write files', async (box) => {
       await this.d.runtime.putFile(this.idOf(box), path, data, mode);
-      await this.d.store.touch(name);
+      this.touch(name);
     });
   }
 
-  /** Reads a file into a blob the caller collects (and deletes). */
-  async getFile(name: string, path: string): Promise<{ blob: string; size: number }> {
-    return this.whileRunning(name, async (box) => {
-      const data = await this.d.runtime.getFile(this.idOf(box), path);
-      await this.d.store.touch(name);
-      return { blob: await this.blobs.put(data, 120_000), size: data.length };
+  /** Streams `size` bytes into a file of a box; a partial upload leaves nothing behind. */
+  async putFileStream(name: string, path: string, source: Readable, size: number, mode?: number): Promise<void> {
+    await this.onRunning(name, `put-${randomUUID()}`, 'write files', async (box) => {
+      await this.d.runtime.putFileStream(this.idOf(box), path, source, size, mode);
+      this.touch(name);
     });
   }
 
+  /** Opens a file of a box for streaming. The transfer counts as busy until the stream closes. */
+  async openFile(name: string, path: string): Promise<{ size: number; stream: Readable }> {
+    const id = `get-${randomUUID()}`;
+    const hold = this.busy.start(name, id);
+    try {
+      const opened = await this.onRunning(name, `${id}-open`, 'read files', (box) => this.d.runtime.getFileStream(this.idOf(box), path));
+      opened.stream.once('close', () => {
+        hold.done();
+        this.touch(name);
+      });
+      return opened;
+    } catch (e) {
+      hold.done();
+      throw e;
+    }
+  }
 
   /** Removes the container, the record, and the box's fork image when nothing else uses it. Idempotent. */
   async destroy(name: string): Promise<void> {
+    // Running execs hold no lock: cancel them (their trees are killed) and go on at once.
+    this.busy.cancelAll(name, 'destroyed');
     await this.d.locks.exclusive(name, async () => {
       const box = await this.d.store.get(name);
       await this.d.runtime.destroy(box ? this.idOf(box) : this.runtimeName(name));
       await this.d.store.remove(name);
-      if (box?.imageRef.startsWith('boxd-fork/')) await this.d.runtime.removeImage(box.imageRef);
-      if (box?.imageRef.startsWith('boxd-snap/') && this.d.snapshots && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
+      if (box) await this.d.revokeBoxKeys?.(box.account, box.name).catch((err) => this.d.log.warn({ err, box: name }, 'revoking box keys failed'));
+      // Only images that are this box's own (its fork image) or its account's unreferenced
+      // snapshot images are removed: never another account's image.
+      if (box && box.imageRef === forkImage(this.d.prefix, box.account, box.name)) await this.d.runtime.removeImage(box.imageRef);
+      if (box && this.d.snapshots?.ownsImage(box.account, box.imageRef) && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
         await this.d.runtime.removeImage(box.imageRef);
       }
       // A deleted account golden's image goes with the last box made from it.
@@ -256,16 +328,27 @@ export class Lifecycle {
    * keeps running (it is frozen for the commit only) and nothing the child does reaches it.
    */
   async fork(parent: string, child: string, finalAttempt: boolean): Promise<BoxRecord> {
-    const image = `boxd-fork/${this.d.prefix}-${child}:v1`;
+    const c = await this.d.store.require(child);
+    const image = forkImage(this.d.prefix, c.account, child);
     await this.d.locks.exclusive(parent, async () => {
       const p = await this.d.store.require(parent);
       if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
       await this.commitFrozen(p, image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
     }).catch(async (e) => {
-      await this.d.store.remove(child);
+      // A retried attempt needs the record: it goes only when no attempt follows.
+      const permanent = e instanceof BoxdError && e.code !== 'RUNTIME_ERROR';
+      if (permanent || finalAttempt) {
+        await this.d.store.remove(child);
+        await this.d.runtime.removeImage(image).catch(() => false);
+      }
       throw e;
     });
-    await this.d.store.update(child, { imageRef: image, origin: 'fork-commit' });
+    try {
+      await this.d.store.update(child, { imageRef: image, origin: 'fork-commit' });
+    } catch (e) {
+      await this.d.runtime.removeImage(image).catch(() => false);
+      throw e;
+    }
     return this.create(child, finalAttempt);
   }
 
@@ -342,4 +425,10 @@ export class Lifecycle {
       if (box.state === 'running') await this.d.runtime.resume(id);
     }
   }
+}
+
+/** A box's quota: what it asked for, never above the host's maximum; no quota when the host has none. */
+export function diskQuota(asked: number | undefined, hostMax: number): number {
+  if (hostMax <= 0) return 0;
+  return Math.min(asked ?? hostMax, hostMax);
 }

@@ -1,3 +1,6 @@
+import type { Readable } from 'node:stream';
+import type { NetworkPolicy } from '../core/network-policy.ts';
+
 /**
  * What the host needs from a container runtime. Owned by its user (the host's job
  * handlers) and free of Docker types: DockerRuntime implements it with dockerode, the
@@ -16,6 +19,14 @@ export interface Runtime {
   putFile(id: string, path: string, data: Buffer, mode?: number): Promise<void>;
   /** Reads a file; FILE_NOT_FOUND when absent, INVALID_REQUEST for a folder. */
   getFile(id: string, path: string): Promise<Buffer>;
+  /**
+   * Writes `size` bytes read from `source` to `path`, streaming (flat memory). The bytes go to a
+   * temporary name beside `path` first and are moved into place once complete, so a source that
+   * errors or ends short never leaves a partial file. Creates missing parent folders.
+   */
+  putFileStream(id: string, path: string, source: Readable, size: number, mode?: number): Promise<void>;
+  /** Opens a file for streaming: its size and its bytes. Errors as getFile. */
+  getFileStream(id: string, path: string): Promise<{ size: number; stream: Readable }>;
   /** Freezes every process of the box (memory, processes and files survive). Idempotent. */
   suspend(id: string): Promise<void>;
   /** Thaws a suspended box. Idempotent. */
@@ -59,6 +70,10 @@ export interface BoxSpec {
   cpus: number;
   memoryMb: number;
   pidsLimit: number;
+  /** Quota of the box's whole writable filesystem in MiB (writes past it fail with ENOSPC); 0 or unset: none. */
+  diskMb?: number;
+  /** Egress policy (unset: `open`), installed before create returns and removed by destroy. */
+  network?: NetworkPolicy;
 }
 
 export type InstanceState = 'running' | 'paused' | 'stopped';
@@ -76,13 +91,17 @@ export type OutputStream = 'stdout' | 'stderr';
 
 export interface ExecRequest {
   cmd: string[];
+  /** Tags every process of the exec (env BOXD_EXEC_ID) so the whole tree can be found and killed. */
+  execId?: string;
+  /** Aborting kills the command's whole process tree; the result then has `killed: true`. */
+  signal?: AbortSignal;
   cwd?: string;
   env?: Record<string, string>;
   stdin?: Buffer;
   /** Kill the command after this long; the result then has `timedOut: true`. */
   timeoutMs?: number;
-  /** Called for every chunk as it arrives, in order. */
-  onOutput?: (stream: OutputStream, data: Buffer) => void;
+  /** Called for every chunk as it arrives, in order. A returned promise pauses the output until it settles (backpressure). */
+  onOutput?: (stream: OutputStream, data: Buffer) => void | Promise<void>;
   /** Bytes of each stream kept in the result; the rest is dropped (`truncated`). */
   maxOutputBytes?: number;
 }
@@ -93,6 +112,8 @@ export interface ExecResult {
   stderr: Buffer;
   timedOut: boolean;
   truncated: boolean;
+  /** The command was killed because `signal` aborted. */
+  killed?: boolean;
 }
 
 /** Collects one output stream up to a cap. */

@@ -97,13 +97,11 @@ export class TaskRunner {
         const startedAt = Date.now();
         await save((t) => (t.startedAt ??= startedAt));
         const out = await this.d.lifecycle.exec({
-          op: 'exec',
           name: boxName,
           execId: randomBytes(8).toString('hex'),
           cmd,
           env: { BOXD_PAYLOAD: PAYLOAD_PATH, BOXD_TASK: taskId },
           timeoutMs: STEP_TIMEOUT_MS,
-          stream: false,
         });
         const result: StepResult = { cmd, exitCode: out.exitCode, stdout: out.stdout, stderr: out.stderr, durationMs: out.durationMs, startedAt };
         await save((t) => t.steps.push(result));

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { encodeFields, type BoxRecord } from '../core/boxes.ts';
+import { boxCountsKey, encodeFields, type BoxRecord } from '../core/boxes.ts';
 import { BoxExistsError, LimitError } from '../core/errors.ts';
 import { POOL_ACCOUNT, poolListKey, poolStatsKey } from './keys.ts';
 
@@ -28,6 +28,7 @@ while true do
     redis.call('SREM', KEYS[2], pooled)
     redis.call('SREM', prefix .. ':boxes', pooled)
     redis.call('SREM', prefix .. ':host:' .. host .. ':boxes', pooled)
+    redis.call('HINCRBY', KEYS[4], 'suspended', 1)
     redis.call('SADD', KEYS[3], newName)
     redis.call('SADD', prefix .. ':boxes', newName)
     redis.call('SADD', prefix .. ':host:' .. host .. ':boxes', newName)
@@ -53,10 +54,11 @@ export async function claimPooled(redis: Redis, prefix: string, req: ClaimReques
   const fields = encodeFields({ ...req.fields, tokenHash: req.fields.tokenHash ?? '' });
   const [outcome, pooled] = (await redis.eval(
     CLAIM,
-    3,
+    4,
     poolListKey(prefix, req.hostId, req.golden),
     `${prefix}:acct:${POOL_ACCOUNT}:boxes`,
     `${prefix}:acct:${req.account}:boxes`,
+    boxCountsKey(prefix),
     prefix,
     req.name,
     String(req.limit),

@@ -17,12 +17,26 @@ export interface PoolSpec {
   idleTimeoutMs: number;
   cpus: number;
   memoryMb: number;
+  diskMb?: number;
+  network?: Golden['manifest']['network'];
 }
 
 export const poolSpecOf = (g: Golden): PoolSpec => ({
   key: g.name, tag: g.tag, poolSize: g.manifest.poolSize, ports: g.manifest.ports,
   idleTimeoutMs: g.manifest.idleTimeoutMs, cpus: g.manifest.cpus, memoryMb: g.manifest.memoryMb,
+  diskMb: g.manifest.diskMb, network: g.manifest.network,
 });
+
+/**
+ * Takes a pooled box back from the pool before removing it: unlists it and answers whether it
+ * still belongs to the pool. The claim (pool/claim.ts) unlists and renames in one script too, so
+ * of a refill and a claim racing for one box exactly one gets it; a refill never destroys a box
+ * a claim renamed into a user's box.
+ */
+const TAKE_BACK = `
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+if redis.call('HGET', KEYS[2], 'account') == ARGV[2] then return 1 end
+return 0`;
 
 /**
  * One host's warm pools: for each golden with a pool size, that many boxes created from the
@@ -125,10 +139,7 @@ export class WarmPool {
     // Drain boxes of an older build of this golden, and any beyond the size.
     for (const name of names) {
       const box = await this.d.store.get(name);
-      // No record: claimed meanwhile (its container now serves the claimer under its old name,
-      // so it must not be destroyed by that name) or already gone.
-      if (!box) await this.d.redis.lrem(this.key(golden.key), 0, name);
-      else if (box.imageRef !== golden.tag || box.state !== 'suspended') await this.removeListed(golden.key, name);
+      if (!box || box.imageRef !== golden.tag || box.state !== 'suspended') await this.remove(golden.key, name);
     }
     let ready = await this.d.redis.llen(this.key(golden.key));
     while (ready > golden.poolSize) {
@@ -157,6 +168,8 @@ export class WarmPool {
         idleTimeoutMs: golden.idleTimeoutMs,
         cpus: golden.cpus,
         memoryMb: golden.memoryMb,
+        diskMb: golden.diskMb,
+        network: golden.network,
         hostId: this.d.hostId,
       },
       -1,
@@ -174,23 +187,14 @@ export class WarmPool {
 
   /** Removes every ready box of a pool (a deleted account golden). */
   async drain(golden: string): Promise<number> {
-    let n = 0;
-    for (const name of await this.ready(golden)) if (await this.removeListed(golden, name)) n++;
-    return n;
-  }
-
-  /**
-   * Removes a ready box only if this call takes it off the list: a claim pops it atomically, and
-   * whoever takes it off owns it. Returns whether it was removed.
-   */
-  private async removeListed(golden: string, name: string): Promise<boolean> {
-    if ((await this.d.redis.lrem(this.key(golden), 0, name)) === 0) return false;
-    await this.d.lifecycle.destroy(name).catch((err) => this.d.log.warn({ box: name, err }, 'could not remove pool box'));
-    return true;
+    const names = await this.ready(golden);
+    for (const name of names) await this.remove(golden, name);
+    return names.length;
   }
 
   private async remove(golden: string, name: string): Promise<void> {
-    await this.d.redis.lrem(this.key(golden), 0, name);
+    const ours = await this.d.redis.eval(TAKE_BACK, 2, this.key(golden), this.d.store.key(name), name, POOL_ACCOUNT);
+    if (ours !== 1) return; // claimed meanwhile: it is a user's box now
     await this.d.lifecycle.destroy(name).catch((err) => this.d.log.warn({ box: name, err }, 'could not remove pool box'));
   }
 

@@ -3,19 +3,16 @@
  * gateway answers with a host attached, then prints the URLs and the key.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { loadConfig } from '../core/config.ts';
+import { apiKey as bootstrapKey, clusterSecret } from '../core/secrets.ts';
 
-const stateDir = process.env.BOXD_STATE_DIR ?? '.boxd';
-mkdirSync(stateDir, { recursive: true });
+const stateDir = process.env.BOXD_STATE_DIR || '.boxd';
 const keyFile = `${stateDir}/api-key`;
-let apiKey = process.env.BOXD_API_KEY;
-if (!apiKey) {
-  if (!existsSync(keyFile)) writeFileSync(keyFile, `bxd_${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
-  apiKey = readFileSync(keyFile, 'utf8').trim();
-}
-const env = { ...process.env, BOXD_API_KEY: apiKey };
+const apiKey = bootstrapKey({ BOXD_API_KEY: process.env.BOXD_API_KEY || undefined, BOXD_STATE_DIR: stateDir });
+// Gateways authenticate to host agents with this; both processes get the same value.
+const secret = clusterSecret({ BOXD_CLUSTER_SECRET: process.env.BOXD_CLUSTER_SECRET || undefined, BOXD_STATE_DIR: stateDir });
+const env = { ...process.env, BOXD_API_KEY: apiKey, BOXD_CLUSTER_SECRET: secret };
 const config = loadConfig(env);
 
 const procs = readFileSync('Procfile', 'utf8')

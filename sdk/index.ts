@@ -226,6 +226,19 @@ export class Compute {
     list: async () => (await this.client.json<{ tasks: TaskInfo[] }>('GET', '/v1/tasks')).tasks,
   };
 
+  /** Accounts and keys (admin key only). Keys are answered once and stored hashed. */
+  readonly accounts = {
+    create: async (a: { name: string; maxBoxes?: number; maxExecs?: number; maxSnapshots?: number; maxHooks?: number }) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
+    list: async () => (await this.client.json<{ accounts: (AccountInfo & { limits: AccountLimits; keys: number })[] }>('GET', '/v1/accounts')).accounts,
+  };
+
+  readonly keys = {
+    /** A new key of `account` (its only showing). */
+    create: async (account: string, opts: { role?: 'admin' | 'member' } = {}) =>
+      this.client.json<{ id: string; account: string; role: string; key: string }>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
+    delete: async (id: string) => void (await this.client.json('DELETE', `/v1/keys/${encodeURIComponent(id)}`)),
+  };
+
   async goldens() {
     return (await this.client.json<{ goldens: { name: string; description: string; poolSize: number; ports: number[]; built: boolean }[] }>('GET', '/v1/goldens')).goldens;
   }
@@ -256,4 +269,17 @@ export interface TaskInfo {
   triggeredAt: string;
   startedAt?: string;
   finishedAt?: string;
+}
+
+export interface AccountLimits {
+  maxBoxes: number;
+  maxExecs?: number;
+  maxSnapshots: number;
+  maxHooks: number;
+}
+
+export interface AccountInfo extends Partial<AccountLimits> {
+  id: string;
+  name: string;
+  createdAt: string;
 }

@@ -1,4 +1,5 @@
 import { BoxdError, ValidationError } from '../core/errors.ts';
+import { Readable } from 'node:stream';
 import { OutputBuffer, type BoxInstance, type BoxSpec, type ExecRequest, type ExecResult, type Runtime } from '../host/runtime.ts';
 
 interface FakeBox {
@@ -96,6 +97,20 @@ export class FakeRuntime implements Runtime {
 
   async putFile(id: string, path: string, data: Buffer): Promise<void> {
     this.need(id).files.set(path, Buffer.from(data));
+  }
+
+  async putFileStream(id: string, path: string, source: Readable, size: number, mode?: number): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of source) chunks.push(c as Buffer);
+    const data = Buffer.concat(chunks);
+    if (data.length !== size) throw new ValidationError(`the body ended after ${data.length} of ${size} bytes`);
+    void mode;
+    await this.putFile(id, path, data);
+  }
+
+  async getFileStream(id: string, path: string): Promise<{ size: number; stream: Readable }> {
+    const data = await this.getFile(id, path);
+    return { size: data.length, stream: Readable.from([data]) };
   }
 
   async getFile(id: string, path: string): Promise<Buffer> {

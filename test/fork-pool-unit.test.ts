@@ -48,7 +48,7 @@ describe('fork onto a pooled box (fake runtime)', () => {
     assert.equal(child.state, 'running');
     assert.equal(child.origin, 'fork-pool');
     assert.equal(child.parent, parent);
-    assert.equal((await lifecycle.getFile('h1-child', '/work/a.txt')).size, 7);
+    assert.equal((await lifecycle.openFile('h1-child', '/work/a.txt')).size, 7);
     const parentId = (await store.require(parent)).runtimeId!;
     assert.deepEqual(runtime.calls.filter((c) => c.includes(parentId)), [`suspend ${parentId}`, `resume ${parentId}`], 'frozen for the copy only');
     assert.equal(runtime.boxes.get(parentId)!.state, 'running');

@@ -4,6 +4,10 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../core/config.ts';
 import { silentLogger } from '../core/log.ts';
 import { loadDefinitions } from '../golden-images/definitions.ts';
+import { LoopDiskQuota } from '../host/disk-quota.ts';
+import { Egress } from '../host/egress.ts';
+import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 
 export const docker = new Docker({ socketPath: '/var/run/docker.sock' });
 
@@ -22,6 +26,7 @@ export function testConfig(over: Record<string, string> = {}): Config {
     BOXD_PREFIX: prefix,
     BOXD_HOST_ID: `h-${prefix}`,
     BOXD_API_KEY: `key-${randomBytes(12).toString('hex')}`,
+    BOXD_CLUSTER_SECRET: `cs-${randomBytes(16).toString('hex')}`,
     LOG_LEVEL: 'silent',
     BOXD_POOL: 'false',
     ...over,
@@ -34,6 +39,11 @@ export async function purge(prefix: string): Promise<void> {
   await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
   const images = await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-fork/${prefix}*`, `boxd-test/${prefix}*`] } }).catch(() => []);
   for (const i of images) await docker.getImage(i.Id).remove({ force: true }).catch(() => undefined);
+  // Disk images and egress rules of the prefix's boxes, all gone now.
+  const config = loadConfig();
+  await new LoopDiskQuota(join(resolve(config.BOXD_STATE_DIR), 'disks'), silentLogger).sweep(prefix, new Set()).catch(() => undefined);
+  await rm(join(resolve(config.BOXD_STATE_DIR), 'disks', prefix), { recursive: true, force: true }).catch(() => undefined);
+  await new Egress({ bridge: '', deny: [], log: silentLogger }).sweep(prefix, new Set()).catch(() => undefined);
   const redis = new Redis(loadConfig().REDIS_URL);
   let cursor = '0';
   do {

@@ -16,7 +16,7 @@ describe('webhook task runs (real stack)', () => {
   });
 
   const trigger = (id: string, secret: string, payload: string, headers: Record<string, string> = {}) =>
-    fetch(`${base}/hooks/${id}`, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Boxd-Signature': sign(secret, payload), ...headers }, body: payload });
+    fetch(`${base}/hooks/${id}`, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Boxd-Signature': sign(secret, payload), ...(Object.keys(headers).some((h) => /delivery/i.test(h)) ? {} : { 'X-Boxd-Delivery': `d-${Math.random()}` }), ...headers }, body: payload });
   const task = async (id: string) => (await s.api.get(`/v1/tasks/${id}`).set(s.auth).expect(200)).body;
   const settled = (id: string) => waitFor(async () => {
     const t = await task(id);

@@ -53,8 +53,8 @@ describe('warm pool (real Docker, real Redis)', () => {
     s.host = await startHost(s.config, log);
     assert.deepEqual(await s.host.pool.ready('tiny'), before, 'the same boxes are still ready');
     for (const name of before) {
-      const c = await docker.getContainer((await s.gateway.store.require(name)).runtimeId!).inspect();
-      assert.equal(c.State.Paused, true);
+      const id = (await s.gateway.store.require(name)).runtimeId!;
+      assert.equal((await s.host.runtime.inspect(id))?.state, 'paused', 'still frozen (cgroup freezer or docker pause)');
     }
     // Pretend the first one was made from an older build of the golden.
     await s.gateway.store.update(before[0]!, { imageRef: 'boxd-golden/tiny:old' });
@@ -121,7 +121,7 @@ describe('fork and snapshots (real Docker, real Redis)', () => {
     await s.api.post('/v1/boxes').set('Authorization', `Bearer ${other}`).send({ snapshot: 'before-step' }).expect(404);
     await s.api.delete('/v1/snapshots/before-step').set(s.auth).expect(204);
     await s.api.post('/v1/boxes').set(s.auth).send({ snapshot: 'before-step' }).expect(404);
-    const image = `boxd-snap/${s.config.BOXD_PREFIX}-default-before-step:latest`;
+    const image = `boxd-snap/${s.config.BOXD_PREFIX}-default:before-step`;
     assert.ok(await docker.getImage(image).inspect(), 'still used by s1 and s2');
     await s.api.delete('/v1/boxes/s1').set(s.auth).expect(204);
     await s.api.delete('/v1/boxes/s2').set(s.auth).expect(204);

@@ -70,4 +70,38 @@ describe('WarmPool with a fake runtime', () => {
     assert.equal(ready.length, 2);
     assert.ok([...runtime.boxes.values()].every((b) => b.spec.image === 'fake/base:2'));
   });
+
+  it('a refill never destroys a box claimed between its read of the pool and its removal', async () => {
+    const runtime = new FakeRuntime();
+    const hostId = 'h4';
+    let claimDuringRead: string | undefined;
+    // A claim lands exactly while the refill looks at the pooled box it is about to drain.
+    class RacingStore extends BoxStore {
+      override async get(name: string) {
+        const box = await super.get(name);
+        if (name === claimDuringRead) {
+          claimDuringRead = undefined;
+          assert.ok(await claimPooled(redis, prefix, { hostId, golden: 'g', name: 'claimed', account: 'acc', limit: 100, fields: {} }));
+        }
+        return box;
+      }
+    }
+    const store = new RacingStore(redis, prefix);
+    const lifecycle = new Lifecycle({ store, runtime, redis, locks: new BoxLocks(), prefix, hostId, pidsLimit: 64, log });
+    let goldens = new Map([['g', golden(1)]]);
+    const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log });
+    await pool.fill();
+    const [pooled] = await pool.ready('g');
+    assert.ok(pooled);
+    // A new build of the golden: the refill drains the old box, which is claimed meanwhile.
+    runtime.images.set('fake/base:2', new Map());
+    goldens = new Map([['g', golden(1, 'fake/base:2')]]);
+    claimDuringRead = pooled;
+    await pool.fill();
+    assert.equal(claimDuringRead, undefined, 'the claim ran inside the refill');
+    const claimed = await store.require('claimed');
+    assert.equal(claimed.account, 'acc');
+    assert.ok(runtime.boxes.has(lifecycle.idOf(claimed)), 'the claimed box keeps its container');
+    assert.equal((await pool.ready('g')).length, 1, 'the pool was refilled with a new box');
+  });
 });

@@ -18,9 +18,12 @@ describe('host start-up reconciles Docker with Redis', () => {
     await api.post('/v1/boxes').set(auth).send({ name: 'stopped', golden: 'tiny' }).expect(201);
     await api.post('/v1/boxes').set(auth).send({ name: 'sleepy', golden: 'tiny' }).expect(201);
     await api.post('/v1/boxes/sleepy/suspend').set(auth).expect(200);
+    const prefix = config.BOXD_PREFIX;
+    // A crash between the freeze and the record's transition: frozen, but the record says running.
+    const oldRuntime = s.host.runtime;
+    await oldRuntime.suspend(`${prefix}-keep`);
     await s.host.close();
 
-    const prefix = config.BOXD_PREFIX;
     await docker.getContainer(`${prefix}-vanish`).remove({ force: true });
     await docker.getContainer(`${prefix}-stopped`).stop({ t: 0 });
     const orphan = await docker.createContainer({
@@ -37,6 +40,8 @@ describe('host start-up reconciles Docker with Redis', () => {
     assert.equal((await store.require('vanish')).state, 'error');
     assert.match((await store.require('vanish')).error ?? '', /vanished/);
     assert.equal((await store.require('sleepy')).state, 'suspended');
+    assert.equal((await s.host.runtime.inspect(`${prefix}-sleepy`))?.state, 'paused', 'a suspended box stays frozen');
+    assert.equal((await s.host.runtime.inspect(`${prefix}-keep`))?.state, 'running', 'a running box left frozen is thawed');
     await assert.rejects(orphan.inspect(), (e) => (e as { statusCode?: number }).statusCode === 404);
     const restarted = await api.post('/v1/boxes/stopped/exec').set(auth).send({ cmd: ['echo', 'alive'] }).expect(200);
     assert.equal(restarted.body.stdout, 'alive\n');

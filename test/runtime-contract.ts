@@ -59,10 +59,12 @@ export function runtimeContract(label: string, setup: () => Promise<ContractSetu
       const cat = await s.runtime.exec(box.id, { cmd: ['cat'], stdin: Buffer.from('from stdin') });
       assert.equal(cat.stdout.toString(), 'from stdin');
       const chunks: string[] = [];
-      const streamed = await s.runtime.exec(box.id, { cmd: ['echo', 'streamed'], onOutput: (_s, d) => chunks.push(d.toString()) });
+      const streamed = await s.runtime.exec(box.id, { cmd: ['echo', 'streamed'], onOutput: (_s, d) => void chunks.push(d.toString()) });
       assert.equal(chunks.join(''), streamed.stdout.toString());
       const missing = await s.runtime.exec(box.id, { cmd: ['no-such-command-x'] });
       assert.notEqual(missing.exitCode, 0);
+      const spaced = await s.runtime.exec(box.id, { cmd: ['echo', 'a  b', '$HOME', "'q'"] });
+      assert.equal(spaced.stdout.toString(), "a  b $HOME 'q'\n");
     });
 
     it('stops a command at its timeout', async () => {

@@ -34,22 +34,54 @@ describe('BoxStore on real Redis', () => {
     assert.equal(await store.count('lim'), 3);
   });
 
-  it('lets exactly one of two racing transitions win and publishes each change', async () => {
+  it('lets exactly one of two racing wakes win and publishes each change', async () => {
     await store.create(record('race'), 10);
-    await store.transition('race', ['creating'], 'running');
-    // A wake (suspended→running) and an auto-suspend (running→suspended) race 50 times.
+    await store.transition('race', ['creating'], 'suspended');
+    // Two gateways wake the same suspended box over two connections, 50 times.
+    const other = new Redis(config.REDIS_URL);
+    const store2 = new BoxStore(other, config.BOXD_PREFIX);
     let conflicts = 0;
-    for (let i = 0; i < 50; i++) {
-      const r = await Promise.allSettled([store.transition('race', ['running'], 'suspended'), store.transition('race', ['running'], 'suspended')]);
-      conflicts += r.filter((x) => x.status === 'rejected' && (x.reason as BoxdError).code === 'BOX_STATE').length;
-      await store.transition('race', ['suspended'], 'running');
+    try {
+      for (let i = 0; i < 50; i++) {
+        const r = await Promise.allSettled([store.transition('race', ['suspended'], 'running'), store2.transition('race', ['suspended'], 'running')]);
+        assert.equal(r.filter((x) => x.status === 'fulfilled').length, 1, 'one wake of a pair wins');
+        conflicts += r.filter((x) => x.status === 'rejected' && (x.reason as BoxdError).code === 'BOX_STATE').length;
+        await store.transition('race', ['running'], 'suspended');
+      }
+    } finally {
+      await other.quit();
     }
-    assert.equal(conflicts, 50, 'every second suspend of a pair lost');
+    assert.equal(conflicts, 50, 'the other wake of each pair lost with BOX_STATE');
     const box = await store.require('race');
-    assert.equal(box.state, 'running');
+    assert.equal(box.state, 'suspended');
     assert.equal(box.version, 1 + 1 + 100);
     await new Promise((r) => setTimeout(r, 100));
-    assert.ok(events.some((e) => e.name === 'race' && e.state === 'suspended' && e.from === 'running'));
+    assert.ok(events.some((e) => e.name === 'race' && e.state === 'running' && e.from === 'suspended'));
+  });
+
+  it('orders a wake and a suspend: each sees the state the other left', async () => {
+    await store.create(record('ws'), 10);
+    await store.transition('ws', ['creating'], 'suspended');
+    for (let i = 0; i < 20; i++) {
+      // Sent together on one connection, so Redis runs them in this order. A transition that
+      // read the state before the other's write (check then set in two steps) would refuse the suspend.
+      const wakeFirst = i % 2 === 0;
+      const wake = () => store.transition('ws', ['suspended'], 'running');
+      const suspend = () => store.transition('ws', ['running'], 'suspended');
+      const [a, b] = await Promise.allSettled(wakeFirst ? [wake(), suspend()] : [suspend(), wake()]);
+      const [w, s] = wakeFirst ? [a, b] : [b, a];
+      assert.equal(w.status, 'fulfilled', 'the wake of a suspended box always wins');
+      if (wakeFirst) {
+        assert.equal(s.status, 'fulfilled', 'a suspend sent after the wake sees running');
+        assert.equal((await store.require('ws')).state, 'suspended');
+      } else {
+        assert.equal(s.status, 'rejected', 'a suspend sent before the wake finds it suspended');
+        assert.equal(((s as PromiseRejectedResult).reason as BoxdError).code, 'BOX_STATE');
+        assert.equal((await store.require('ws')).state, 'running');
+        await store.transition('ws', ['running'], 'suspended');
+      }
+    }
+    assert.equal((await store.require('ws')).version, 1 + 1 + 20 * 2);
   });
 
   it('never moves activity backwards and removes idempotently', async () => {

@@ -27,7 +27,7 @@ describe('a host that dies mid-task', () => {
     await waitFor(async () => (await gateway!.hosts.aliveHosts()).length === 1, 30_000);
 
     const hook = (await (await fetch(`${base}/v1/hooks`, { method: 'POST', headers: auth, body: JSON.stringify({ name: 'slow', golden: 'tiny', steps: [{ cmd: 'sleep 3; echo done' }] }) })).json()) as { id: string; secret: string };
-    const res = await fetch(`${base}/hooks/${hook.id}`, { method: 'POST', headers: { 'X-Boxd-Signature': sign(hook.secret, '{}') }, body: '{}' });
+    const res = await fetch(`${base}/hooks/${hook.id}`, { method: 'POST', headers: { 'X-Boxd-Signature': sign(hook.secret, '{}'), 'X-Boxd-Delivery': 'crash-1' }, body: '{}' });
     const { task } = (await res.json()) as { task: { id: string } };
     const get = async () => (await (await fetch(`${base}/v1/tasks/${task.id}`, { headers: auth })).json()) as { state: string; attempts: number; steps: { stdout: string }[]; box: { name: string } | null };
     await waitFor(async () => (await get()).state === 'running' && (await get()).box !== null, 30_000);

@@ -28,7 +28,7 @@ describe('Waker', () => {
     const calls: HostJob[] = [];
     const waker = new Waker({
       routes: routesOver(record),
-      hosts: { call: async (_h: string, job: HostJob) => { calls.push(job); await new Promise((r) => setTimeout(r, 30)); record.current = box('running'); return {}; } } as never,
+      resume: async (_h: string, name: string) => { calls.push({ op: 'resume', name } as never); await new Promise((r) => setTimeout(r, 30)); record.current = box('running'); },
       timeoutMs: 2000,
       maxWaiters: 100,
     });
@@ -37,17 +37,38 @@ describe('Waker', () => {
     assert.ok(got.every((b) => b.state === 'running'));
   });
 
-  it('answers 503 (UNAVAILABLE) past the waiter bound and past the wait bound', async () => {
+  it('refuses waiters past the bound at once, while those within it are served', async () => {
+    const record = { current: box('suspended') };
+    let release!: () => void;
+    const resumed = new Promise<void>((r) => (release = r));
+    const waker = new Waker({
+      routes: routesOver(record),
+      // A resume that finishes only when the test says so: no waiter can time out meanwhile.
+      resume: async () => { await resumed; record.current = box('running'); },
+      timeoutMs: 60_000,
+      maxWaiters: 3,
+    });
+    const pending = Array.from({ length: 5 }, () => waker.ensureRunning(box('suspended')).then(() => 'ok', (e: BoxdError) => e));
+    // The two beyond the bound are refused before the resume finishes, with the bound's message.
+    const refused = await Promise.race([Promise.all(pending.slice(3)), new Promise((r) => setTimeout(() => r('still waiting'), 30_000))]);
+    assert.ok(Array.isArray(refused), 'waiters past the bound are answered without waiting for the wake');
+    for (const e of refused as BoxdError[]) {
+      assert.equal(e.code, 'UNAVAILABLE');
+      assert.match(e.message, /too many requests are waiting/);
+    }
+    release();
+    assert.deepEqual(await Promise.all(pending.slice(0, 3)), ['ok', 'ok', 'ok'], 'the three within the bound are served');
+  });
+
+  it('answers 503 (UNAVAILABLE) past the wait bound', async () => {
     const record = { current: box('suspended') };
     const waker = new Waker({
       routes: routesOver(record),
-      hosts: { call: () => new Promise(() => undefined) } as never, // a host that never answers
+      resume: () => new Promise(() => undefined), // a host that never answers
       timeoutMs: 200,
-      maxWaiters: 3,
+      maxWaiters: 10,
     });
-    const results = await Promise.allSettled(Array.from({ length: 5 }, () => waker.ensureRunning(box('suspended'))));
-    const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as BoxdError).code : 'ok'));
-    assert.deepEqual(codes, Array(5).fill('UNAVAILABLE'));
+    await assert.rejects(waker.ensureRunning(box('suspended')), (e) => (e as BoxdError).code === 'UNAVAILABLE' && /did not wake/.test((e as Error).message));
   });
 });
 

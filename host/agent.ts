@@ -1,0 +1,261 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { StringDecoder } from 'node:string_decoder';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import { BoxdError, ValidationError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import type { Lifecycle } from './lifecycle.ts';
+
+/**
+ * The host agent: the data-plane endpoint gateways call directly (no queue) for what must be
+ * fast or carries bytes — exec (JSON or NDJSON stream, stdin), files (streamed both ways),
+ * suspend and resume (also the preview wake). It listens on the host's own address and
+ * accepts only `Authorization: Bearer <cluster secret>`. Boxes cannot reach it: the host
+ * drops new connections from the boxes' bridge (and it binds loopback by default).
+ *
+ * Wire: errors are `{error:{code,message}}` with a 4xx/5xx status; the gateway rebuilds them by code.
+ */
+export interface AgentDeps {
+  lifecycle: Pick<Lifecycle, 'exec' | 'suspend' | 'resume' | 'putFileStream' | 'openFile'>;
+  secret: string;
+  addr: string;
+  port: number;
+  maxFileBytes: number;
+  log: Logger;
+}
+
+export interface AgentHandle {
+  server: Server;
+  port: number;
+  close(): Promise<void>;
+}
+
+export const agentExecBody = z
+  .object({
+    execId: z.string().regex(/^[A-Za-z0-9-]{8,64}$/),
+    cmd: z.array(z.string()).min(1),
+    cwd: z.string().optional(),
+    env: z.record(z.string(), z.string()).optional(),
+    stdin: z.string().optional(),
+    timeoutMs: z.number().int().min(1),
+    stream: z.boolean().default(false),
+    detach: z.boolean().default(false),
+  })
+  .strict();
+export type AgentExecBody = z.infer<typeof agentExecBody>;
+
+const ROUTE = /^\/v1\/boxes\/([a-z0-9-]{1,63})\/(exec|files|suspend|resume)$/;
+
+export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
+  const want = createHash('sha256').update(d.secret).digest();
+  const authorized = (req: IncomingMessage): boolean => {
+    const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+    if (!m) return false;
+    return timingSafeEqual(createHash('sha256').update(m[1]!).digest(), want);
+  };
+
+  const server = createServer((req, res) => {
+    res.on('error', () => undefined);
+    handle(req, res).catch((e) => fail(res, e, d.log));
+  });
+  server.keepAliveTimeout = 65_000;
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (!authorized(req)) return fail(res, new BoxdError('UNAUTHORIZED', 'the host agent needs the cluster secret'), d.log);
+    const url = new URL(req.url ?? '/', 'http://agent');
+    if (url.pathname === '/healthz') return sendJson(res, 200, { ok: true });
+    const m = ROUTE.exec(url.pathname);
+    if (!m) return fail(res, new BoxdError('NOT_FOUND', `no route ${req.method} ${url.pathname}`), d.log);
+    const [, name, op] = m as unknown as [string, string, string];
+    if (op === 'exec' && req.method === 'POST') return exec(req, res, name);
+    if ((op === 'suspend' || op === 'resume') && req.method === 'POST') {
+      req.resume();
+      const box = await d.lifecycle[op](name);
+      return sendJson(res, 200, { name: box.name, state: box.state });
+    }
+    if (op === 'files' && req.method === 'PUT') return putFile(req, res, name, url);
+    if (op === 'files' && req.method === 'GET') return getFile(req, res, name, url);
+    return fail(res, new BoxdError('NOT_FOUND', `no route ${req.method} ${url.pathname}`), d.log);
+  };
+
+  const exec = async (req: IncomingMessage, res: ServerResponse, name: string): Promise<void> => {
+    const raw = await readBody(req, 32 * 1024 * 1024);
+    let parsed: AgentExecBody;
+    try {
+      parsed = agentExecBody.parse(JSON.parse(raw.toString('utf8')));
+    } catch (e) {
+      throw new ValidationError(`invalid exec request: ${(e as Error).message.slice(0, 200)}`);
+    }
+    const body = parsed;
+    // The caller going away kills the command's tree, unless it asked to detach.
+    const gone = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished && !body.detach) gone.abort();
+    });
+    const common = {
+      name,
+      execId: body.execId,
+      cmd: body.cmd,
+      cwd: body.cwd,
+      env: body.env,
+      stdin: body.stdin === undefined ? undefined : Buffer.from(body.stdin, 'utf8'),
+      timeoutMs: body.timeoutMs,
+      signal: gone.signal,
+    };
+    if (!body.stream) {
+      const out = await d.lifecycle.exec(common);
+      return sendJson(res, 200, out);
+    }
+    const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
+    };
+    const line = (m: object): void | Promise<void> => {
+      start();
+      if (res.destroyed) return;
+      if (!res.write(JSON.stringify(m) + '\n')) {
+        return new Promise<void>((resolve) => {
+          res.once('drain', resolve);
+          res.once('close', resolve);
+        });
+      }
+    };
+    try {
+      const out = await d.lifecycle.exec({
+        ...common,
+        maxOutputBytes: 0,
+        onOutput: (stream, data) => {
+          const text = decoders[stream].write(data);
+          return text ? line({ stream, data: text }) : undefined;
+        },
+      });
+      for (const stream of ['stdout', 'stderr'] as const) {
+        const rest = decoders[stream].end();
+        if (rest) void line({ stream, data: rest });
+      }
+      void line({ exitCode: out.exitCode, durationMs: out.durationMs, timedOut: out.timedOut });
+      res.end();
+    } catch (e) {
+      if (!started) throw e;
+      void line({ error: e instanceof BoxdError ? e.toWire() : { code: 'INTERNAL', message: String(e) } });
+      res.end();
+    }
+  };
+
+  const putFile = async (req: IncomingMessage, res: ServerResponse, name: string, url: URL): Promise<void> => {
+    const path = url.searchParams.get('path') ?? '';
+    if (!path.startsWith('/')) throw new ValidationError('path must be absolute');
+    const modeRaw = url.searchParams.get('mode');
+    const mode = modeRaw ? parseInt(modeRaw, 8) : undefined;
+    const len = req.headers['content-length'];
+    if (len !== undefined) {
+      const size = Number(len);
+      if (!Number.isSafeInteger(size) || size < 0) throw new ValidationError('bad Content-Length');
+      if (size > d.maxFileBytes) throw new BoxdError('FILE_TOO_LARGE', `files are limited to ${d.maxFileBytes} bytes`);
+      await d.lifecycle.putFileStream(name, path, req, size, mode);
+      return void res.writeHead(204).end();
+    }
+    // A chunked body has no size up front, and a tar entry needs one: spool it to a temp file.
+    const dir = await mkdtemp(`${tmpdir()}/boxd-upload-`);
+    try {
+      let size = 0;
+      const file = `${dir}/body`;
+      await pipeline(
+        req,
+        async function* (src: AsyncIterable<Buffer>) {
+          for await (const chunk of src) {
+            size += chunk.length;
+            if (size > d.maxFileBytes) throw new BoxdError('FILE_TOO_LARGE', `files are limited to ${d.maxFileBytes} bytes`);
+            yield chunk;
+          }
+        },
+        createWriteStream(file),
+      );
+      await d.lifecycle.putFileStream(name, path, createReadStream(file), size, mode);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    res.writeHead(204).end();
+  };
+
+  const getFile = async (req: IncomingMessage, res: ServerResponse, name: string, url: URL): Promise<void> => {
+    req.resume();
+    const path = url.searchParams.get('path') ?? '';
+    if (!path.startsWith('/')) throw new ValidationError('path must be absolute');
+    const { size, stream } = await d.lifecycle.openFile(name, path);
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) });
+    await pipeline(stream, res).catch(() => {
+      stream.destroy();
+      res.destroy();
+    });
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(d.port, d.addr, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  d.log.info({ addr: d.addr, port }, 'host agent listening');
+  return {
+    server,
+    port,
+    async close() {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+const STATUS: Record<string, number> = {
+  INVALID_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  BOX_NOT_FOUND: 404,
+  FILE_NOT_FOUND: 404,
+  NOT_FOUND: 404,
+  BOX_STATE: 409,
+  BOX_BUSY: 409,
+  FILE_TOO_LARGE: 413,
+  LIMIT_EXCEEDED: 429,
+  UNAVAILABLE: 503,
+};
+
+function fail(res: ServerResponse, e: unknown, log: Logger): void {
+  const err = e instanceof BoxdError ? e : new BoxdError('INTERNAL', 'internal error');
+  if (!(e instanceof BoxdError)) log.error({ err: e }, 'host agent failure');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, STATUS[err.code] ?? 500, { error: err.toWire() });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  if (res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) }).end(text);
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) {
+        req.destroy();
+        reject(new BoxdError('PAYLOAD_TOO_LARGE', 'request body is too large'));
+      } else chunks.push(c);
+    });
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('error', reject);
+  });
+}
