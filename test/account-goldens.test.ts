@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHmac } from 'node:crypto';
+import { sign } from '../core/hooks.ts';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Compute } from '../sdk/index.ts';
@@ -70,8 +70,8 @@ describe('goldens of an account (real Docker, real Redis)', () => {
     const hook = await s.api.post('/v1/hooks').set(s.auth).send({ name: 'h', golden: 'mygold', steps: [{ cmd: 'mytool' }] }).expect(201);
     // A webhook task runs in a box of the account's golden.
     const body = '{"ref":"main"}';
-    const sig = `sha256=${createHmac('sha256', hook.body.secret).update(body).digest('hex')}`;
-    const queued = await s.api.post(`/hooks/${hook.body.id}`).set('X-Boxd-Signature', sig).set('Content-Type', 'application/json').send(body).expect(202);
+    const queued = await s.api.post(`/hooks/${hook.body.id}`).set('X-Boxd-Signature', sign(hook.body.secret, body))
+      .set('X-Boxd-Delivery', 'd-1').set('Content-Type', 'application/json').send(body).expect(202);
     const task = await waitFor(async () => {
       const t = (await s.api.get(`/v1/tasks/${queued.body.task.id}`).set(s.auth).expect(200)).body;
       return t.state === 'succeeded' || t.state === 'failed' ? t : undefined;
