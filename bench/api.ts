@@ -58,7 +58,7 @@ try {
   for (const [op, r] of Object.entries(results)) {
     console.log(row([op, median(r.api), pct(r.api, 95), median(r.direct), pct(r.direct, 95), median(r.api) / median(r.direct)], w));
   }
-  console.log('\napi = HTTP to the gateway → BullMQ job on the host queue → dockerode → answer; direct = the same dockerode call in this process.');
+  console.log('\napi = HTTP to the gateway → (create: BullMQ job; exec, suspend, resume: the host agent) → dockerode → answer; direct = the same dockerode call in this process.');
 } finally {
   await stack.close();
 }

@@ -18,8 +18,11 @@ export const configSchema = z.object({
   BOXD_PUBLIC_URL: z.string().default(''),
   /** Bootstrap API key of account `default`. */
   BOXD_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
-  /** Redis connection shared by every process. */
-  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  /** Redis shared by every process: `redis://h:p`, or a Redis Cluster as `redis+cluster://h1:p1,h2:p2`. */
+  REDIS_URL: z
+    .string()
+    .regex(/^(rediss?:\/\/\S+|redis\+cluster:\/\/\S+)$/, 'redis://host:port or redis+cluster://host:port,host:port')
+    .default('redis://127.0.0.1:6379'),
   /** Prefix of every Redis key and queue, and label of every container: isolates instances (tests). */
   BOXD_PREFIX: z.string().regex(/^[a-z0-9-]+$/, 'lowercase letters, digits and dashes').default('boxd'),
   /** Identity of this host process; boxes it owns are routed to its queue. */
@@ -73,6 +76,10 @@ export const configSchema = z.object({
   BOXD_WAKE_MAX_WAITERS: int(512),
   /** A proxied request whose upstream sends nothing for this long gets 504, in ms. */
   BOXD_UPSTREAM_TIMEOUT_MS: int(60_000),
+  /** When the gateway stops, how long requests in flight get to be answered before their connections close, in ms. */
+  BOXD_CLOSE_GRACE_MS: int(5_000),
+  /** How often the gateway pings a WebSocket client; one silent for two intervals is dropped (a dead peer must not keep its box awake), in ms; 0 disables. */
+  BOXD_WS_PING_MS: int(30_000),
   /** How long a body-less preview request is retried while the box's app is not listening yet, in ms. */
   BOXD_CONNECT_RETRY_MS: int(3_000),
   /** How often gateways write inbound activity to Redis, in ms (one write per busy box). */
@@ -89,6 +96,22 @@ export const configSchema = z.object({
   BOXD_POOL_FILL_MS: int(5_000),
   /** Lock of a running webhook task; a host silent this long is taken as dead and the task re-run, in ms. */
   BOXD_TASK_LOCK_MS: int(30_000),
+  /** CPUs this host offers to boxes (0: detected). */
+  BOXD_HOST_CPUS: z.coerce.number().min(0).default(0),
+  /** Memory this host offers to boxes, in MiB (0: detected). */
+  BOXD_HOST_MEMORY_MB: int(0),
+  /** Share of its memory a suspended box commits on its host (running boxes: 1; frozen boxes use no cpu). */
+  BOXD_SUSPENDED_WEIGHT: z.coerce.number().min(0).max(1).default(0.1),
+  /** Placement admits boxes while a host's committed memory stays within its memory × this. */
+  BOXD_OVERCOMMIT: z.coerce.number().positive().default(4),
+  /** …and its committed cpus within its cpus × this (cpu is shared, not reserved, so higher). */
+  BOXD_CPU_OVERCOMMIT: z.coerce.number().positive().default(16),
+  /** How often a host writes its heartbeat (capacity, commitments, images), in ms. */
+  BOXD_HEARTBEAT_MS: int(3_000),
+  /** A host whose heartbeat is older than this is dead: creates skip it, its boxes become `lost`, in ms. */
+  BOXD_HOST_DEAD_MS: int(15_000),
+  /** Gateway processes sharing the port (node:cluster); 0: one per core. */
+  BOXD_GATEWAY_WORKERS: int(0),
   /** Images (exact references, comma-separated) any account may create boxes from, besides goldens and its own snapshots. */
   BOXD_ALLOWED_IMAGES: z.string().default('').transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean)),
   /** Bound of every Redis command of the gateway, in ms: past it the API answers 503 instead of hanging on a frozen Redis. */

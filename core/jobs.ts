@@ -1,3 +1,4 @@
+import type { ExecExit, ExecOutcome, ExecOutput } from '../sdk/types.ts';
 import type { WireError } from './errors.ts';
 
 /**
@@ -23,20 +24,11 @@ export type HostOp = HostJob['op'];
 /** What a host job returns: domain errors are answers, not job failures (no retry). */
 export type JobResult<T = unknown> = { ok: true; value: T } | { ok: false; error: WireError };
 
-export interface ExecOutcome {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-  durationMs: number;
-  timedOut: boolean;
-  truncated: boolean;
-}
+/** An exec's answer is the SDK's wire type (the server imports sdk/types.ts, never the other way). */
+export type { ExecOutcome };
 
-/** NDJSON lines of a streaming exec. */
-export type ExecMessage =
-  | { stream: 'stdout' | 'stderr'; data: string }
-  | { exitCode: number; durationMs: number; timedOut: boolean }
-  | { error: WireError };
+/** Messages on `<prefix>:exec:<execId>` while an exec streams: the NDJSON lines the API sends. */
+export type ExecMessage = ExecOutput | ExecExit | { error: WireError };
 
 /** Attempts per operation: lifecycle steps are idempotent and retried; exec is not. */
 export const ATTEMPTS: Record<HostOp, number> = {
@@ -55,7 +47,7 @@ export const ATTEMPTS: Record<HostOp, number> = {
 
 export const hostQueueName = (hostId: string): string => `host-${hostId}`;
 
-/** A host's heartbeat in `<prefix>:hosts`. */
+/** A host's heartbeat in `{<prefix>}:hosts`, rewritten every BOXD_HEARTBEAT_MS. */
 export interface HostInfo {
   id: string;
   /** Address of the host: its agent and its boxes' published ports. */
@@ -64,6 +56,20 @@ export interface HostInfo {
   agentPort?: number;
   startedAt: number;
   heartbeatAt: number;
+  /** What the host offers to boxes (detected or BOXD_HOST_CPUS / BOXD_HOST_MEMORY_MB). */
+  capacity?: Resources;
+  /** What its boxes commit: running (and creating) boxes in full, suspended ones no cpu and BOXD_SUSPENDED_WEIGHT of their memory. */
+  committed?: Resources;
+  /** How many of its boxes are in each state. */
+  boxes?: { running: number; suspended: number; other: number };
+  /** Golden names whose current image this host holds. */
+  goldens?: string[];
 }
 
+export interface Resources {
+  cpus: number;
+  memoryMb: number;
+}
+
+/** Default of BOXD_HOST_DEAD_MS: a heartbeat older than this means the host is dead. */
 export const HOST_ALIVE_MS = 15_000;

@@ -41,7 +41,7 @@ const allowEntry = z
   .max(64)
   .refine((s) => parseAllowEntry(s) !== undefined, 'not an IPv4 CIDR with an optional port, like 10.0.0.0/8:443 or 1.2.3.4/32');
 
-export const networkPolicySchema: z.ZodType<NetworkPolicy> = z.union([
+export const networkPolicySchema: z.ZodType<NetworkPolicy, NetworkPolicy> = z.union([
   z.literal('open'),
   z.literal('none'),
   z.object({ allow: z.array(allowEntry).max(64, 'at most 64 allow entries') }).strict(),

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import type { Account, Accounts } from '../core/accounts.ts';
+import { DEFAULT_ACCOUNT, type Account, type Accounts } from '../core/accounts.ts';
 import { BoxdError } from '../core/errors.ts';
 import { requireAdmin } from './auth.ts';
 import { parse } from './schemas.ts';
@@ -15,7 +15,24 @@ const accountBody = z
     maxHooks: limit.optional(),
   })
   .strict();
-const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
+export const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
+export { accountBody };
+
+const limitsJson = z.object({ maxBoxes: z.number().int(), maxExecs: z.number().int().optional(), maxSnapshots: z.number().int(), maxHooks: z.number().int() }).strict();
+/** Answers, for the OpenAPI document (gateway/api-spec.ts). */
+export const accountAnswer = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    maxBoxes: z.number().int().optional(),
+    maxExecs: z.number().int().optional(),
+    maxSnapshots: z.number().int().optional(),
+    maxHooks: z.number().int().optional(),
+    createdAt: z.string(),
+  })
+  .strict();
+export const accountListAnswer = z.object({ accounts: z.array(accountAnswer.extend({ limits: limitsJson, keys: z.number().int() }).strict()) }).strict();
+export const keyAnswer = z.object({ id: z.string(), account: z.string(), role: z.enum(['admin', 'member']), key: z.string() }).strict();
 
 /** `/v1/accounts…` and `/v1/keys…`: admin keys only. Keys are answered once and stored hashed. */
 export function accountsApi(accounts: Accounts): Router {
@@ -37,6 +54,8 @@ export function accountsApi(accounts: Accounts): Router {
     const id = String(req.params.id);
     if (!(await accounts.account(id))) throw new BoxdError('ACCOUNT_NOT_FOUND', `no account ${id}`);
     const { role } = parse(keyBody, req.body);
+    // Admin keys manage every account: they belong to the operator's own account only.
+    if (role === 'admin' && id !== DEFAULT_ACCOUNT) throw new BoxdError('INVALID_REQUEST', `admin keys belong to the "${DEFAULT_ACCOUNT}" account only`);
     const { key, record } = await accounts.createKeyRecord(id, role);
     res.status(201).json({ id: record.id, account: id, role, key });
   });

@@ -1,30 +1,10 @@
 import { goldenDisplayName } from '../core/account-goldens.ts';
-import type { BoxOrigin, BoxRecord, BoxState } from '../core/boxes.ts';
+import type { BoxRecord } from '../core/boxes.ts';
+import type { BoxJson } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
-import type { NetworkPolicy } from '../core/network-policy.ts';
 
-/** A box as the API shows it. */
-export interface BoxJson {
-  name: string;
-  state: BoxState;
-  golden?: string;
-  image?: string;
-  snapshot?: string;
-  url: string | null;
-  urls: Record<string, string>;
-  ports: number[];
-  public: boolean;
-  parent?: string;
-  idleTimeoutMs: number;
-  /** Disk quota in MiB, when the box asked for one (else the host's default applies). */
-  diskMb?: number;
-  network: NetworkPolicy;
-  createdAt: string;
-  lastActivityAt: string;
-  error?: string;
-  /** `pool`, `fork-pool` or `fork-commit` when the box was not a plain create. */
-  origin?: BoxOrigin;
-}
+/** A box as the API shows it: the SDK's wire type, so the two cannot drift. */
+export type { BoxJson };
 
 export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
   const out: BoxJson = {

@@ -83,7 +83,9 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
-    const hostId = settings.hostId ?? (await d.hosts.pickHost());
+    // A snapshot lives on one host; anything else goes where there is room (core/placement.ts).
+    if (settings.hostId) await d.hosts.assertAlive(settings.hostId);
+    const hostId = settings.hostId ?? (await d.hosts.pickHost({ cpus: settings.cpus, memoryMb: settings.memoryMb, golden: settings.golden }));
     await d.store.create(
       {
         name,
@@ -127,13 +129,21 @@ export function boxesApi(d: BoxesApiDeps): Router {
   for (const op of ['suspend', 'resume'] as const) {
     r.post(`/boxes/:name/${op}`, async (req, res) => {
       const box = await own(req);
-      await d.agents.json(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/${op}` });
-      send(res, await d.store.require(box.name));
+      const done = await d.agents.json<{ box: BoxRecord }>(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/${op}` });
+      send(res, done.box);
     });
   }
 
   r.delete('/boxes/:name', async (req, res) => {
     const box = await own(req);
+    if (box.state === 'lost') {
+      // Its host is dead: forget the record (and the box's own keys) now; the host drops the
+      // container if it comes back.
+      await d.store.remove(box.name);
+      await d.accounts.revokeBoxKeys(box.account, box.name);
+      res.status(204).end();
+      return;
+    }
     await d.hosts.call(box.hostId, { op: 'destroy', name: box.name });
     res.status(204).end();
   });
@@ -142,12 +152,24 @@ export function boxesApi(d: BoxesApiDeps): Router {
   // with backpressure and never touches Redis. The account's slot is released when it ends.
   r.post('/boxes/:name/exec', async (req, res) => {
     const account = accountOf(req);
-    const [box, body] = await Promise.all([own(req), Promise.resolve().then(() => parse(execBody, req.body))]);
+    const body = parse(execBody, req.body);
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
     const execId = randomUUID();
-    if (!(await slots.take(account, execId, d.config.BOXD_MAX_EXECS, timeoutMs + 60_000))) {
-      throw new LimitError(`this account already runs ${d.config.BOXD_MAX_EXECS} commands; wait for one to finish`);
+    // The record and the account's exec slot (its own limit when it has one, POST /v1/accounts
+    // { maxExecs }, else the operator's) at the same time.
+    const [found, slot] = await Promise.allSettled([
+      own(req),
+      d.accounts.accountLimits(account).then(async (l) => {
+        const cap = l.maxExecs ?? d.config.BOXD_MAX_EXECS;
+        return { cap, ok: await slots.take(account, execId, cap, timeoutMs + 60_000) };
+      }),
+    ]);
+    if (found.status === 'rejected' || slot.status === 'rejected') {
+      if (slot.status === 'fulfilled' && slot.value.ok) slots.release(account, execId);
+      throw found.status === 'rejected' ? found.reason : (slot as PromiseRejectedResult).reason;
     }
+    const box = found.value;
+    if (!slot.value.ok) throw new LimitError(`this account already runs ${slot.value.cap} commands; wait for one to finish`);
     const streaming = (req.headers.accept ?? '').includes('application/x-ndjson');
     const gone = new AbortController();
     res.once('close', () => {
@@ -239,7 +261,6 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
   const name = body.golden ?? 'default';
   const g = await d.golden(account, name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
-  if (!g.built) throw new UnavailableError(`golden "${name}" is not built on the host yet; run \`npm start\` or \`tsx golden-images/build.ts ${name}\``);
   // An account golden's image is on one host only.
-  return { ...boxSettings(g), hostId: g.hostId };
+  return g.hostId ? { ...boxSettings(g), hostId: g.hostId } : boxSettings(g);
 }

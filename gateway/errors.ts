@@ -3,7 +3,7 @@ import { BoxdError, isRedisDown } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 
 /** The one place an error code becomes an HTTP status. */
-const STATUS: Record<string, number> = {
+const STATUS = {
   INVALID_REQUEST: 400,
   INVALID_JSON: 400,
   IMAGE_NOT_FOUND: 400,
@@ -38,18 +38,21 @@ const STATUS: Record<string, number> = {
   NOT_IMPLEMENTED: 501,
   NOT_SUPPORTED: 501,
   RUNTIME_ERROR: 502,
-  EXEC_LOST: 502,
   HOST_LOST: 503,
   UPSTREAM_UNAVAILABLE: 502,
   UNAVAILABLE: 503,
+  NO_CAPACITY: 503,
   NO_ROUTE: 503,
   BLOB_EXPIRED: 503,
   TIMEOUT: 504,
   UPSTREAM_TIMEOUT: 504,
-};
+} satisfies Record<string, number>;
+
+/** Every error code the API answers (INTERNAL is the 500 of anything unexpected). */
+export type ErrorCode = keyof typeof STATUS | 'INTERNAL';
 
 export function statusOf(code: string): number {
-  return STATUS[code] ?? 500;
+  return (STATUS as Record<string, number>)[code] ?? 500;
 }
 
 interface BodyParserError {
@@ -78,7 +81,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       return;
     }
     const status = statusOf(e.code);
-    if (status === 503) res.setHeader('Retry-After', '1');
+    if (status === 503) res.setHeader('Retry-After', String((e as { retryAfterS?: number }).retryAfterS ?? 1));
     res.status(status).json({ error: { code: e.code, message: e.message } });
   };
 }

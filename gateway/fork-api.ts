@@ -11,6 +11,7 @@ import type { Snapshots } from '../core/snapshots.ts';
 import { accountOf } from './auth.ts';
 import { boxJson } from './box-view.ts';
 import { forkBody, parse, parseName, snapshotBody } from './schemas.ts';
+import type { SnapshotInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
 /** `/v1/boxes/:name/fork`, `/v1/boxes/:name/snapshot`, `/v1/snapshots…`. */
@@ -146,6 +147,6 @@ export function forkApi(d: ForkApiDeps): Router {
   return r;
 }
 
-function snapshotJson(s: { name: string; box: string; ports: number[]; golden?: string; createdAt: number }) {
+function snapshotJson(s: { name: string; box: string; ports: number[]; golden?: string; createdAt: number }): SnapshotInfo {
   return { name: s.name, box: s.box, ports: s.ports, golden: s.golden, createdAt: new Date(s.createdAt).toISOString() };
 }

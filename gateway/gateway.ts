@@ -2,9 +2,10 @@ import express from 'express';
 import { createServer, type Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
-import { BoxStore } from '../core/boxes.ts';
+import { BoxStore, type BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
+import { HostSweeper } from '../core/sweeper.ts';
 import type { Logger } from '../core/log.ts';
 import { findGolden, goldenByKey, readGoldens, type GoldenInfo } from '../host/goldens.ts';
 import { AccountGoldens, goldenDisplayName } from '../core/account-goldens.ts';
@@ -23,6 +24,7 @@ import { poolStats, takeFromPool, type PoolHost } from '../pool/claim.ts';
 import { errorHandler, notFound, statusOf } from './errors.ts';
 import { HostAgents } from './host-agents.ts';
 import { clusterSecret } from '../core/secrets.ts';
+import { openApiDocument } from './openapi.ts';
 import { Metrics } from './metrics.ts';
 import { resolveTarget } from './routing.ts';
 import { Urls } from './urls.ts';
@@ -31,6 +33,7 @@ import { Preview } from './preview.ts';
 import { RouteCache } from './route-cache.ts';
 import { refuseUpgrade } from './pages.ts';
 import { Waker } from './waker.ts';
+import { connectRedis } from '../core/redis.ts';
 
 export interface Gateway {
   app: express.Express;
@@ -54,8 +57,8 @@ export interface Gateway {
  */
 export async function createGateway(config: Config, log: Logger): Promise<Gateway> {
   // Every command is bounded: with Redis frozen or gone the API answers 503 within ~2 s, not 30.
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3, commandTimeout: config.BOXD_REDIS_TIMEOUT_MS || undefined });
-  const sub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redis = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: 3, commandTimeout: config.BOXD_REDIS_TIMEOUT_MS || undefined });
+  const sub = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
   const prefix = config.BOXD_PREFIX;
@@ -63,9 +66,11 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   await accounts.ensureAccount(DEFAULT_ACCOUNT, DEFAULT_ACCOUNT);
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
-  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
-  const agents = new HostAgents(redis, prefix, clusterSecret(config));
-  const resume = (hostId: string, name: string) => agents.json(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` });
+  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS, { deadMs: config.BOXD_HOST_DEAD_MS, overcommit: config.BOXD_OVERCOMMIT, cpuOvercommit: config.BOXD_CPU_OVERCOMMIT });
+  const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
+  sweeper.start();
+  const agents = new HostAgents(redis, prefix, clusterSecret(config), undefined, config.BOXD_HOST_DEAD_MS);
+  const resume = async (hostId: string, name: string) => (await agents.json<{ box: BoxRecord }>(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` })).box;
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
@@ -74,17 +79,23 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
   const waker = new Waker({ routes, resume, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
   // A box suspended while we hold requests or WebSockets to it is woken again at once, so a
-  // race between an auto-suspend and traffic always ends with the traffic served.
+  // race between an auto-suspend and traffic always ends with the traffic served. A suspend a
+  // user asked for sticks: only new traffic wakes it (the waker, or a WebSocket message).
   routes.onAny((e) => {
     if (e.state === 'suspended' && activity.busy(e.name) > 0) {
-      void routes.get(e.name).then((b) => (b?.state === 'suspended' ? waker.wake(b) : undefined)).catch(() => undefined);
+      void routes.get(e.name).then((b) => (b?.state === 'suspended' && !b.manualSuspend ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
   const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
-    if (!goldenCache || Date.now() - goldenCache.at > 2000) goldenCache = { at: Date.now(), value: await readGoldens(redis, prefix) };
+    if (!goldenCache || Date.now() - goldenCache.at > 2000) {
+      // Built means built on some live host (each host says which goldens it holds).
+      const [value, alive] = await Promise.all([readGoldens(redis, prefix), hosts.aliveHosts()]);
+      for (const g of value.values()) if (alive.length) g.built = alive.some((h) => !h.goldens || h.goldens.includes(g.name));
+      goldenCache = { at: Date.now(), value };
+    }
     return goldenCache.value;
   };
 
@@ -105,6 +116,11 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, golden, urls, accounts };
   const tasksQueue = taskQueue(hookDeps);
   api.use(publicHooks(hookDeps, tasksQueue));
+  // Public: the machine-readable API (gateway/api-spec.ts), generated once on first request.
+  let openapi: object | undefined;
+  api.get('/v1/openapi.json', (_req, res) => {
+    res.json((openapi ??= openApiDocument(undefined, { serverUrl: urls.api })));
+  });
   const v1 = express.Router();
   v1.use(requireKey(accounts));
   v1.use(limitBoxKeys);
@@ -199,11 +215,23 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     hosts,
     agents,
     urls,
+    /**
+     * Stops accepting, drops WebSockets and idle connections, gives requests in flight up to
+     * BOXD_CLOSE_GRACE_MS to be answered (an exec whose host stops gets its error), then closes
+     * what is left.
+     */
     async close() {
       const closed = new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
-      server.closeAllConnections?.();
+      server.closeIdleConnections();
+      preview.dropWebSockets();
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((r) => (timer = setTimeout(r, config.BOXD_CLOSE_GRACE_MS)));
+      await Promise.race([closed, graceOver]);
+      clearTimeout(timer);
+      server.closeAllConnections();
       await closed;
       preview.close();
+      await sweeper.stop();
       agents.close();
       await activity.stop();
       await hosts.close();

@@ -10,7 +10,7 @@ import type { GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { goldenName, parse, parseName } from './schemas.ts';
 
-const goldenBody = z
+export const goldenBody = z
   .object({
     name: goldenName,
     fromBox: z.string().min(1).max(63).optional(),
@@ -43,7 +43,7 @@ export function goldensApi(d: GoldensApiDeps): Router {
   const r = Router();
 
   r.get('/goldens', async (req, res) => {
-    const operator = [...(await d.goldens()).values()].map((g) => ({ ...g, owner: 'operator' }));
+    const operator = [...(await d.goldens()).values()].map(({ hostId: _h, ...g }) => ({ ...g, owner: 'operator' as const }));
     const own = (await d.accountGoldens.list(accountOf(req))).map(goldenJson);
     res.json({ goldens: [...operator, ...own] });
   });
@@ -107,7 +107,7 @@ export function goldensApi(d: GoldensApiDeps): Router {
 
 function goldenJson(g: AccountGolden) {
   return {
-    name: g.name, owner: 'account', description: g.from.box ? `promoted from box ${g.from.box}` : `promoted from snapshot ${g.from.snapshot}`,
+    name: g.name, tag: g.image, owner: 'account' as const, description: g.from.box ? `promoted from box ${g.from.box}` : `promoted from snapshot ${g.from.snapshot}`,
     poolSize: g.poolSize, ports: g.ports, cpus: g.cpus, memoryMb: g.memoryMb, idleTimeoutMs: g.idleTimeoutMs, built: g.ready,
     from: g.from, createdAt: new Date(g.createdAt).toISOString(),
   };

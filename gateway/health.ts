@@ -1,6 +1,10 @@
 import { Router } from 'express';
 import type { Redis } from 'ioredis';
+import { z } from 'zod';
 import type { HostClient } from '../core/host-client.ts';
+
+/** The `/readyz` answer (200 ready, 503 not), for the OpenAPI document. */
+export const readiness = z.object({ ready: z.boolean(), redis: z.boolean(), hosts: z.number().int(), reason: z.string().optional() }).strict();
 
 /** Resolves to `fallback` when `p` takes longer than `ms` (the Redis call itself is left to its own timeout). */
 function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {

@@ -10,11 +10,13 @@ import { TASK_QUEUE, checkSignature, type Hook, type HookStore, type Task } from
 import type { GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
 import { goldenName, parse } from './schemas.ts';
+import type { HookInfo, TaskInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
+import { queuePrefix } from '../core/keys.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
 
-const hookBody = z
+export const hookBody = z
   .object({
     name: z.string().min(1).max(100),
     golden: goldenName.default('default'),
@@ -38,7 +40,7 @@ export interface HooksDeps {
 
 /** The task queue, shared by every host. */
 export function taskQueue(d: HooksDeps): Queue {
-  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: d.config.BOXD_PREFIX });
+  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: queuePrefix(d.config.BOXD_PREFIX) });
   q.on('error', () => undefined);
   return q;
 }
@@ -103,11 +105,11 @@ export function hooksApi(d: HooksDeps): Router {
   return r;
 }
 
-function hookJson(h: Hook, urls: Urls) {
+function hookJson(h: Hook, urls: Urls): HookInfo {
   return { id: h.id, url: `${urls.api}/hooks/${h.id}`, name: h.name, golden: h.golden, steps: h.steps, keepMs: h.keepMs, createdAt: new Date(h.createdAt).toISOString() };
 }
 
-function taskJson(t: Task, urls: Urls) {
+function taskJson(t: Task, urls: Urls): TaskInfo {
   return {
     id: t.id,
     hook: t.hook,

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import type { Redis } from 'ioredis';
 import { BoxdError, fromWire, UnavailableError } from '../core/errors.ts';
 import { HOST_ALIVE_MS, type HostInfo } from '../core/jobs.ts';
+import { Keys } from '../core/keys.ts';
 
 interface Target {
   addr: string;
@@ -30,7 +31,9 @@ export interface AgentRequest {
  */
 export class HostAgents {
   private readonly targets = new Map<string, Target>();
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 32, keepAliveMsecs: 1000 });
+  // Idle sockets are dropped well before the agent's own 65 s keep-alive timeout closes them, so a
+  // pooled socket is not found dead on reuse (which an exec, sent at most once, would not survive).
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 32, keepAliveMsecs: 1000, timeout: 30_000 });
 
   constructor(
     private readonly redis: Redis,
@@ -38,15 +41,17 @@ export class HostAgents {
     private readonly secret: string,
     /** How long a host's address is trusted without re-reading its heartbeat, in ms. */
     private readonly ttlMs = 5000,
+    /** BOXD_HOST_DEAD_MS: an older heartbeat means the host is dead. */
+    private readonly deadMs = HOST_ALIVE_MS,
   ) {}
 
   /** The agent address of `hostId`; UnavailableError when the host is silent or too old to have one. */
   async target(hostId: string, fresh = false): Promise<Target> {
     const hit = this.targets.get(hostId);
     if (hit && !fresh && Date.now() - hit.at < this.ttlMs) return hit;
-    const raw = await this.redis.hget(`${this.prefix}:hosts`, hostId);
+    const raw = await this.redis.hget(new Keys(this.prefix).hosts, hostId);
     const info = raw ? (JSON.parse(raw) as HostInfo) : undefined;
-    if (!info || Date.now() - info.heartbeatAt > HOST_ALIVE_MS) {
+    if (!info || Date.now() - info.heartbeatAt > this.deadMs) {
       this.targets.delete(hostId);
       throw new UnavailableError(`host ${hostId}, which runs this box, is not answering`);
     }

@@ -16,6 +16,7 @@ import { refuseUpgrade, sendPage } from './pages.ts';
 import type { RouteCache } from './route-cache.ts';
 import { canonicalHost } from './routing.ts';
 import type { Waker } from './waker.ts';
+import { FrameBoundary, keepAlive, PONG } from './ws-keepalive.ts';
 
 export const TOKEN_PARAM = 'boxd_token';
 export const TOKEN_HEADER = 'x-boxd-token';
@@ -69,10 +70,27 @@ export class Preview {
   private readonly proxy = createProxyServer({ xfwd: false, ws: true, prependPath: false, agent: this.agent });
   private readonly keyCache = new LRUCache<string, boolean>({ max: 1000, ttl: 60_000 });
   private readonly upstreamTimers = new WeakMap<IncomingMessage, { timedOut: boolean }>();
+  /** Upstream socket of a proxied WebSocket → its client socket, until the upgrade completes. */
+  private readonly wsClients = new WeakMap<Socket, Socket>();
+  /** Client sockets of open WebSockets: an upgraded socket would hold the server's close forever. */
+  private readonly wsSockets = new Set<Socket>();
 
   constructor(private readonly d: PreviewDeps) {
     // Errors without a callback would crash the process; every call passes one, this is a net.
     this.proxy.on('error', (err) => d.log.debug({ err: err.message }, 'proxy error'));
+    this.proxy.on('proxyReqWs', (proxyReq, _req, client) => {
+      proxyReq.once('socket', (upstream: Socket) => this.wsClients.set(upstream, client as Socket));
+    });
+    // Emitted once both sockets are piped: from here the gateway pings the client.
+    this.proxy.on('open', (upstream) => {
+      const client = this.wsClients.get(upstream);
+      if (!client) return;
+      this.wsClients.delete(upstream);
+      keepAlive(client, upstream, d.config.BOXD_WS_PING_MS, () => {
+        d.metrics.inc('boxd_preview_websockets_dead_total');
+        d.log.debug('dropped a WebSocket whose client stopped answering pings');
+      });
+    });
     this.proxy.on('proxyReq', (proxyReq, req) => {
       const state = { timedOut: false };
       this.upstreamTimers.set(req, state);
@@ -157,10 +175,32 @@ export class Preview {
     }
     this.d.metrics.inc('boxd_preview_websockets_total');
     socket.once('close', this.d.activity.hold(routed.box.name));
+    this.wsSockets.add(socket);
+    socket.once('close', () => this.wsSockets.delete(socket));
+    this.wakeOnTraffic(socket, routed.box.name);
     await this.sanitize(req);
     this.proxy.ws(req, socket, head, { target: { host: routed.hostAddr, port: routed.hostPort }, agent: false }, () => {
       if (!socket.destroyed) refuseUpgrade(socket, statusOf('UPSTREAM_UNAVAILABLE'), 'UPSTREAM_UNAVAILABLE', `no app accepted the WebSocket on port ${routed.port}`);
     });
+  }
+
+  /**
+   * A box suspended by hand while a WebSocket to it stays open stays suspended until traffic
+   * comes: a message from the client wakes it (the bytes wait in the socket meanwhile). Pongs
+   * answering the gateway's pings are not traffic.
+   */
+  private wakeOnTraffic(socket: Socket, name: string): void {
+    let checking = false;
+    const frames = new FrameBoundary((opcode) => {
+      if (opcode === PONG || checking) return;
+      checking = true;
+      void this.d.routes
+        .get(name)
+        .then((b) => (b?.state === 'suspended' ? this.d.waker.wake(b) : undefined))
+        .catch(() => undefined)
+        .finally(() => (checking = false));
+    });
+    socket.on('data', (chunk: Buffer) => frames.push(chunk));
   }
 
   /** Pass 1: the box and the port, from the cache. */
@@ -283,7 +323,14 @@ export class Preview {
     sendPage(res, r.status, r.code, titles[r.status] ?? 'Preview error', r.message, r.headers);
   }
 
+  /** Closes every proxied WebSocket (their clients see the connection end). */
+  dropWebSockets(): void {
+    for (const s of this.wsSockets) s.destroy();
+    this.wsSockets.clear();
+  }
+
   close(): void {
+    this.dropWebSockets();
     this.proxy.close();
     this.agent.destroy();
   }

@@ -8,14 +8,14 @@ import type { RouteCache } from './route-cache.ts';
  * box's lock, so exactly one unpause happens). Waiters are bounded in number and in time.
  */
 export class Waker {
-  private readonly waking = new Map<string, Promise<void>>();
+  private readonly waking = new Map<string, Promise<BoxRecord | undefined>>();
   private readonly waiters = new Map<string, number>();
 
   constructor(
     private readonly d: {
       routes: RouteCache;
       /** Resumes a box on its host (the host agent's resume: the cgroup freezer thaw). */
-      resume: (hostId: string, name: string) => Promise<unknown>;
+      resume: (hostId: string, name: string) => Promise<BoxRecord | void>;
       timeoutMs: number;
       maxWaiters: number;
     },
@@ -37,7 +37,11 @@ export class Waker {
         if (current.state === 'error' || current.state === 'destroyed') throw new UnavailableError(`box "${box.name}" is ${current.state}`);
         const left = deadline - Date.now();
         if (left <= 0) throw new UnavailableError(`box "${box.name}" did not wake within ${this.d.timeoutMs} ms`);
-        if (current.state === 'suspended') await within(this.wake(current, left), left);
+        if (current.state === 'suspended') {
+          // The host answers with the resumed record: no second read on the hot path.
+          const woke = await within(this.wake(current, left), left);
+          if (woke?.state === 'running') return woke;
+        }
         else await this.nextEvent(box.name, left); // creating: wait for its create to finish
       }
     } catch (e) {
@@ -58,13 +62,13 @@ export class Waker {
   }
 
   /** Starts (or joins) the resume of a suspended box. */
-  wake(box: Pick<BoxRecord, 'name' | 'hostId'>, timeoutMs = this.d.timeoutMs): Promise<void> {
+  wake(box: Pick<BoxRecord, 'name' | 'hostId'>, timeoutMs = this.d.timeoutMs): Promise<BoxRecord | undefined> {
     let p = this.waking.get(box.name);
     if (!p) {
       void timeoutMs;
       p = this.d
         .resume(box.hostId, box.name)
-        .then(() => undefined)
+        .then((b) => (b && typeof b === 'object' && 'state' in b ? b : undefined))
         .finally(() => this.waking.delete(box.name));
       this.waking.set(box.name, p);
     }
@@ -87,7 +91,7 @@ export class Waker {
 }
 
 /** Waits for `p` at most `ms`; on time-out it resolves, and the caller re-reads the state. */
-function within(p: Promise<void>, ms: number): Promise<void> {
+function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)))]).finally(() => clearTimeout(timer));
 }

@@ -75,8 +75,7 @@ export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
     if (op === 'exec' && req.method === 'POST') return exec(req, res, name);
     if ((op === 'suspend' || op === 'resume') && req.method === 'POST') {
       req.resume();
-      const box = await d.lifecycle[op](name);
-      return sendJson(res, 200, { name: box.name, state: box.state });
+      return sendJson(res, 200, { box: await d.lifecycle[op](name) });
     }
     if (op === 'files' && req.method === 'PUT') return putFile(req, res, name, url);
     if (op === 'files' && req.method === 'GET') return getFile(req, res, name, url);

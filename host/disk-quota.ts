@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, open, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -52,7 +52,7 @@ export class LoopDiskQuota {
       // -d copies the layer folder as it is (link, lower, diff/, work/): the engine reads them at start.
       // Lazy init and no discard at mkfs keep formatting a 100 GiB sparse file in tens of ms.
       await sh('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', 'boxd', '-d', layerDir, '-E', 'lazy_itable_init=1,lazy_journal_init=1,nodiscard', partial]);
-      await sh('mv', ['-f', partial, image]);
+      await rename(partial, image);
     }
     await sh('mount', ['-o', 'loop,discard,nodev,nosuid', image, layerDir]);
     await chmod(layerDir, 0o710);

@@ -67,6 +67,8 @@ export class DockerRuntime implements Runtime {
   private readonly starting = new Map<string, number>();
   private readonly startsDone = new Map<string, (() => void)[]>();
   private readonly freezing = new Map<string, Promise<void>>();
+  /** Boxes this process froze through the freezer (anything else frozen was paused by someone else). */
+  private readonly frozeHere = new Set<string>();
   readonly quota: LoopDiskQuota;
   readonly egress: Egress;
 
@@ -232,6 +234,13 @@ export class DockerRuntime implements Runtime {
     return instance;
   }
 
+  async applyPolicy(id: string, spec: BoxSpec): Promise<void> {
+    const info = await this.docker.getContainer(id).inspect();
+    const ip = info.NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
+    if (!ip) throw new RuntimeError(`${id} has no address on network ${this.opts.network}`);
+    await this.egress.apply(spec.labels['boxd.instance'] ?? this.opts.prefix ?? 'boxd', info.Name.replace(/^\//, ''), ip, spec.network ?? 'open');
+  }
+
   /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */
   private async attachQuota(instance: string, name: string, sizeMb: number): Promise<void> {
     const info = await this.docker.getContainer(name).inspect();
@@ -341,6 +350,16 @@ export class DockerRuntime implements Runtime {
     if (this.freezer) {
       const info = await this.procs.info(id);
       if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
+      if (this.freezer.state(info.dir) === 'thawed') return;
+      // Frozen by this process: thaw it. Frozen by someone else (a `docker pause` by hand, or
+      // a host process before a restart): let Docker unpause, so it stops refusing execs.
+      if (this.frozeHere.delete(id)) return this.freezer.thaw(info.dir);
+      this.enginePaused.delete(id);
+      try {
+        await this.docker.getContainer(id).unpause();
+      } catch {
+        // Not paused in Docker's eyes: the freezer alone holds it.
+      }
       if (this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
       return;
     }
@@ -377,6 +396,7 @@ export class DockerRuntime implements Runtime {
         } else if (freezer.caughtRuncInit(dir)) {
           freezer.thaw(dir);
         } else {
+          this.frozeHere.add(id);
           return;
         }
         if (attempt >= 20) throw new BusyError(`box ${id} is starting a command; try again`);
@@ -386,6 +406,18 @@ export class DockerRuntime implements Runtime {
       if (this.freezing.get(id) === gate) this.freezing.delete(id);
       release();
     }
+  }
+
+  /**
+   * Boxes the engine itself reports paused (someone ran `docker pause`), as last seen by
+   * inspect or list (the host's drift check lists every few seconds). Resume unpauses those
+   * through the engine too; the freezer alone leaves the engine's flag set.
+   */
+  private readonly enginePaused = new Set<string>();
+
+  private notePaused(name: string, paused: boolean): void {
+    if (paused) this.enginePaused.add(name);
+    else this.enginePaused.delete(name);
   }
 
   /** Whether the freezer holds the box frozen (Docker does not know). */
@@ -480,6 +512,7 @@ export class DockerRuntime implements Runtime {
       if (info?.dir && this.freezer.state(info.dir) !== 'thawed') this.freezer.thaw(info.dir);
     }
     this.procs.forget(id);
+    this.frozeHere.delete(id);
     // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
     const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
     try {
@@ -501,6 +534,7 @@ export class DockerRuntime implements Runtime {
         const bind = (binds ?? []).find((b) => b.HostIp === this.hostAddr) ?? binds?.[0];
         if (bind?.HostPort) ports[parseInt(key, 10)] = parseInt(bind.HostPort, 10);
       }
+      this.notePaused(info.Name.replace(/^\//, ''), info.State.Paused);
       const frozen = info.State.Running && (await this.frozen(id, info.State.Pid));
       const state: InstanceState = info.State.Paused || frozen ? 'paused' : info.State.Running ? 'running' : 'stopped';
       const layers = layersOf(info);
@@ -527,6 +561,7 @@ export class DockerRuntime implements Runtime {
         const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
         const ports: Record<number, number> = {};
         for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === this.hostAddr) ports[p.PrivatePort] = p.PublicPort;
+        this.notePaused(name, c.State === 'paused');
         const frozen = c.State === 'running' && (await this.frozen(name));
         const state: InstanceState = c.State === 'paused' || frozen ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
         return { id: name, name, state, ports, labels: c.Labels ?? {} };

@@ -65,7 +65,7 @@ export async function publishGoldens(
   runtime: Pick<Runtime, 'hasImage'>,
 ): Promise<Map<string, Golden>> {
   const { goldens } = loadDefinitions(dir);
-  const key = `${prefix}:goldens`;
+  const key = `{${prefix}}:goldens`;
   const pipe = redis.multi().del(key);
   for (const g of goldens.values()) {
     const info: GoldenInfo = {
@@ -88,6 +88,6 @@ export async function publishGoldens(
 }
 
 export async function readGoldens(redis: Redis, prefix: string): Promise<Map<string, GoldenInfo>> {
-  const all = await redis.hgetall(`${prefix}:goldens`);
+  const all = await redis.hgetall(`{${prefix}}:goldens`);
   return new Map(Object.entries(all).map(([k, v]) => [k, JSON.parse(v) as GoldenInfo]));
 }

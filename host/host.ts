@@ -4,7 +4,9 @@ import type { Worker } from 'bullmq';
 import { BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { BoxdError } from '../core/errors.ts';
-import type { HostInfo, HostJob } from '../core/jobs.ts';
+import type { HostJob } from '../core/jobs.ts';
+import { HostSweeper } from '../core/sweeper.ts';
+import { Heartbeat, hostCapacity } from './heartbeat.ts';
 import type { Logger } from '../core/log.ts';
 import { DockerRuntime } from './docker-runtime.ts';
 import { publishGoldens, readGoldens } from './goldens.ts';
@@ -23,6 +25,7 @@ import { clusterSecret } from '../core/secrets.ts';
 import { Snapshots } from '../core/snapshots.ts';
 import { WarmPool } from '../pool/warm-pool.ts';
 import { AccountGoldens } from '../core/account-goldens.ts';
+import { connectRedis } from '../core/redis.ts';
 
 export interface HostHandle {
   lifecycle: Lifecycle;
@@ -41,8 +44,9 @@ export interface HostHandle {
  * the ones in flight.
  */
 export async function startHost(config: Config, log: Logger, opts: { runtime?: Runtime; idleIntervalMs?: number } = {}): Promise<HostHandle> {
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-  const workerConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redis = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const workerConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  for (const c of [redis, workerConn]) c.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const prefix = config.BOXD_PREFIX;
   const hostId = config.BOXD_HOST_ID;
   let runtime = opts.runtime;
@@ -73,20 +77,37 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   });
 
   const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
-  await reconcile({
-    store,
-    runtime,
-    labels: hostLabels,
-    spec: (box) => lifecycle.spec(box),
-    idOf: (box) => lifecycle.idOf(box),
-    hostId,
-    log,
-  });
   const drift = new DriftWatch({
     store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
     log: log.child({ part: 'drift' }),
   });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
+  const reconcileNow = () =>
+    reconcile({
+      store,
+      runtime,
+      labels: hostLabels,
+      spec: (box) => lifecycle.spec(box),
+      idOf: (box) => lifecycle.idOf(box),
+      hostId,
+      log,
+    });
+  let agentPort: number | undefined;
+  // Beat before reconciling: a sweeper that still saw the old heartbeat would declare the boxes
+  // this host is taking back lost again.
+  const heartbeat = new Heartbeat({
+    redis, store, runtime, prefix, hostId, goldens: () => goldens, log,
+    capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
+    suspendedWeight: config.BOXD_SUSPENDED_WEIGHT,
+    deadMs: config.BOXD_HOST_DEAD_MS,
+    // Where gateways reach this host's agent (its port is known once the agent listens).
+    extra: () => ({ addr: config.BOXD_HOST_ADDR, ...(agentPort ? { agentPort } : {}) }),
+    // Back after being declared dead without a restart (a partition, a long pause): take the
+    // boxes back, and drop containers of boxes deleted meanwhile.
+    onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
+  });
+  await heartbeat.beat();
+  await reconcileNow();
   // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
   const accountPools = async () =>
     (await accountGoldens.all())
@@ -107,14 +128,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     log: log.child({ part: 'agent' }),
   });
 
-  const startedAt = Date.now();
-  const beat = async () => {
-    const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now(), addr: config.BOXD_HOST_ADDR, agentPort: agent.port };
-    await redis.hset(`${prefix}:hosts`, hostId, JSON.stringify(info)).catch((err) => log.warn({ err }, 'heartbeat failed'));
-  };
-  await beat();
-  const heartbeat = setInterval(beat, 3000);
-  heartbeat.unref();
+  agentPort = agent.port;
+  await heartbeat.beat(); // now with the agent's port
+  heartbeat.start(config.BOXD_HEARTBEAT_MS);
+  const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
+  sweeper.start();
 
   const handle = async (job: HostJob, finalAttempt: boolean): Promise<unknown> => {
     switch (job.op) {
@@ -149,7 +167,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const worker: Worker = startWorker({ connection: workerConn, prefix, hostId, concurrency: 64, handle, log });
   await worker.waitUntilReady();
 
-  const taskConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const taskConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  taskConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
     goldens: () => readGoldens(redis, prefix), accountGoldens, maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
@@ -170,14 +189,14 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     agent,
     drift,
     async close() {
-      clearInterval(heartbeat);
+      await sweeper.stop();
       await drift.stop();
       await agent.close();
       await pool.close();
       await idle.stop();
       await tasks.close();
       await worker.close();
-      await redis.hdel(`${prefix}:hosts`, hostId).catch(() => undefined);
+      await heartbeat.stop();
       await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
     },
   };

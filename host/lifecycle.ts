@@ -134,8 +134,8 @@ export class Lifecycle {
       if (box.state === 'suspended') return box;
       if (box.state !== 'running') throw new BoxStateError(name, box.state, 'suspend');
       await this.d.runtime.suspend(this.idOf(box));
-      await this.d.store.transition(name, ['running'], 'suspended');
-      return this.d.store.require(name);
+      await this.d.store.transition(name, ['running'], 'suspended', { manualSuspend: true });
+      return { ...box, state: 'suspended', manualSuspend: true, version: box.version + 1 };
     });
   }
 
@@ -157,7 +157,7 @@ export class Lifecycle {
         await this.d.runtime.resume(id);
         return false;
       }
-      await this.d.store.transition(name, ['running'], 'suspended');
+      await this.d.store.transition(name, ['running'], 'suspended', { manualSuspend: false });
       return true;
     });
   }
@@ -171,8 +171,10 @@ export class Lifecycle {
     if (box.state === 'running') return box;
     if (box.state !== 'suspended') throw new BoxStateError(name, box.state, 'resume');
     await this.d.runtime.resume(this.idOf(box));
-    await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt: Date.now() });
-    return this.d.store.require(name);
+    const lastActivityAt = Date.now();
+    await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt, manualSuspend: false });
+    // The record as the transition left it (its version moved by one), without reading it back.
+    return { ...box, state: 'running', lastActivityAt, manualSuspend: false, version: box.version + 1 };
   }
 
   /** The record of `name` once running (resumed first when suspended). */
@@ -328,6 +330,7 @@ export class Lifecycle {
    * keeps running (it is frozen for the commit only) and nothing the child does reaches it.
    */
   async fork(parent: string, child: string, finalAttempt: boolean): Promise<BoxRecord> {
+    // A retry of a fork whose caller gave up finds no record: nothing to finish, nothing to write.
     const c = await this.d.store.require(child);
     const image = forkImage(this.d.prefix, c.account, child);
     await this.d.locks.exclusive(parent, async () => {

@@ -57,6 +57,11 @@ export interface Runtime {
   list(labels: Record<string, string>): Promise<BoxInstance[]>;
   /** Whether an image exists locally. */
   hasImage(ref: string): Promise<boolean>;
+  /**
+   * Installs `spec.network` for a running box again (replacing what is there): a starting host
+   * calls it for every box it keeps, so rules lost meanwhile come back. Optional; idempotent.
+   */
+  applyPolicy?(id: string, spec: BoxSpec): Promise<void>;
 }
 
 export interface BoxSpec {

@@ -10,6 +10,7 @@ import { boxSettings, findGolden, type GoldenInfo } from './goldens.ts';
 import type { AccountGoldens } from '../core/account-goldens.ts';
 import type { Lifecycle } from './lifecycle.ts';
 import { takeFromPool } from '../pool/claim.ts';
+import { queuePrefix } from '../core/keys.ts';
 
 const STEP_TIMEOUT_MS = 30 * 60_000;
 
@@ -41,13 +42,13 @@ export class TaskRunner {
       log: Logger;
     },
   ) {
-    this.hostQueue = new Queue(hostQueueName(d.hostId), { connection: d.redis, prefix: d.prefix });
+    this.hostQueue = new Queue(hostQueueName(d.hostId), { connection: d.redis, prefix: queuePrefix(d.prefix) });
   }
 
   async start(): Promise<void> {
     this.worker = new Worker(TASK_QUEUE, (job: Job) => this.run(job), {
       connection: this.d.connection,
-      prefix: this.d.prefix,
+      prefix: queuePrefix(this.d.prefix),
       concurrency: 4,
       lockDuration: this.d.lockMs,
       stalledInterval: this.d.lockMs,

@@ -22,20 +22,42 @@ const procs = readFileSync('Procfile', 'utf8')
   .map((m) => ({ name: m[1]!, cmd: m[2]! }));
 
 const children: ChildProcess[] = [];
+/** How long the processes get to stop after Ctrl-C before they are killed. */
+const graceMs = Number(process.env.BOXD_STOP_GRACE_MS ?? 10_000);
 let stopping = false;
-const stop = (code: number) => {
-  if (stopping) return;
-  stopping = true;
+const signalAll = (signal: NodeJS.Signals) => {
   // Each process runs in its own group so that the signal reaches tsx's child too.
   for (const c of children) {
     try {
-      if (c.pid) process.kill(-c.pid, 'SIGTERM');
+      if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(-c.pid, signal);
     } catch {
       /* already gone */
     }
   }
-  setTimeout(() => process.exit(code), 3000).unref();
-  Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r))))).then(() => process.exit(code));
+};
+const allExited = () => Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r)))));
+/**
+ * Stops every process this script started: SIGTERM (each answers what is in flight with an error
+ * and closes), then SIGKILL for any still there after the grace. Redis and dockerd are system
+ * services started detached by setup.sh and keep running, and so do the boxes. A second Ctrl-C
+ * kills at once.
+ */
+const stop = (code: number) => {
+  if (stopping) {
+    signalAll('SIGKILL');
+    return;
+  }
+  stopping = true;
+  signalAll('SIGTERM');
+  const killer = setTimeout(() => {
+    console.error(`still running after ${graceMs} ms; killing`);
+    signalAll('SIGKILL');
+  }, graceMs);
+  killer.unref();
+  void allExited().then(() => {
+    clearTimeout(killer);
+    process.exit(code);
+  });
 };
 const width = Math.max(...procs.map((p) => p.name.length));
 for (const p of procs) {

@@ -9,22 +9,12 @@
  * Every failed call throws BoxdApiError carrying the API's error `code` and HTTP `status`.
  */
 
-// Types only: the wire shapes are the server's own, so they cannot drift; nothing is imported at run time.
-import type { BoxJson } from '../gateway/box-view.ts';
-import type { CreateBoxBody, ExecBody } from '../gateway/schemas.ts';
-import type { ExecMessage, ExecOutcome } from '../core/jobs.ts';
+import type { BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
 
-/** A box as the API answers it (`previewToken` on the create of a private box, `pooled` when it came from the warm pool). */
-export interface BoxInfo extends BoxJson {
-  previewToken?: string;
-  pooled?: boolean;
-}
-
+export type * from './types.js';
 export type CreateOptions = CreateBoxBody;
 export type ExecOptions = Omit<ExecBody, 'cmd'>;
 export type ExecResult = ExecOutcome;
-/** A streamed exec yields output chunks, then the exit line. */
-export type ExecEvent = Exclude<ExecMessage, { error: unknown }>;
 
 /** An error answered by the API (or a transport failure, code NETWORK_ERROR). */
 export class BoxdApiError extends Error {
@@ -161,8 +151,8 @@ export class Box {
   }
 
   /** Stores the filesystem as a named snapshot boxes can be created from. */
-  async snapshot(name: string): Promise<{ name: string }> {
-    return (await this.client.json<{ snapshot: { name: string } }>('POST', this.path('/snapshot'), { snapshot: name })).snapshot;
+  async snapshot(name: string): Promise<SnapshotInfo> {
+    return (await this.client.json<{ snapshot: SnapshotInfo }>('POST', this.path('/snapshot'), { snapshot: name })).snapshot;
   }
 
   readonly files = {
@@ -202,14 +192,13 @@ export class Compute {
   };
 
   readonly snapshots = {
-    list: async () => (await this.client.json<{ snapshots: { name: string; box: string; createdAt: string }[] }>('GET', '/v1/snapshots')).snapshots,
+    list: async () => (await this.client.json<{ snapshots: SnapshotInfo[] }>('GET', '/v1/snapshots')).snapshots,
     delete: async (name: string) => void (await this.client.json('DELETE', `/v1/snapshots/${encodeURIComponent(name)}`)),
   };
 
   readonly hooks = {
-    create: async (h: { name: string; golden?: string; steps: { cmd: string | string[] }[]; secret?: string; keepMs?: number }) =>
-      this.client.json<{ id: string; url: string; secret: string }>('POST', '/v1/hooks', h),
-    list: async () => (await this.client.json<{ hooks: { id: string; url: string; name: string; golden: string }[] }>('GET', '/v1/hooks')).hooks,
+    create: async (h: HookBody) => this.client.json<HookInfo & { secret: string }>('POST', '/v1/hooks', h),
+    list: async () => (await this.client.json<{ hooks: HookInfo[] }>('GET', '/v1/hooks')).hooks,
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/hooks/${encodeURIComponent(id)}`)),
   };
 
@@ -240,35 +229,12 @@ export class Compute {
   };
 
   async goldens() {
-    return (await this.client.json<{ goldens: { name: string; description: string; poolSize: number; ports: number[]; built: boolean }[] }>('GET', '/v1/goldens')).goldens;
+    return (await this.client.json<{ goldens: GoldenInfo[] }>('GET', '/v1/goldens')).goldens;
   }
 
   async pool() {
-    return (await this.client.json<{ pools: { golden: string; target: number; ready: number; hits: number; misses: number; hitRate: number | null }[] }>('GET', '/v1/pool')).pools;
+    return (await this.client.json<{ pools: PoolStats[] }>('GET', '/v1/pool')).pools;
   }
-}
-
-export interface GoldenInfo {
-  name: string;
-  owner: 'operator' | 'account';
-  description: string;
-  poolSize: number;
-  ports: number[];
-  built: boolean;
-  from?: { box?: string; snapshot?: string };
-}
-
-export interface TaskInfo {
-  id: string;
-  hook: string;
-  state: 'queued' | 'running' | 'succeeded' | 'failed';
-  steps: { cmd: string[]; exitCode: number | null; stdout: string; stderr: string; durationMs: number; startedAt: string }[];
-  box: { name: string; kept: boolean; url: string | null; until?: string } | null;
-  error?: string;
-  attempts: number;
-  triggeredAt: string;
-  startedAt?: string;
-  finishedAt?: string;
 }
 
 export interface AccountLimits {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { hashSecret } from '../core/accounts.ts';
+import { accountAnswer, accountListAnswer, keyAnswer } from '../gateway/accounts-api.ts';
 import { docker, goldenTag, startStack, type Stack } from './helpers.ts';
 
 /** Accounts, keys and the ownership of every resource, through the HTTP API on real Redis and Docker. */
@@ -35,6 +36,9 @@ describe('accounts and keys', () => {
     assert.notEqual(a.id, b.id);
     assert.match(a.key, /^bxd_/);
     const list = await s.api.get('/v1/accounts').set(s.auth).expect(200);
+    accountListAnswer.parse(list.body); // the answers are what the OpenAPI document says
+    keyAnswer.parse((await s.api.post(`/v1/accounts/${b.id}/keys`).set(s.auth).send({}).expect(201)).body);
+    accountAnswer.parse((await s.api.post('/v1/accounts').set(s.auth).send({ name: 'shape' }).expect(201)).body);
     const row = list.body.accounts.find((x: { id: string }) => x.id === a.id);
     assert.deepEqual(row.limits, { maxBoxes: 3, maxExecs: 2, maxSnapshots: 1, maxHooks: 1 });
     assert.equal(row.keys, 1);
@@ -45,8 +49,8 @@ describe('accounts and keys', () => {
     // Redis holds the sha256 of the key, never the key itself.
     const redis = new Redis(s.config.REDIS_URL);
     try {
-      const keys = await redis.keys(`${s.config.BOXD_PREFIX}:*`);
-      assert.ok(keys.includes(`${s.config.BOXD_PREFIX}:apikey:${hashSecret(a.key)}`));
+      const keys = await redis.keys(`{${s.config.BOXD_PREFIX}}:*`);
+      assert.ok(keys.includes(`{${s.config.BOXD_PREFIX}}:apikey:${hashSecret(a.key)}`));
       for (const k of keys) {
         const type = await redis.type(k);
         const dump = type === 'string' ? await redis.get(k) : type === 'hash' ? JSON.stringify(await redis.hgetall(k)) : type === 'set' ? JSON.stringify(await redis.smembers(k)) : '';
@@ -69,6 +73,10 @@ describe('accounts and keys', () => {
       assert.equal(res.body.error.code, 'FORBIDDEN');
     }
     await s.api.post('/v1/accounts/acct-nope/keys').set(s.auth).send({}).expect(404);
+    await s.api.post(`/v1/accounts/${a.id}/keys`).set(s.auth).send({ role: 'admin' }).expect(400);
+    const admin2 = await s.api.post('/v1/accounts/default/keys').set(s.auth).send({ role: 'admin' }).expect(201);
+    await s.api.get('/v1/accounts').set(bearer(admin2.body.key)).expect(200);
+    await s.api.delete(`/v1/keys/${admin2.body.id}`).set(s.auth).expect(204);
     const bad = await s.api.post('/v1/accounts').set(s.auth).send({ name: '', maxBoxes: -1 }).expect(400);
     assert.equal(bad.body.error.code, 'INVALID_REQUEST');
 
@@ -173,6 +181,13 @@ describe('accounts and keys', () => {
     assert.match(snaps.body.error.message, /1 snapshots/);
     const hooks = await s.api.post('/v1/hooks').set(bearer(a.key)).send({ name: 'h2', golden: 'tiny', steps: [{ cmd: 'true' }] }).expect(429);
     assert.match(hooks.body.error.message, /1 hooks/);
+    // maxExecs 2: a third concurrent exec is refused while two run.
+    const running = [1, 2].map(() => s.api.post('/v1/boxes/a-box/exec').set(bearer(a.key)).send({ cmd: ['sleep', '6'] }));
+    const execs = await Promise.all(running.map((r) => r.then((x) => x)).concat([
+      new Promise((r) => setTimeout(r, 1500)).then(() => s.api.post('/v1/boxes/a-box/exec').set(bearer(a.key)).send({ cmd: ['true'] })),
+    ]));
+    assert.deepEqual(execs.map((x) => x.status), [200, 200, 429]);
+    assert.match(execs[2]!.body.error.message, /already runs 2 commands/);
     // B's limits are its own.
     await s.api.post('/v1/hooks').set(bearer(b.key)).send({ name: 'h2', golden: 'tiny', steps: [{ cmd: 'true' }] }).expect(201);
     for (let i = live; i < 3; i++) await s.api.delete(`/v1/boxes/a-fill-${i}`).set(bearer(a.key)).expect(204);

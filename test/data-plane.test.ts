@@ -5,7 +5,9 @@ import { request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { DockerRuntime } from '../host/docker-runtime.ts';
-import { startStack, waitFor, type Stack } from './helpers.ts';
+import { startHost } from '../host/host.ts';
+import { log, startStack, waitFor, type Stack } from './helpers.ts';
+import { Keys } from '../core/keys.ts';
 
 /** Exec, files and suspend/resume going gateway → host agent, on real Redis and Docker. */
 describe('direct host data plane', () => {
@@ -69,7 +71,7 @@ describe('direct host data plane', () => {
     }
     const ok = await fetch(`http://127.0.0.1:${agentPort}/healthz`, { headers: { Authorization: `Bearer ${s.config.BOXD_CLUSTER_SECRET}` } });
     assert.equal(ok.status, 200);
-    const hosts = await s.gateway.redis.hget(`${s.config.BOXD_PREFIX}:hosts`, s.config.BOXD_HOST_ID);
+    const hosts = await s.gateway.redis.hget(new Keys(s.config.BOXD_PREFIX).hosts, s.config.BOXD_HOST_ID);
     assert.equal(JSON.parse(hosts!).agentPort, agentPort, 'the agent is advertised with the heartbeat');
     assert.equal(JSON.parse(hosts!).addr, '127.0.0.1');
   });
@@ -112,7 +114,7 @@ describe('direct host data plane', () => {
     const keys: string[] = [];
     let cursor = '0';
     do {
-      const [next, found] = await s.gateway.redis.scan(cursor, 'MATCH', `${s.config.BOXD_PREFIX}:*`, 'COUNT', 1000);
+      const [next, found] = await s.gateway.redis.scan(cursor, 'MATCH', `${new Keys(s.config.BOXD_PREFIX).root}:*`, 'COUNT', 1000);
       cursor = next;
       keys.push(...found);
     } while (cursor !== '0');
@@ -141,6 +143,19 @@ describe('direct host data plane', () => {
     // Still there a while later: detached commands outlive their client.
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(await running('dp', 'sleep 321'), 1);
+  });
+
+  it('a timeout kills the whole command tree', async () => {
+    const r = await exec('dp', { cmd: ['sh', '-c', 'sleep 331 & sleep 332 & wait'], timeoutMs: 800 }).expect(200);
+    assert.equal(r.body.timedOut, true);
+    await waitFor(async () => (await running('dp', 'sleep 331')) + (await running('dp', 'sleep 332')) === 0, 20_000);
+  });
+
+  it('finds a restarted host at its new agent port', async () => {
+    await s.host.close();
+    s.host = await startHost(s.config, log);
+    const r = await exec('dp', { cmd: ['echo', 'still here'] }).expect(200);
+    assert.equal(r.body.stdout, 'still here\n');
   });
 
   it('caps concurrent execs per account with 429, and other operations go on meanwhile', async () => {

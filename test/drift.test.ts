@@ -36,7 +36,8 @@ describe('drift: the host notices containers changed outside boxd', () => {
     await container('hand').pause();
     await waitFor(async () => (await state('hand')) === 'suspended', 60_000);
     // The record is true again, so an exec wakes it the ordinary way.
-    const out = await s.api.post('/v1/boxes/hand/exec').set(s.auth).send({ cmd: ['echo', 'back'] }).expect(200);
+    const out = await s.api.post('/v1/boxes/hand/exec').set(s.auth).send({ cmd: ['echo', 'back'] });
+    assert.equal(out.status, 200, JSON.stringify(out.body));
     assert.equal(out.body.stdout, 'back\n');
     assert.equal((await container('hand').inspect()).State.Paused, false);
   });

@@ -7,6 +7,9 @@ import { DockerRuntime } from '../host/docker-runtime.ts';
 import { EGRESS_CHAIN, Egress } from '../host/egress.ts';
 import { networkPolicySchema, parseAllowEntry } from '../core/network-policy.ts';
 import { manifestSchema } from '../golden-images/definitions.ts';
+import { Redis } from 'ioredis';
+import { BoxStore } from '../core/boxes.ts';
+import { reconcile } from '../host/reconcile.ts';
 import { docker, log, startStack, waitFor, type Stack } from './helpers.ts';
 
 /**
@@ -244,5 +247,27 @@ describe('egress policies (iptables, real Docker)', () => {
       await egress.sweep(otherPrefix, new Set());
     }
     assert.doesNotMatch(ipt('-S', EGRESS_CHAIN), new RegExp(otherPrefix));
+  });
+
+  it('a starting host puts back the rules of the boxes it keeps (after an iptables flush)', async () => {
+    const egress = new Egress({ bridge: `${s.config.BOXD_NETWORK}0`, deny: [], log });
+    await egress.remove(container('open-1'));
+    assert.equal(ruleOf('open-1'), undefined, 'rules lost');
+    const redis = new Redis(s.config.REDIS_URL);
+    try {
+      await reconcile({
+        store: new BoxStore(redis, s.config.BOXD_PREFIX),
+        runtime: s.host.runtime,
+        labels: { 'boxd.managed': 'true', 'boxd.instance': s.config.BOXD_PREFIX, 'boxd.host': s.config.BOXD_HOST_ID },
+        spec: (b) => s.host.lifecycle.spec(b),
+        idOf: (b) => s.host.lifecycle.idOf(b),
+        hostId: s.config.BOXD_HOST_ID,
+        log,
+      });
+    } finally {
+      await redis.quit();
+    }
+    assert.ok(ruleOf('open-1'), 'the rule is back');
+    assert.equal(await probe('open-1', ns.nsIp, P_OPEN), undefined, 'and enforced');
   });
 });

@@ -1,4 +1,5 @@
 import Docker from 'dockerode';
+import { spawn, spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../core/config.ts';
@@ -45,12 +46,15 @@ export async function purge(prefix: string): Promise<void> {
   await rm(join(resolve(config.BOXD_STATE_DIR), 'disks', prefix), { recursive: true, force: true }).catch(() => undefined);
   await new Egress({ bridge: '', deny: [], log: silentLogger }).sweep(prefix, new Set()).catch(() => undefined);
   const redis = new Redis(loadConfig().REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  // Keys carry the hash tag `{prefix}` (core/keys.ts); the plain form is for keys of older code.
+  for (const pattern of [`{${prefix}}:*`, `${prefix}:*`]) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+  }
   await redis.quit();
 }
 
@@ -103,4 +107,28 @@ export async function startStack(over: Record<string, string> = {}, hostOpts: Pa
     },
   };
   return stack;
+}
+
+/** The python3 that has Debian's python3-httpx and python3-pytest (setup.sh installs them). */
+export function debianPython(): string {
+  for (const py of [process.env.BOXD_PYTHON, '/usr/bin/python3', 'python3']) {
+    if (py && spawnSync(py, ['-c', 'import httpx, pytest'], { stdio: 'ignore' }).status === 0) return py;
+  }
+  throw new Error('no python3 with httpx and pytest: apt-get install python3-httpx python3-pytest (scripts/setup.sh does)');
+}
+
+/** Runs a command to its end without blocking the event loop (the stack lives in this process). */
+export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}) {
+  return new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+    const p = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 240_000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
 }

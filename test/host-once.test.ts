@@ -8,7 +8,7 @@ import { BoxLocks } from '../host/locks.ts';
 import { FakeRuntime } from './fake-runtime.ts';
 import { log, purge, testConfig } from './helpers.ts';
 
-/** Retried host jobs on real Redis (a fake runtime injects the failures): all or nothing, at most once. */
+/** Retried host jobs on real Redis (a fake runtime injects the failures): all or nothing. */
 describe('retried host jobs', () => {
   const config = testConfig();
   const prefix = config.BOXD_PREFIX;

@@ -120,7 +120,9 @@ describe('preview URLs through the gateway (real Docker, real Redis)', () => {
     await waitFor(async () => echoes.length === 3, 5000);
     assert.deepEqual(echoes.slice(0, 2), ['one', 'two']);
     assert.equal(echoes[2]!.length, 5000);
-    ws.close();
+    // Closed on both ends before the next test suspends the box: a socket still held would wake it again.
+    await new Promise((r) => (ws.once('close', r), ws.close()));
+    await waitFor(async () => s.gateway.activity.busy('web') === 0, 10_000);
   });
 
   it('wakes a suspended box on the first request, with one resume for 100 concurrent requests', async () => {
