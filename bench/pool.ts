@@ -86,7 +86,8 @@ try {
 
   // --- forks -----------------------------------------------------------------------------------
   await api('POST', '/v1/boxes', { name: 'pp', golden });
-  await api('POST', '/v1/boxes', { name: 'cp', image });
+  // Ports of its own: no pool box fits it, so its forks take the commit path.
+  await api('POST', '/v1/boxes', { name: 'cp', golden, ports: [3000] });
   const small = 'mkdir -p /workspace/src && for i in $(seq 1 50); do head -c 1024 /dev/urandom > /workspace/src/f$i; done && rm -f /etc/issue && chmod 600 /etc/shells';
   const big = 'head -c 100M /dev/urandom > /workspace/blob.bin';
   const forks = async (parent: string, k: number, origin: string) => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { goldenTag, startStack, waitFor, type Stack } from './helpers.ts';
+import { startStack, waitFor, type Stack } from './helpers.ts';
 
 const LISTING = readFileSync(new URL('./fixtures/tree-listing.py', import.meta.url), 'utf8');
 
@@ -84,8 +84,8 @@ describe('fork fidelity: the child’s filesystem is the parent’s, on both for
     assert.equal(await exec('pp', ['cat', '/workspace/new.txt']), 'new\n');
   });
 
-  it('commit path: a box from an image forks by commit', async () => {
-    await s.api.post('/v1/boxes').set(s.auth).send({ name: 'cp', image: goldenTag('default'), idleTimeoutMs: 0 }).expect(201);
+  it('commit path: a box with ports of its own (no pool box fits it) forks by commit', async () => {
+    await s.api.post('/v1/boxes').set(s.auth).send({ name: 'cp', golden: 'default', ports: [3000], idleTimeoutMs: 0 }).expect(201);
     await exec('cp', ['bash', '-c', CHANGE]);
     const child = await s.api.post('/v1/boxes/cp/fork').set(s.auth).send({ name: 'cp-child' }).expect(201);
     assert.equal(child.body.origin, 'fork-commit');
