@@ -7,6 +7,7 @@ import * as r from './responses.ts';
 import { proveSame, type Same } from './responses.ts';
 import { BOX_NAME, createBoxBody, execBody, forkBody, snapshotBody } from './schemas.ts';
 import { readiness } from './health.ts';
+import { goldenBody } from './goldens-api.ts';
 
 /**
  * The API, one entry per route: the registry `GET /v1/openapi.json` is generated from
@@ -94,7 +95,12 @@ export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/metrics', summary: 'Prometheus metrics (admin key)', ok: { 200: { 'text/plain': 'text' } }, errors: ['FORBIDDEN'] },
   { method: 'get', path: '/v1/openapi.json', summary: 'This document', public: true, ok: { 200: openApiDocumentSchema }, errors: [] },
   { method: 'post', path: '/hooks/:id', summary: 'Trigger a webhook (signed: X-Boxd-Signature "t=…,v1=…" or "sha256=…"; X-Boxd-Delivery required)', public: true, body: { 'application/octet-stream': 'binary' }, ok: { 202: r.taskQueued, 200: r.taskDuplicate }, errors: ['HOOK_NOT_FOUND', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE'] },
-  { method: 'get', path: '/v1/goldens', summary: 'Golden images', ok: { 200: r.goldenList }, errors: [] },
+  { method: 'get', path: '/v1/goldens', summary: "Golden images: the operator's and the account's own", ok: { 200: r.goldenList }, errors: [] },
+  {
+    method: 'post', path: '/v1/goldens', summary: 'Promote a box or a snapshot of the account to a golden with a warm pool', body: goldenBody,
+    ok: { 201: r.golden }, errors: ['BOX_NOT_FOUND', 'SNAPSHOT_NOT_FOUND', 'GOLDEN_EXISTS', 'BOX_STATE', 'LIMIT_EXCEEDED'],
+  },
+  { method: 'delete', path: '/v1/goldens/:name', summary: "Delete one of the account's goldens and drain its pool", ok: { 204: null }, errors: ['NOT_FOUND', 'FORBIDDEN'] },
   { method: 'post', path: '/v1/boxes', summary: 'Create a box (from a warm pool when one is ready)', body: createBoxBody, ok: { 201: r.createdBox }, errors: ['BOX_EXISTS', 'LIMIT_EXCEEDED', 'GOLDEN_NOT_FOUND', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_ALLOWED', 'SNAPSHOT_NOT_FOUND', 'NOT_IMPLEMENTED', 'NO_CAPACITY', ...HOST] },
   { method: 'get', path: '/v1/boxes', summary: "The account's boxes", ok: { 200: r.boxList }, errors: [] },
   { method: 'get', path: '/v1/boxes/:name', summary: 'A box', ok: { 200: r.box }, errors: ['BOX_NOT_FOUND'] },

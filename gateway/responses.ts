@@ -28,6 +28,7 @@ export const box = z
     createdAt: iso,
     lastActivityAt: iso,
     error: z.string().optional(),
+    origin: z.enum(['pool', 'fork-pool', 'fork-commit']).optional().describe('how the box was made, when not a plain create'),
   })
   .strict();
 
@@ -111,12 +112,18 @@ export const golden = z
     memoryMb: z.number().int(),
     idleTimeoutMs: z.number().int(),
     built: z.boolean(),
+    owner: z.enum(['operator', 'account']).describe("the operator's (golden-images/) or the account's own"),
+    from: z.object({ box: z.string().optional(), snapshot: z.string().optional() }).strict().optional().describe('what an account golden was promoted from'),
+    createdAt: iso.optional(),
   })
   .strict();
 export const goldenList = z.object({ goldens: z.array(golden) }).strict();
 
 export const poolStats = z
-  .object({ golden: z.string(), target: z.number().int(), ready: z.number().int(), hits: z.number().int(), misses: z.number().int(), hitRate: z.number().nullable() })
+  .object({
+    golden: z.string(), target: z.number().int(), ready: z.number().int(), hits: z.number().int(), misses: z.number().int(), hitRate: z.number().nullable(),
+    owner: z.literal('account').optional().describe("set for the pools of the account's own goldens"),
+  })
   .strict();
 export const poolList = z.object({ pools: z.array(poolStats) }).strict();
 

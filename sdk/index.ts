@@ -16,17 +16,10 @@ export type CreateOptions = CreateBoxBody;
 export type ExecOptions = Omit<ExecBody, 'cmd'>;
 export type ExecResult = ExecOutcome;
 
-/** An error answered by the API (or a transport failure, code NETWORK_ERROR). */
-export class BoxdApiError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-    this.name = 'BoxdApiError';
-  }
-}
+import { BoxdApiError } from './errors.ts';
+import { openPty, type Pty, type PtyOptions } from './pty.ts';
+export { BoxdApiError } from './errors.ts';
+export type { Pty, PtyOptions } from './pty.ts';
 
 export interface ComputeOptions {
   /** Defaults to env BOXD_API_KEY. */
@@ -38,7 +31,7 @@ export interface ComputeOptions {
 
 class Client {
   readonly baseUrl: string;
-  private readonly apiKey: string;
+  readonly apiKey: string;
   private readonly doFetch: typeof fetch;
 
   constructor(o: ComputeOptions) {
@@ -60,7 +53,8 @@ class Client {
     try {
       res = await this.doFetch(this.baseUrl + path, { method, headers, body });
     } catch (e) {
-      throw new BoxdApiError('NETWORK_ERROR', `${method} ${path}: ${(e as Error).message}`, 0);
+      const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
+      throw new BoxdApiError('NETWORK_ERROR', `could not reach boxd at ${this.baseUrl} (${method} ${path}: ${cause?.code ?? cause?.message ?? (e as Error).message}); is it running? BOXD_URL sets the address`, 0);
     }
     if (res.status >= 400) {
       const text = await res.text();
@@ -135,6 +129,11 @@ export class Box {
     }
   }
 
+  /** An interactive terminal (a suspended box is resumed first); see `Pty`. */
+  async pty(opts: PtyOptions = {}): Promise<Pty> {
+    return openPty(this.client.baseUrl, this.client.apiKey, this.info.name, opts);
+  }
+
   async suspend(): Promise<Box> {
     this.info = await this.client.json<BoxInfo>('POST', this.path('/suspend'));
     return this;
@@ -200,6 +199,14 @@ export class Compute {
     create: async (h: HookBody) => this.client.json<HookInfo & { secret: string }>('POST', '/v1/hooks', h),
     list: async () => (await this.client.json<{ hooks: HookInfo[] }>('GET', '/v1/hooks')).hooks,
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/hooks/${encodeURIComponent(id)}`)),
+  };
+
+  /** Goldens: the operator's and the account's own (promoted from a box or a snapshot, with a warm pool). */
+  readonly golden = {
+    create: async (g: { name: string; fromBox?: string; fromSnapshot?: string; poolSize?: number; ports?: number[]; idleTimeoutMs?: number }) =>
+      this.client.json<GoldenInfo>('POST', '/v1/goldens', g),
+    list: async () => (await this.client.json<{ goldens: GoldenInfo[] }>('GET', '/v1/goldens')).goldens,
+    delete: async (name: string) => void (await this.client.json('DELETE', `/v1/goldens/${encodeURIComponent(name)}`)),
   };
 
   readonly tasks = {

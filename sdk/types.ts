@@ -28,6 +28,8 @@ export interface BoxJson {
   createdAt: string;
   lastActivityAt: string;
   error?: string;
+  /** How the box was made, when not a plain create: from a warm pool, forked onto a pool box, forked by commit. */
+  origin?: 'pool' | 'fork-pool' | 'fork-commit';
 }
 
 /** Egress policy of a box: `open`, `none`, or `{ allow: ["10.0.0.0/8:443", …] }`. */
@@ -52,6 +54,8 @@ export interface CreateBoxBody {
   /** Disk quota in MiB, at most the host's BOXD_BOX_DISK_MB. */
   diskMb?: number;
   network?: NetworkPolicy;
+  /** Put BOXD_URL, a box-scoped BOXD_API_KEY and BOXD_BOX in the box's env (`boxd` is on PATH). */
+  agent?: boolean;
 }
 
 /** `POST /v1/boxes/:name/exec`. */
@@ -163,6 +167,11 @@ export interface GoldenInfo {
   memoryMb: number;
   idleTimeoutMs: number;
   built: boolean;
+  /** The operator's (golden-images/) or the account's own. */
+  owner: 'operator' | 'account';
+  /** What an account golden was promoted from. */
+  from?: { box?: string; snapshot?: string };
+  createdAt?: string;
 }
 
 export interface PoolStats {
@@ -172,6 +181,8 @@ export interface PoolStats {
   hits: number;
   misses: number;
   hitRate: number | null;
+  /** Set for the pools of the account's own goldens. */
+  owner?: 'account';
 }
 
 export interface AccountLimits {

@@ -103,10 +103,10 @@ class _Boxes:
     def __init__(self, http: SyncHttp) -> None:
         self._http = http
 
-    def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None, disk_mb: Optional[int] = None, network: Optional[NetworkPolicy] = None) -> Box:
+    def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None, disk_mb: Optional[int] = None, network: Optional[NetworkPolicy] = None, agent: Optional[bool] = None) -> Box:
         """Creates a running box. Raises BOX_EXISTS, LIMIT_EXCEEDED, GOLDEN_NOT_FOUND, IMAGE_NOT_FOUND,
         SNAPSHOT_NOT_FOUND, INVALID_REQUEST."""
-        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public, disk_mb=disk_mb, network=network)))
+        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public, disk_mb=disk_mb, network=network, agent=agent)))
         return Box(self._http, from_wire(BoxInfo, self._http.json("POST", "/v1/boxes", body)))
 
     def get(self, name: str) -> Box:

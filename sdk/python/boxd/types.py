@@ -216,6 +216,8 @@ class CreateOptions:
     public: Optional[bool] = None
     disk_mb: Optional[int] = None
     network: Optional[NetworkPolicy] = None
+    #: BOXD_URL, a box-scoped BOXD_API_KEY and BOXD_BOX in the box's env, ``boxd`` on its PATH.
+    agent: Optional[bool] = None
 
 
 @dataclass
