@@ -74,13 +74,13 @@ export class Accounts {
   ) {}
 
   private keyKey(hash: string): string {
-    return `${this.prefix}:apikey:${hash}`;
+    return `{${this.prefix}}:apikey:${hash}`;
   }
   private accountKey(id: string): string {
-    return `${this.prefix}:account:${id}`;
+    return `{${this.prefix}}:account:${id}`;
   }
   private boxKeysKey(account: string, box: string): string {
-    return `${this.prefix}:boxkeys:${account}:${box}`;
+    return `{${this.prefix}}:boxkeys:${account}:${box}`;
   }
 
   /** Makes `key` a key of `account` with `role` (idempotent: same key, same record id). */
@@ -91,8 +91,8 @@ export class Accounts {
     const m = this.redis
       .multi()
       .set(this.keyKey(hash), JSON.stringify(rec))
-      .set(`${this.prefix}:keyid:${id}`, hash)
-      .sadd(`${this.prefix}:acct:${account}:keys`, id);
+      .set(`{${this.prefix}}:keyid:${id}`, hash)
+      .sadd(`{${this.prefix}}:acct:${account}:keys`, id);
     if (box) m.sadd(this.boxKeysKey(account, box), id);
     await m.exec();
     return rec;
@@ -127,11 +127,11 @@ export class Accounts {
 
   /** Deletes a key by id. With `account`, only a key of that account. Throws KEY_NOT_FOUND. */
   async deleteKey(id: string, account?: string): Promise<void> {
-    const hash = await this.redis.get(`${this.prefix}:keyid:${id}`);
+    const hash = await this.redis.get(`{${this.prefix}}:keyid:${id}`);
     const raw = hash ? await this.redis.get(this.keyKey(hash)) : null;
     const rec = raw?.startsWith('{') ? (JSON.parse(raw) as KeyRecord) : undefined;
     if (!hash || !rec || (account !== undefined && rec.account !== account)) throw new BoxdError('KEY_NOT_FOUND', `no key ${id}`);
-    const m = this.redis.multi().del(this.keyKey(hash)).del(`${this.prefix}:keyid:${id}`).srem(`${this.prefix}:acct:${rec.account}:keys`, id);
+    const m = this.redis.multi().del(this.keyKey(hash)).del(`{${this.prefix}}:keyid:${id}`).srem(`{${this.prefix}}:acct:${rec.account}:keys`, id);
     if (rec.box) m.srem(this.boxKeysKey(rec.account, rec.box), id);
     await m.exec();
   }
@@ -170,12 +170,12 @@ export class Accounts {
   async saveAccount(a: Account): Promise<void> {
     const fields: string[] = ['name', a.name, 'createdAt', String(a.createdAt)];
     for (const f of LIMIT_FIELDS) if (a[f] !== undefined) fields.push(f, String(a[f]));
-    await this.redis.multi().hset(this.accountKey(a.id), ...fields).sadd(`${this.prefix}:accounts`, a.id).exec();
+    await this.redis.multi().hset(this.accountKey(a.id), ...fields).sadd(`{${this.prefix}}:accounts`, a.id).exec();
   }
 
   /** Makes sure the bootstrap account exists (idempotent; keeps its limits). */
   async ensureAccount(id: string, name: string): Promise<void> {
-    await this.redis.multi().hsetnx(this.accountKey(id), 'name', name).hsetnx(this.accountKey(id), 'createdAt', String(Date.now())).sadd(`${this.prefix}:accounts`, id).exec();
+    await this.redis.multi().hsetnx(this.accountKey(id), 'name', name).hsetnx(this.accountKey(id), 'createdAt', String(Date.now())).sadd(`{${this.prefix}}:accounts`, id).exec();
   }
 
   async account(id: string): Promise<Account | undefined> {
@@ -187,14 +187,14 @@ export class Accounts {
   }
 
   async listAccounts(): Promise<Account[]> {
-    const ids = (await this.redis.smembers(`${this.prefix}:accounts`)).sort();
+    const ids = (await this.redis.smembers(`{${this.prefix}}:accounts`)).sort();
     const all = await Promise.all(ids.map((id) => this.account(id)));
     return all.filter((a): a is Account => !!a);
   }
 
   /** Ids of the keys of an account (never the keys). */
   async keyIds(account: string): Promise<string[]> {
-    return (await this.redis.smembers(`${this.prefix}:acct:${account}:keys`)).sort();
+    return (await this.redis.smembers(`{${this.prefix}}:acct:${account}:keys`)).sort();
   }
 
   /**

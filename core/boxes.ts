@@ -1,8 +1,12 @@
 import type { Redis } from 'ioredis';
 import type { NetworkPolicy } from './network-policy.ts';
 import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
+import { Keys } from './keys.ts';
 
-export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error';
+export type BoxOrigin = 'pool' | 'fork-pool' | 'fork-commit';
+
+/** `lost`: the owning host stopped heartbeating; the box may come back when the host does. */
+export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error' | 'lost';
 
 /** A box as stored in Redis. Runtime details stay behind `runtimeId` (an opaque handle). */
 export interface BoxRecord {
@@ -36,8 +40,15 @@ export interface BoxRecord {
   hostId: string;
   runtimeId?: string;
   error?: string;
+  /**
+   * How the box was made, when not a plain create: claimed from a warm pool, forked onto a
+   * pool box (its parent's changes copied in) or forked by committing the parent.
+   */
+  origin?: BoxOrigin;
   /** Suspended by a user's call (not for idleness): gateways do not wake it for requests already held, only for new traffic. */
   manualSuspend?: boolean;
+  /** State the box had when its host was declared dead (set while `lost`). */
+  lostFrom?: BoxState;
   /** Bumped by every transition; caches compare it. */
   version: number;
 }
@@ -56,18 +67,22 @@ export interface BoxEvent {
 
 /** Account of the warm pool's boxes (not a tenant: its boxes are invisible and not counted). */
 export const POOL_ACCOUNT = '_pool';
-export const boxCountsKey = (prefix: string) => `${prefix}:boxcounts`;
+export const boxCountsKey = (prefix: string) => new Keys(prefix).boxCounts;
 
 // The scripts below spell POOL_ACCOUNT ('_pool') literally.
+
+// Every script declares every key it touches (KEYS), all under the instance's hash tag, so
+// they run unchanged on a Redis Cluster. Lost boxes stay in their account's set (the owner
+// still sees them) but are also in the account's lost set, and the limit counts the difference.
 const CREATE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
 local limit = tonumber(ARGV[1])
-if limit >= 0 and redis.call('SCARD', KEYS[2]) >= limit then return 'LIMIT' end
+if limit >= 0 and redis.call('SCARD', KEYS[2]) - redis.call('SCARD', KEYS[5]) >= limit then return 'LIMIT' end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
-if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then redis.call('HINCRBY', KEYS[5], 'creating', 1) end
+if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then redis.call('HINCRBY', KEYS[6], 'creating', 1) end
 redis.call('PUBLISH', ARGV[3], cjson.encode({name = ARGV[2], state = 'creating', from = false, version = 1}))
 return 'OK'`;
 
@@ -87,19 +102,52 @@ end
 redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[4], state = ARGV[3], from = state, version = version}))
 return {'OK', state}`;
 
+// KEYS: box, account's lost set, counts. ARGV: channel, name, account, 'lose' | 'found', reason | state to return to.
+// Losing keeps the state the box had (lostFrom); finding puts it back (or the state given).
+const LOSE = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'MISSING' end
+if redis.call('HGET', KEYS[1], 'account') ~= ARGV[3] then return 'RETRY' end
+local version
+if ARGV[4] == 'lose' then
+  if state == 'lost' or state == 'error' then return 'SAME' end
+  version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+  redis.call('HSET', KEYS[1], 'state', 'lost', 'lostFrom', state, 'error', ARGV[5])
+  redis.call('SADD', KEYS[2], ARGV[2])
+  if ARGV[3] ~= '_pool' then
+    redis.call('HINCRBY', KEYS[3], state, -1)
+    redis.call('HINCRBY', KEYS[3], 'lost', 1)
+  end
+  redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], state = 'lost', from = state, version = version}))
+else
+  if state ~= 'lost' then return 'SAME' end
+  version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+  redis.call('HSET', KEYS[1], 'state', ARGV[5], 'lostFrom', '', 'error', '')
+  redis.call('SREM', KEYS[2], ARGV[2])
+  if ARGV[3] ~= '_pool' then
+    redis.call('HINCRBY', KEYS[3], 'lost', -1)
+    redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+  end
+  redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], state = ARGV[5], from = state, version = version}))
+end
+return 'OK'`;
+
+// KEYS: box, every-box set, account set, account's lost set, host set, counts. ARGV: name, channel, account, host.
+// The caller read account and host first; if the record says otherwise it reads again.
 const REMOVE = `
 local account = redis.call('HGET', KEYS[1], 'account')
-local host = redis.call('HGET', KEYS[1], 'hostId')
+if not account then return 'MISSING' end
+if account ~= ARGV[3] or redis.call('HGET', KEYS[1], 'hostId') ~= ARGV[4] then return 'RETRY' end
 local state = redis.call('HGET', KEYS[1], 'state')
-if not account then return 0 end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('DEL', KEYS[1])
-if account ~= '_pool' then redis.call('HINCRBY', KEYS[3], state, -1) end
-redis.call('SREM', ARGV[2] .. ':acct:' .. account .. ':boxes', ARGV[1])
-redis.call('SREM', ARGV[2] .. ':host:' .. host .. ':boxes', ARGV[1])
+if account ~= '_pool' then redis.call('HINCRBY', KEYS[6], state, -1) end
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[2] .. ':events', cjson.encode({name = ARGV[1], state = 'destroyed', from = state, version = version}))
-return 1`;
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+redis.call('PUBLISH', ARGV[2], cjson.encode({name = ARGV[1], state = 'destroyed', from = state, version = version}))
+return 'OK'`;
 
 const UPDATE = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -151,7 +199,9 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     hostId: h.hostId ?? '',
     runtimeId: h.runtimeId || undefined,
     error: h.error || undefined,
+    origin: (h.origin || undefined) as BoxOrigin | undefined,
     manualSuspend: h.manualSuspend === 'true' || undefined,
+    lostFrom: (h.lostFrom || undefined) as BoxState | undefined,
     version: Number(h.version ?? 0),
   };
 }
@@ -162,13 +212,17 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
  * other cannot both win and no cache misses a change.
  */
 export class BoxStore {
+  readonly keys: Keys;
+
   constructor(
     private readonly redis: Redis,
     readonly prefix: string,
-  ) {}
+  ) {
+    this.keys = new Keys(prefix);
+  }
 
   key(name: string): string {
-    return `${this.prefix}:box:${name}`;
+    return this.keys.box(name);
   }
   /** Hash state → number of boxes in it (pool boxes not counted), kept by every script that moves a box. */
   get countsKey(): string {
@@ -180,13 +234,16 @@ export class BoxStore {
     return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Math.max(0, Number(v))]));
   }
   get eventsChannel(): string {
-    return `${this.prefix}:events`;
+    return this.keys.events;
   }
   private accountKey(account: string): string {
-    return `${this.prefix}:acct:${account}:boxes`;
+    return this.keys.accountBoxes(account);
+  }
+  private lostKey(account: string): string {
+    return this.keys.accountLost(account);
   }
   private hostKey(hostId: string): string {
-    return `${this.prefix}:host:${hostId}:boxes`;
+    return this.keys.hostBoxes(hostId);
   }
 
   /**
@@ -200,11 +257,12 @@ export class BoxStore {
     const { name: _n, ...rest } = full;
     const result = await this.redis.eval(
       CREATE,
-      5,
+      6,
       this.key(record.name),
       this.accountKey(record.account),
-      `${this.prefix}:boxes`,
+      this.keys.boxes,
       this.hostKey(record.hostId),
+      this.lostKey(record.account),
       this.countsKey,
       String(limit),
       record.name,
@@ -234,7 +292,7 @@ export class BoxStore {
   }
 
   async list(set: { account: string } | { hostId: string } | 'all'): Promise<BoxRecord[]> {
-    const key = set === 'all' ? `${this.prefix}:boxes` : 'account' in set ? this.accountKey(set.account) : this.hostKey(set.hostId);
+    const key = set === 'all' ? this.keys.boxes : 'account' in set ? this.accountKey(set.account) : this.hostKey(set.hostId);
     const names = (await this.redis.smembers(key)).sort();
     if (!names.length) return [];
     const pipe = this.redis.pipeline();
@@ -283,11 +341,40 @@ export class BoxStore {
 
   /** Deletes the record and publishes `destroyed`. Idempotent. */
   async remove(name: string): Promise<void> {
-    await this.redis.eval(REMOVE, 3, this.key(name), `${this.prefix}:boxes`, this.countsKey, name, this.prefix);
+    for (;;) {
+      const [account, hostId] = await this.redis.hmget(this.key(name), 'account', 'hostId');
+      if (account == null) return;
+      const keys = [this.key(name), this.keys.boxes, this.accountKey(account), this.lostKey(account), this.hostKey(hostId ?? ''), this.countsKey];
+      const out = await this.redis.eval(REMOVE, keys.length, ...keys, name, this.eventsChannel, account, hostId ?? '');
+      if (out !== 'RETRY') return;
+    }
   }
 
-  /** Live boxes of an account. */
+  /**
+   * Marks a box `lost` (its host is dead) with `reason`, remembering the state it had; it stops
+   * counting against its account's limit. False when it was gone, already lost, or in `error`.
+   */
+  async lose(name: string, reason: string): Promise<boolean> {
+    return (await this.loseOrFind(name, 'lose', reason)) === 'OK';
+  }
+
+  /** Takes a box out of `lost` into `state` (its host came back and still has it). */
+  async found(name: string, state: BoxState): Promise<boolean> {
+    return (await this.loseOrFind(name, 'found', state)) === 'OK';
+  }
+
+  private async loseOrFind(name: string, op: 'lose' | 'found', arg: string): Promise<string> {
+    for (;;) {
+      const account = await this.redis.hget(this.key(name), 'account');
+      if (account === null) return 'MISSING';
+      const out = (await this.redis.eval(LOSE, 3, this.key(name), this.lostKey(account), this.countsKey, this.eventsChannel, name, account, op, arg)) as string;
+      if (out !== 'RETRY') return out;
+    }
+  }
+
+  /** Boxes of an account that count against its limit (lost ones do not). */
   async count(account: string): Promise<number> {
-    return this.redis.scard(this.accountKey(account));
+    const [[, all], [, lost]] = (await this.redis.multi().scard(this.accountKey(account)).scard(this.lostKey(account)).exec()) as [[unknown, number], [unknown, number]];
+    return all - lost;
   }
 }

@@ -18,8 +18,11 @@ export const configSchema = z.object({
   BOXD_PUBLIC_URL: z.string().default(''),
   /** Bootstrap API key of account `default`. */
   BOXD_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
-  /** Redis connection shared by every process. */
-  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  /** Redis shared by every process: `redis://h:p`, or a Redis Cluster as `redis+cluster://h1:p1,h2:p2`. */
+  REDIS_URL: z
+    .string()
+    .regex(/^(rediss?:\/\/\S+|redis\+cluster:\/\/\S+)$/, 'redis://host:port or redis+cluster://host:port,host:port')
+    .default('redis://127.0.0.1:6379'),
   /** Prefix of every Redis key and queue, and label of every container: isolates instances (tests). */
   BOXD_PREFIX: z.string().regex(/^[a-z0-9-]+$/, 'lowercase letters, digits and dashes').default('boxd'),
   /** Identity of this host process; boxes it owns are routed to its queue. */
@@ -87,10 +90,28 @@ export const configSchema = z.object({
   BOXD_IDLE_CHECK_MS: int(1_000),
   /** Keep warm pools of the goldens' pool sizes on this host (false: every create is cold). */
   BOXD_POOL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Pooled boxes an account may keep warm over all of its own goldens (they do not count as live boxes). */
+  BOXD_ACCOUNT_POOL_MAX: int(5),
   /** How often the host tops its warm pools up, in ms (a claim also triggers a refill). */
   BOXD_POOL_FILL_MS: int(5_000),
   /** Lock of a running webhook task; a host silent this long is taken as dead and the task re-run, in ms. */
   BOXD_TASK_LOCK_MS: int(30_000),
+  /** CPUs this host offers to boxes (0: detected). */
+  BOXD_HOST_CPUS: z.coerce.number().min(0).default(0),
+  /** Memory this host offers to boxes, in MiB (0: detected). */
+  BOXD_HOST_MEMORY_MB: int(0),
+  /** Share of its memory a suspended box commits on its host (running boxes: 1; frozen boxes use no cpu). */
+  BOXD_SUSPENDED_WEIGHT: z.coerce.number().min(0).max(1).default(0.1),
+  /** Placement admits boxes while a host's committed memory stays within its memory × this. */
+  BOXD_OVERCOMMIT: z.coerce.number().positive().default(4),
+  /** …and its committed cpus within its cpus × this (cpu is shared, not reserved, so higher). */
+  BOXD_CPU_OVERCOMMIT: z.coerce.number().positive().default(16),
+  /** How often a host writes its heartbeat (capacity, commitments, images), in ms. */
+  BOXD_HEARTBEAT_MS: int(3_000),
+  /** A host whose heartbeat is older than this is dead: creates skip it, its boxes become `lost`, in ms. */
+  BOXD_HOST_DEAD_MS: int(15_000),
+  /** Gateway processes sharing the port (node:cluster); 0: one per core. */
+  BOXD_GATEWAY_WORKERS: int(0),
   /** Images (exact references, comma-separated) any account may create boxes from, besides goldens and its own snapshots. */
   BOXD_ALLOWED_IMAGES: z.string().default('').transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean)),
   /** Bound of every Redis command of the gateway, in ms: past it the API answers 503 instead of hanging on a frozen Redis. */
@@ -101,6 +122,15 @@ export const configSchema = z.object({
   BOXD_REQUEST_TIMEOUT_MS: int(300_000),
   /** Folder of golden image definitions. */
   BOXD_GOLDEN_DIR: z.string().default('golden-images'),
+  /**
+   * Port on the host's address on the box bridge where boxes reach the API (agents inside boxes,
+   * `"agent": true`); 0 = the same number as BOXD_PORT. The only host port a box can open.
+   */
+  BOXD_BOX_API_PORT: int(0),
+  /** Where that door leads: the gateway's address as seen from the host (default 127.0.0.1:BOXD_PORT). */
+  BOXD_BOX_API_UPSTREAM: z.string().regex(/^[^:]+:\d+$/, 'host:port').optional(),
+  /** Bind the `boxd` command and the Python SDK (sdk/python) read-only into every box. */
+  BOXD_BOX_CLI: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** pino log level. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

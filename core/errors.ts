@@ -63,6 +63,16 @@ export class UnavailableError extends BoxdError {
   }
 }
 
+/** No live host can take a box right now; `retryAfterS` is sent as Retry-After. */
+export class NoCapacityError extends BoxdError {
+  constructor(
+    message: string,
+    readonly retryAfterS = 10,
+  ) {
+    super('NO_CAPACITY', message);
+  }
+}
+
 /** Rebuilds an error that crossed a process boundary. */
 export function fromWire(wire: WireError): BoxdError {
   return new BoxdError(wire.code, wire.message);

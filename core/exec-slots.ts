@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { Keys } from './keys.ts';
 
 // KEYS[1] the account's ZSET of running exec ids, scored by when their slot expires.
 // ARGV: now, expiry of the new slot, exec id, cap. Returns 1 when taken, 0 at the cap.
@@ -23,7 +24,7 @@ export class ExecSlots {
   ) {}
 
   private key(account: string): string {
-    return `${this.prefix}:execs:${account}`;
+    return new Keys(this.prefix).execs(account);
   }
 
   /** Takes a slot for `execId`; false when the account already runs `cap` execs. */

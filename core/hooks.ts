@@ -61,18 +61,18 @@ export class HookStore {
   /** Creates a hook; LIMIT_EXCEEDED when the account already has `limit` hooks (-1: no limit). Atomic. */
   async createHook(h: Omit<Hook, 'id' | 'secret' | 'createdAt'> & { secret?: string }, limit = -1): Promise<Hook> {
     const hook: Hook = { ...h, id: `hk_${randomBytes(9).toString('base64url')}`, secret: h.secret ?? randomBytes(32).toString('hex'), createdAt: Date.now() };
-    const out = await this.redis.eval(CREATE_HOOK, 2, `${this.prefix}:hooks:${hook.account}`, `${this.prefix}:hook:${hook.id}`, String(limit), String(hook.createdAt), hook.id, JSON.stringify(hook));
+    const out = await this.redis.eval(CREATE_HOOK, 2, `{${this.prefix}}:hooks:${hook.account}`, `{${this.prefix}}:hook:${hook.id}`, String(limit), String(hook.createdAt), hook.id, JSON.stringify(hook));
     if (out === 'LIMIT') throw new LimitError(`account "${hook.account}" already has ${limit} hooks; delete one first`);
     return hook;
   }
 
   async hook(id: string): Promise<Hook | undefined> {
-    const raw = await this.redis.get(`${this.prefix}:hook:${id}`);
+    const raw = await this.redis.get(`{${this.prefix}}:hook:${id}`);
     return raw ? (JSON.parse(raw) as Hook) : undefined;
   }
 
   async hooks(account: string): Promise<Hook[]> {
-    const ids = await this.redis.zrange(`${this.prefix}:hooks:${account}`, 0, -1);
+    const ids = await this.redis.zrange(`{${this.prefix}}:hooks:${account}`, 0, -1);
     const all = await Promise.all(ids.map((id) => this.hook(id)));
     return all.filter((h): h is Hook => !!h);
   }
@@ -80,27 +80,27 @@ export class HookStore {
   async deleteHook(account: string, id: string): Promise<void> {
     const h = await this.hook(id);
     if (!h || h.account !== account) throw new BoxdError('HOOK_NOT_FOUND', `no hook ${id}`);
-    await this.redis.multi().del(`${this.prefix}:hook:${id}`).zrem(`${this.prefix}:hooks:${account}`, id).exec();
+    await this.redis.multi().del(`{${this.prefix}}:hook:${id}`).zrem(`{${this.prefix}}:hooks:${account}`, id).exec();
   }
 
   /** Records a delivery id; false when it was seen in the last day (a replay). */
   async firstDelivery(hookId: string, delivery: string, taskId: string): Promise<string | true> {
-    const key = `${this.prefix}:delivery:${hookId}:${delivery}`;
+    const key = `{${this.prefix}}:delivery:${hookId}:${delivery}`;
     const ok = await this.redis.set(key, taskId, 'EX', 86_400, 'NX');
     return ok ? true : ((await this.redis.get(key)) ?? '');
   }
 
   async saveTask(t: Task): Promise<void> {
-    await this.redis.multi().set(`${this.prefix}:task:${t.id}`, JSON.stringify(t), 'EX', 7 * 86_400).zadd(`${this.prefix}:tasks:${t.account}`, t.triggeredAt, t.id).exec();
+    await this.redis.multi().set(`{${this.prefix}}:task:${t.id}`, JSON.stringify(t), 'EX', 7 * 86_400).zadd(`{${this.prefix}}:tasks:${t.account}`, t.triggeredAt, t.id).exec();
   }
 
   async task(id: string): Promise<Task | undefined> {
-    const raw = await this.redis.get(`${this.prefix}:task:${id}`);
+    const raw = await this.redis.get(`{${this.prefix}}:task:${id}`);
     return raw ? (JSON.parse(raw) as Task) : undefined;
   }
 
   async tasks(account: string, limit = 100): Promise<Task[]> {
-    const ids = await this.redis.zrevrange(`${this.prefix}:tasks:${account}`, 0, limit - 1);
+    const ids = await this.redis.zrevrange(`{${this.prefix}}:tasks:${account}`, 0, limit - 1);
     const all = await Promise.all(ids.map((id) => this.task(id)));
     return all.filter((t): t is Task => !!t);
   }
@@ -114,7 +114,7 @@ export class HookStore {
   }
 
   payloadKey(taskId: string): string {
-    return `${this.prefix}:payload:${taskId}`;
+    return `{${this.prefix}}:payload:${taskId}`;
   }
 }
 

@@ -1,7 +1,11 @@
 import { Job, Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
-import { BoxdError, fromWire, parseWire, TimeoutError, UnavailableError } from './errors.ts';
+import { BoxdError, fromWire, NoCapacityError, parseWire, TimeoutError, UnavailableError } from './errors.ts';
+import { Keys } from './keys.ts';
+import { isAlive, placeBox, type PlacementRequest } from './placement.ts';
 import { ATTEMPTS, HOST_ALIVE_MS, hostQueueName, type HostInfo, type HostJob, type JobResult } from './jobs.ts';
+import { queuePrefix } from './keys.ts';
+import { connectRedis } from './redis.ts';
 
 interface HostChannel {
   queue: Queue;
@@ -22,19 +26,24 @@ export class HostClient {
     private readonly redisUrl: string,
     private readonly prefix: string,
     private readonly defaultTimeoutMs: number,
+    private readonly placement: { deadMs: number; overcommit: number; cpuOvercommit?: number } = { deadMs: HOST_ALIVE_MS, overcommit: 4, cpuOvercommit: 16 },
     /** How often a waiting call checks that its host still beats. */
     private readonly watchEveryMs = 2000,
-  ) {}
+  ) {
+    this.keys = new Keys(prefix);
+  }
+  private readonly keys: Keys;
+  /** Boxes this client placed per host, until that host's heartbeat has counted them. */
+  private readonly placed = new Map<string, { at: number; cpus: number; memoryMb: number }[]>();
 
   private channel(hostId: string): HostChannel {
     let ch = this.channels.get(hostId);
     if (!ch) {
       const name = hostQueueName(hostId);
-      const eventsConn = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
-      eventsConn.on('error', () => undefined); // reconnects by itself; callers see timeouts
+      const eventsConn = connectRedis(this.redisUrl, { maxRetriesPerRequest: null });
       this.connections.push(eventsConn);
-      const queue = new Queue(name, { connection: this.redis, prefix: this.prefix });
-      const events = new QueueEvents(name, { connection: eventsConn, prefix: this.prefix });
+      const queue = new Queue(name, { connection: this.redis, prefix: queuePrefix(this.prefix) });
+      const events = new QueueEvents(name, { connection: eventsConn, prefix: queuePrefix(this.prefix) });
       events.on('error', () => undefined);
       queue.on('error', () => undefined);
       ch = { queue, events, ready: events.waitUntilReady() };
@@ -43,28 +52,46 @@ export class HostClient {
     return ch;
   }
 
-  /** Hosts that sent a heartbeat recently. */
-  async aliveHosts(): Promise<HostInfo[]> {
-    const all = await this.redis.hgetall(`${this.prefix}:hosts`);
-    const now = Date.now();
-    return Object.values(all)
-      .map((v) => JSON.parse(v) as HostInfo)
-      .filter((h) => now - h.heartbeatAt < HOST_ALIVE_MS);
+  /** Every host's last heartbeat, live or not. */
+  async allHosts(): Promise<HostInfo[]> {
+    const all = await this.redis.hgetall(this.keys.hosts);
+    return Object.values(all).map((v) => JSON.parse(v) as HostInfo);
   }
 
-  /** The live host with the fewest boxes; UnavailableError when none runs. */
-  async pickHost(): Promise<string> {
-    const hosts = await this.aliveHosts();
-    if (!hosts.length) throw new UnavailableError('no host process is running; start one with `npm start`');
-    const counts = await Promise.all(hosts.map((h) => this.redis.scard(`${this.prefix}:host:${h.id}:boxes`)));
-    let best = 0;
-    for (let i = 1; i < hosts.length; i++) if (counts[i]! < counts[best]!) best = i;
-    return hosts[best]!.id;
+  /** Hosts that sent a heartbeat within BOXD_HOST_DEAD_MS. */
+  async aliveHosts(): Promise<HostInfo[]> {
+    const now = Date.now();
+    return (await this.allHosts()).filter((h) => isAlive(h, now, this.placement.deadMs));
+  }
+
+  /**
+   * The live host with the most free capacity that holds the box's golden (core/placement.ts).
+   * UnavailableError when no host runs or holds the golden; NoCapacityError when all are full.
+   */
+  async pickHost(req: PlacementRequest = { cpus: 0, memoryMb: 0 }): Promise<string> {
+    const now = Date.now();
+    // Heartbeats lag: add what this gateway placed since each host's last beat, so a burst of
+    // creates spreads instead of piling onto the host that looked emptiest a beat ago.
+    const hosts = (await this.allHosts()).map((h) => {
+      const mine = (this.placed.get(h.id) ?? []).filter((p) => p.at >= h.heartbeatAt - 1000);
+      this.placed.set(h.id, mine);
+      if (!mine.length || !h.committed) return h;
+      const c = { ...h.committed };
+      for (const p of mine) (c.cpus += p.cpus), (c.memoryMb += p.memoryMb);
+      return { ...h, committed: c };
+    });
+    const placed = placeBox(hosts, req, { now, ...this.placement });
+    if (placed.ok) {
+      this.placed.get(placed.hostId)?.push({ at: now, cpus: req.cpus, memoryMb: req.memoryMb }) ?? this.placed.set(placed.hostId, [{ at: now, cpus: req.cpus, memoryMb: req.memoryMb }]);
+      return placed.hostId;
+    }
+    if (placed.reason === 'NO_CAPACITY') throw new NoCapacityError(placed.message, 5);
+    throw new UnavailableError(placed.message);
   }
 
   async assertAlive(hostId: string): Promise<void> {
-    const raw = await this.redis.hget(`${this.prefix}:hosts`, hostId);
-    if (!raw || Date.now() - (JSON.parse(raw) as HostInfo).heartbeatAt > HOST_ALIVE_MS) {
+    const raw = await this.redis.hget(this.keys.hosts, hostId);
+    if (!raw || !isAlive(JSON.parse(raw) as HostInfo, Date.now(), this.placement.deadMs)) {
       throw new UnavailableError(`host ${hostId}, which runs this box, is not answering`);
     }
   }

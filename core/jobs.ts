@@ -10,9 +10,14 @@ export type HostJob =
   | { op: 'create'; name: string }
   | { op: 'destroy'; name: string }
   | { op: 'fork'; name: string; child: string }
+  | { op: 'fork-pool'; name: string; child: string }
   | { op: 'snapshot'; name: string; snapshot: string; account: string }
   | { op: 'deleteSnapshot'; snapshot: string; account: string }
+  | { op: 'golden-commit'; name: string; image: string }
+  | { op: 'golden-tag'; from: string; image: string }
+  | { op: 'golden-drop'; golden: string; image: string }
   | { op: 'pool-fill'; golden?: string }
+  | { op: 'pty-open'; name: string; ptyId: string; cmd: string[]; cols: number; rows: number; env?: Record<string, string> }
   | { op: 'task'; taskId: string };
 
 export type HostOp = HostJob['op'];
@@ -31,15 +36,20 @@ export const ATTEMPTS: Record<HostOp, number> = {
   create: 3,
   destroy: 5,
   fork: 2,
+  'fork-pool': 1,
+  'golden-commit': 2,
+  'golden-tag': 2,
+  'golden-drop': 3,
   snapshot: 2,
   deleteSnapshot: 3,
   'pool-fill': 1,
+  'pty-open': 1,
   task: 2,
 };
 
 export const hostQueueName = (hostId: string): string => `host-${hostId}`;
 
-/** A host's heartbeat in `<prefix>:hosts`. */
+/** A host's heartbeat in `{<prefix>}:hosts`, rewritten every BOXD_HEARTBEAT_MS. */
 export interface HostInfo {
   id: string;
   /** Address of the host: its agent and its boxes' published ports. */
@@ -48,6 +58,20 @@ export interface HostInfo {
   agentPort?: number;
   startedAt: number;
   heartbeatAt: number;
+  /** What the host offers to boxes (detected or BOXD_HOST_CPUS / BOXD_HOST_MEMORY_MB). */
+  capacity?: Resources;
+  /** What its boxes commit: running (and creating) boxes in full, suspended ones no cpu and BOXD_SUSPENDED_WEIGHT of their memory. */
+  committed?: Resources;
+  /** How many of its boxes are in each state. */
+  boxes?: { running: number; suspended: number; other: number };
+  /** Golden names whose current image this host holds. */
+  goldens?: string[];
 }
 
+export interface Resources {
+  cpus: number;
+  memoryMb: number;
+}
+
+/** Default of BOXD_HOST_DEAD_MS: a heartbeat older than this means the host is dead. */
 export const HOST_ALIVE_MS = 15_000;

@@ -34,7 +34,7 @@ export class Snapshots {
   ) {}
 
   private key(account: string): string {
-    return `${this.prefix}:snap:${account}`;
+    return `{${this.prefix}}:snap:${account}`;
   }
 
   /**

@@ -27,6 +27,7 @@ const STATUS = {
   KEY_NOT_FOUND: 404,
   BOX_EXISTS: 409,
   SNAPSHOT_EXISTS: 409,
+  GOLDEN_EXISTS: 409,
   BOX_STATE: 409,
   BOX_BUSY: 409,
   DUPLICATE_DELIVERY: 409,
@@ -35,10 +36,12 @@ const STATUS = {
   UNSUPPORTED_MEDIA_TYPE: 415,
   LIMIT_EXCEEDED: 429,
   NOT_IMPLEMENTED: 501,
+  NOT_SUPPORTED: 501,
   RUNTIME_ERROR: 502,
   HOST_LOST: 503,
   UPSTREAM_UNAVAILABLE: 502,
   UNAVAILABLE: 503,
+  NO_CAPACITY: 503,
   NO_ROUTE: 503,
   BLOB_EXPIRED: 503,
   TIMEOUT: 504,
@@ -78,7 +81,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       return;
     }
     const status = statusOf(e.code);
-    if (status === 503) res.setHeader('Retry-After', '1');
+    if (status === 503) res.setHeader('Retry-After', String((e as { retryAfterS?: number }).retryAfterS ?? 1));
     res.status(status).json({ error: { code: e.code, message: e.message } });
   };
 }

@@ -5,9 +5,12 @@ import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
 import { BoxStore, type BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { HostClient } from '../core/host-client.ts';
+import { HostSweeper } from '../core/sweeper.ts';
 import type { Logger } from '../core/log.ts';
-import { readGoldens, type GoldenInfo } from '../host/goldens.ts';
-import { limitBoxKeys, requireAdmin, requireKey } from './auth.ts';
+import { findGolden, goldenByKey, readGoldens, type GoldenInfo } from '../host/goldens.ts';
+import { AccountGoldens, goldenDisplayName } from '../core/account-goldens.ts';
+import { goldensApi } from './goldens-api.ts';
+import { accountOf, limitBoxKeys, requireAdmin, requireKey } from './auth.ts';
 import { accountsApi } from './accounts-api.ts';
 import { healthApi } from './health.ts';
 import { jsonBody } from './json-body.ts';
@@ -30,6 +33,8 @@ import { Preview } from './preview.ts';
 import { RouteCache } from './route-cache.ts';
 import { refuseUpgrade } from './pages.ts';
 import { Waker } from './waker.ts';
+import { PtyGateway } from './pty.ts';
+import { connectRedis } from '../core/redis.ts';
 
 export interface Gateway {
   app: express.Express;
@@ -53,8 +58,8 @@ export interface Gateway {
  */
 export async function createGateway(config: Config, log: Logger): Promise<Gateway> {
   // Every command is bounded: with Redis frozen or gone the API answers 503 within ~2 s, not 30.
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3, commandTimeout: config.BOXD_REDIS_TIMEOUT_MS || undefined });
-  const sub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redis = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: 3, commandTimeout: config.BOXD_REDIS_TIMEOUT_MS || undefined });
+  const sub = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
   const prefix = config.BOXD_PREFIX;
@@ -62,8 +67,10 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
   await accounts.ensureAccount(DEFAULT_ACCOUNT, DEFAULT_ACCOUNT);
   if (config.BOXD_API_KEY) await accounts.addKey(config.BOXD_API_KEY, DEFAULT_ACCOUNT, 'admin');
-  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS);
-  const agents = new HostAgents(redis, prefix, clusterSecret(config));
+  const hosts = new HostClient(redis, config.REDIS_URL, prefix, config.BOXD_JOB_TIMEOUT_MS, { deadMs: config.BOXD_HOST_DEAD_MS, overcommit: config.BOXD_OVERCOMMIT, cpuOvercommit: config.BOXD_CPU_OVERCOMMIT });
+  const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
+  sweeper.start();
+  const agents = new HostAgents(redis, prefix, clusterSecret(config), undefined, config.BOXD_HOST_DEAD_MS);
   const resume = async (hostId: string, name: string) => (await agents.json<{ box: BoxRecord }>(hostId, { method: 'POST', path: `/v1/boxes/${name}/resume` })).box;
   const urls = new Urls(config.BOXD_BASE_DOMAIN, config.BOXD_PUBLIC_URL, config.BOXD_PORT);
   const metrics = new Metrics();
@@ -80,11 +87,17 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       void routes.get(e.name).then((b) => (b?.state === 'suspended' && !b.manualSuspend ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
+  const ptys = new PtyGateway({ store, hosts, activity, redis, sub, prefix, accountOfKey: (k) => accounts.accountOf(k), log: log.child({ part: 'pty' }) });
   const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
   const goldens = async () => {
-    if (!goldenCache || Date.now() - goldenCache.at > 2000) goldenCache = { at: Date.now(), value: await readGoldens(redis, prefix) };
+    if (!goldenCache || Date.now() - goldenCache.at > 2000) {
+      // Built means built on some live host (each host says which goldens it holds).
+      const [value, alive] = await Promise.all([readGoldens(redis, prefix), hosts.aliveHosts()]);
+      for (const g of value.values()) if (alive.length) g.built = alive.some((h) => !h.goldens || h.goldens.includes(g.name));
+      goldenCache = { at: Date.now(), value };
+    }
     return goldenCache.value;
   };
 
@@ -100,7 +113,9 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   api.get('/metrics', requireKey(accounts), requireAdmin, async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render(store));
   });
-  const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, urls, accounts };
+  const accountGoldens = new AccountGoldens(redis, prefix);
+  const golden = async (account: string, name: string) => findGolden(await goldens(), accountGoldens, account, name);
+  const hookDeps = { config, redis, hooks: new HookStore(redis, prefix), goldens, golden, urls, accounts };
   const tasksQueue = taskQueue(hookDeps);
   api.use(publicHooks(hookDeps, tasksQueue));
   // Public: the machine-readable API (gateway/api-spec.ts), generated once on first request.
@@ -114,10 +129,8 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   // JSON bodies for everything but file uploads, which take raw bytes.
   v1.use(jsonBody('20mb'));
   v1.use(accountsApi(accounts));
-  v1.get('/goldens', async (_req, res) => {
-    res.json({ goldens: [...(await goldens()).values()] });
-  });
   const snapshots = new Snapshots(redis, prefix);
+  v1.use(goldensApi({ config, store, hosts, snapshots, accountGoldens, goldens }));
   const poolHost: PoolHost = {
     wake: (hostId, name) => resume(hostId, name),
     destroy: (hostId, name) => hosts.call(hostId, { op: 'destroy', name }),
@@ -131,18 +144,25 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   };
   v1.use(
     boxesApi({
-      config, redis, store, accounts, hosts, agents, goldens, urls,
+      config, redis, store, accounts, hosts, agents, goldens, golden, urls,
       claimFromPool: config.BOXD_POOL ? claimFromPool : undefined,
       snapshot: async (account, name) => snapshots.require(account, name),
       snapshotsOf: async (account) => snapshots.list(account),
     }),
   );
-  v1.use(forkApi({ store, accounts, hosts, snapshots, urls }));
+  v1.use(forkApi({
+    store, accounts, hosts, snapshots, urls, redis, prefix,
+    pool: config.BOXD_POOL ? { redis, prefix, golden: async (key) => goldenByKey(await goldens(), accountGoldens, key) } : undefined,
+  }));
   v1.use(hooksApi(hookDeps));
-  v1.get('/pool', async (_req, res) => {
+  v1.get('/pool', async (req, res) => {
     const alive = (await hosts.aliveHosts()).map((h) => h.id);
     const all = [...(await goldens()).values()].map((g) => ({ name: g.name, poolSize: g.poolSize }));
-    res.json({ pools: await poolStats(redis, prefix, all, alive) });
+    // The account's own goldens are pooled on their one host.
+    const own = (await accountGoldens.list(accountOf(req))).filter((g) => alive.includes(g.hostId));
+    const ownStats = await Promise.all(own.map(async (g) => (await poolStats(redis, prefix, [{ name: g.key, poolSize: g.poolSize }], [g.hostId]))[0]!));
+    const pools = [...(await poolStats(redis, prefix, all, alive)), ...ownStats.map((p) => ({ ...p, golden: goldenDisplayName(p.golden), owner: 'account' }))];
+    res.json({ pools });
   });
   api.use('/v1', v1);
   api.use(notFound);
@@ -177,6 +197,10 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   server.on('upgrade', (req, socket: import('node:net').Socket, head: Buffer) => {
     socket.on('error', () => undefined);
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
+    if (target.kind === 'api' && ptys.handles(req)) {
+      ptys.upgrade(req, socket, head).catch(() => socket.destroy());
+      return;
+    }
     if (target.kind !== 'box') {
       const code = target.kind === 'invalid' ? 'INVALID_HOST' : 'NO_WEBSOCKET';
       refuseUpgrade(socket, statusOf(code), code, 'WebSockets are served on box host names only');
@@ -213,6 +237,8 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       server.closeAllConnections();
       await closed;
       preview.close();
+      ptys.close();
+      await sweeper.stop();
       agents.close();
       await activity.stop();
       await hosts.close();

@@ -12,6 +12,7 @@ import { accountOf } from './auth.ts';
 import { goldenName, parse } from './schemas.ts';
 import type { HookInfo, TaskInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
+import { queuePrefix } from '../core/keys.ts';
 
 const MAX_PAYLOAD = 1024 * 1024;
 
@@ -30,6 +31,8 @@ export interface HooksDeps {
   redis: Redis;
   hooks: HookStore;
   goldens: () => Promise<Map<string, GoldenInfo>>;
+  /** The golden `name` as `account` sees it (the operator's or the account's own). */
+  golden?: (account: string, name: string) => Promise<GoldenInfo | undefined>;
   urls: Urls;
   /** Per-account limits (maxHooks); without it hooks are unlimited. */
   accounts?: Pick<Accounts, 'accountLimits'>;
@@ -37,7 +40,7 @@ export interface HooksDeps {
 
 /** The task queue, shared by every host. */
 export function taskQueue(d: HooksDeps): Queue {
-  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: d.config.BOXD_PREFIX });
+  const q = new Queue(TASK_QUEUE, { connection: d.redis, prefix: queuePrefix(d.config.BOXD_PREFIX) });
   q.on('error', () => undefined);
   return q;
 }
@@ -77,8 +80,9 @@ export function hooksApi(d: HooksDeps): Router {
   const r = Router();
   r.post('/hooks', async (req, res) => {
     const body = parse(hookBody, req.body);
-    if (!(await d.goldens()).has(body.golden)) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
     const account = accountOf(req);
+    const known = d.golden ? !!(await d.golden(account, body.golden)) : (await d.goldens()).has(body.golden);
+    if (!known) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
     const limit = d.accounts ? (await d.accounts.accountLimits(account)).maxHooks : -1;
     const hook = await d.hooks.createHook({ ...body, account }, limit);
     res.status(201).json({ ...hookJson(hook, d.urls), secret: hook.secret });

@@ -4,7 +4,9 @@ import type { Worker } from 'bullmq';
 import { BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import { BoxdError } from '../core/errors.ts';
-import type { HostInfo, HostJob } from '../core/jobs.ts';
+import type { HostJob } from '../core/jobs.ts';
+import { HostSweeper } from '../core/sweeper.ts';
+import { Heartbeat, hostCapacity } from './heartbeat.ts';
 import type { Logger } from '../core/log.ts';
 import { DockerRuntime } from './docker-runtime.ts';
 import { publishGoldens, readGoldens } from './goldens.ts';
@@ -21,7 +23,18 @@ import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
 import { clusterSecret } from '../core/secrets.ts';
 import { Snapshots } from '../core/snapshots.ts';
+import { PtySessions } from './pty-sessions.ts';
+import { openApiDoor, type ApiDoor } from './api-door.ts';
+import { fileURLToPath } from 'node:url';
+
+/** `boxd` on PATH and the Python SDK it runs, bound read-only into boxes (see host/in-box/boxd). */
+function inBoxBinds(): string[] {
+  const at = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
+  return [`${at('../sdk/python/boxd')}:/opt/boxd/python/boxd:ro`, `${at('./in-box/boxd')}:/usr/local/bin/boxd:ro`];
+}
 import { WarmPool } from '../pool/warm-pool.ts';
+import { AccountGoldens } from '../core/account-goldens.ts';
+import { connectRedis } from '../core/redis.ts';
 
 export interface HostHandle {
   lifecycle: Lifecycle;
@@ -40,12 +53,25 @@ export interface HostHandle {
  * the ones in flight.
  */
 export async function startHost(config: Config, log: Logger, opts: { runtime?: Runtime; idleIntervalMs?: number } = {}): Promise<HostHandle> {
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-  const workerConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redis = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const workerConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   for (const c of [redis, workerConn]) c.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const prefix = config.BOXD_PREFIX;
   const hostId = config.BOXD_HOST_ID;
   let runtime = opts.runtime;
+  let door: ApiDoor | undefined;
+  const openDoor = async (dr: DockerRuntime) => {
+    const [upHost, upPort] = (config.BOXD_BOX_API_UPSTREAM ?? `127.0.0.1:${config.BOXD_PORT}`).split(':') as [string, string];
+    try {
+      return await openApiDoor({
+        bridge: await dr.bridgeAddress(), port: config.BOXD_BOX_API_PORT || config.BOXD_PORT, upstream: { host: upHost, port: Number(upPort) },
+        redis, prefix, hostId, log: log.child({ part: 'api-door' }),
+      });
+    } catch (err) {
+      log.warn({ err }, 'boxes cannot reach the API: agent boxes get no BOXD_URL');
+      return undefined;
+    }
+  };
   if (!runtime) {
     const docker = new Docker({ socketPath: '/var/run/docker.sock' });
     const dr = new DockerRuntime(docker, {
@@ -58,37 +84,68 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       stateDir: config.BOXD_STATE_DIR,
       egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
+      binds: config.BOXD_BOX_CLI ? inBoxBinds() : undefined,
     });
     await dr.prepare();
     runtime = dr;
+    door = await openDoor(dr);
   }
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  const accountGoldens = new AccountGoldens(redis, prefix);
   const lifecycle = new Lifecycle({
-    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, log,
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, accountGoldens, log,
     revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
   });
 
   const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
-  await reconcile({
-    store,
-    runtime,
-    labels: hostLabels,
-    spec: (box) => lifecycle.spec(box),
-    idOf: (box) => lifecycle.idOf(box),
-    hostId,
-    log,
-  });
   const drift = new DriftWatch({
     store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
     log: log.child({ part: 'drift' }),
   });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
-  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
+  const reconcileNow = () =>
+    reconcile({
+      store,
+      runtime,
+      labels: hostLabels,
+      spec: (box) => lifecycle.spec(box),
+      idOf: (box) => lifecycle.idOf(box),
+      hostId,
+      log,
+    });
+  let agentPort: number | undefined;
+  // Beat before reconciling: a sweeper that still saw the old heartbeat would declare the boxes
+  // this host is taking back lost again.
+  const heartbeat = new Heartbeat({
+    redis, store, runtime, prefix, hostId, goldens: () => goldens, log,
+    capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
+    suspendedWeight: config.BOXD_SUSPENDED_WEIGHT,
+    deadMs: config.BOXD_HOST_DEAD_MS,
+    // Where gateways reach this host's agent (its port is known once the agent listens).
+    extra: () => ({ addr: config.BOXD_HOST_ADDR, ...(agentPort ? { agentPort } : {}) }),
+    // Back after being declared dead without a restart (a partition, a long pause): take the
+    // boxes back, and drop containers of boxes deleted meanwhile.
+    onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
+  });
+  await heartbeat.beat();
+  await reconcileNow();
+  // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
+  const accountPools = async () =>
+    (await accountGoldens.all())
+      .filter((g) => g.ready && g.hostId === hostId)
+      .map((g) => ({
+        key: g.key, tag: g.image, poolSize: g.poolSize, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs,
+        cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network,
+      }));
+  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
+  const ptySub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  ptySub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
+  const ptys = new PtySessions({ redis, sub: ptySub, prefix, lifecycle, touch: (n) => store.touch(n), log: log.child({ part: 'pty' }) });
   const agent = await startAgent({
     lifecycle,
     secret: clusterSecret(config),
@@ -98,14 +155,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     log: log.child({ part: 'agent' }),
   });
 
-  const startedAt = Date.now();
-  const beat = async () => {
-    const info: HostInfo = { id: hostId, startedAt, heartbeatAt: Date.now(), addr: config.BOXD_HOST_ADDR, agentPort: agent.port };
-    await redis.hset(`${prefix}:hosts`, hostId, JSON.stringify(info)).catch((err) => log.warn({ err }, 'heartbeat failed'));
-  };
-  await beat();
-  const heartbeat = setInterval(beat, 3000);
-  heartbeat.unref();
+  agentPort = agent.port;
+  await heartbeat.beat(); // now with the agent's port
+  heartbeat.start(config.BOXD_HEARTBEAT_MS);
+  const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
+  sweeper.start();
 
   const handle = async (job: HostJob, finalAttempt: boolean): Promise<unknown> => {
     switch (job.op) {
@@ -115,10 +169,23 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.destroy(job.name);
       case 'fork':
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
+      case 'fork-pool':
+        return view(await lifecycle.forkFromPool(job.name, job.child));
+      case 'golden-commit':
+        return lifecycle.snapshot(job.name, job.image, { 'boxd.golden-of': job.name });
+      case 'golden-tag':
+        return runtime.tagImage(job.from, job.image);
+      case 'golden-drop': {
+        const drained = await pool.drain(job.golden);
+        // Boxes made from it keep the image; the last one to go removes it.
+        return { drained, removed: await runtime.removeImage(job.image) };
+      }
       case 'snapshot':
         return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
       case 'deleteSnapshot':
         return { removed: await runtime.removeImage(snapshots.imageFor(job.account, job.snapshot)) };
+      case 'pty-open':
+        return ptys.open(job);
       case 'pool-fill':
         void pool.fill();
         return null;
@@ -129,11 +196,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const worker: Worker = startWorker({ connection: workerConn, prefix, hostId, concurrency: 64, handle, log });
   await worker.waitUntilReady();
 
-  const taskConn = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const taskConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   taskConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
-    goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
+    goldens: () => readGoldens(redis, prefix), accountGoldens, maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
   });
   await tasks.start();
 
@@ -151,15 +218,17 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     agent,
     drift,
     async close() {
-      clearInterval(heartbeat);
+      await sweeper.stop();
       await drift.stop();
       await agent.close();
       await pool.close();
       await idle.stop();
       await tasks.close();
       await worker.close();
-      await redis.hdel(`${prefix}:hosts`, hostId).catch(() => undefined);
-      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
+      await ptys.close();
+      await door?.close();
+      await heartbeat.stop();
+      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit(), ptySub.quit()].map((p) => p.catch(() => undefined)));
     },
   };
 }

@@ -6,10 +6,13 @@ export interface ReconcileReport {
   removedContainers: string[];
   erroredBoxes: string[];
   restarted: string[];
+  /** Lost boxes taken back. */
+  found: string[];
 }
 
 /**
- * Makes this host's containers and Redis records agree, at start-up. Containers no record knows
+ * Makes this host's containers and Redis records agree, at start-up and when it comes back after
+ * being declared dead. Containers no record knows
  * are removed; records whose container vanished become `error`; a container stopped by an engine
  * restart is started again (its files survive, its processes do not) and paused if its record
  * says suspended.
@@ -25,7 +28,7 @@ export async function reconcile(deps: {
   hostId: string;
   log: Logger;
 }): Promise<ReconcileReport> {
-  const report: ReconcileReport = { removedContainers: [], erroredBoxes: [], restarted: [] };
+  const report: ReconcileReport = { removedContainers: [], erroredBoxes: [], restarted: [], found: [] };
   const containers = await deps.runtime.list(deps.labels);
   const records = await deps.store.list({ hostId: deps.hostId });
   // Matched by runtime id, not by label: a claimed pool box keeps its container under a new name.
@@ -38,9 +41,24 @@ export async function reconcile(deps: {
       report.removedContainers.push(c.name);
     }
   }
+  // Boxes declared lost while this host was away: the ones whose container is still here come
+  // back in the state they had (and are then checked like every other); a create cut short
+  // by the host's death is an error.
+  for (const box of records) {
+    if (box.state !== 'lost') continue;
+    if (box.lostFrom === 'running' || box.lostFrom === 'suspended') {
+      await deps.store.found(box.name, box.lostFrom);
+      box.state = box.lostFrom;
+      report.found.push(box.name);
+    } else {
+      await deps.store.transition(box.name, ['lost'], 'error', { error: `its host ${deps.hostId} died while it was ${box.lostFrom ?? 'changing state'}` });
+      box.state = 'error';
+      report.erroredBoxes.push(box.name);
+    }
+  }
   for (const box of records) {
     const c = byId.get(deps.idOf(box));
-    if (box.state === 'creating') continue; // its create job is still queued and will finish it
+    if (box.state === 'creating' || box.state === 'error') continue; // a creating box's job is still queued and will finish it
     if (!c) {
       if (box.state === 'running' || box.state === 'suspended') {
         await deps.store.transition(box.name, '*', 'error', { error: 'its container vanished while the host was down' });
@@ -66,7 +84,7 @@ export async function reconcile(deps: {
     if (box.state === 'suspended' && c.state === 'running') await deps.runtime.suspend(c.id);
     if (box.state === 'running' && c.state === 'paused') await deps.runtime.resume(c.id);
   }
-  if (report.removedContainers.length || report.erroredBoxes.length || report.restarted.length) {
+  if (report.removedContainers.length || report.erroredBoxes.length || report.restarted.length || report.found.length) {
     deps.log.info(report, 'reconciled Docker with Redis');
   }
   return report;

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { BoxdError } from '../core/errors.ts';
 import { hostQueueName, type HostJob, type JobResult } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
+import { queuePrefix } from '../core/keys.ts';
 
 /** Handles one job; `finalAttempt` tells whether a thrown error will be retried. */
 export type JobHandler = (job: HostJob, finalAttempt: boolean) => Promise<unknown>;
@@ -36,7 +37,7 @@ export function startWorker(opts: {
         return { ok: false, error: { code: 'RUNTIME_ERROR', message: (e as Error).message } };
       }
     },
-    { connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency, autorun: true },
+    { connection: opts.connection, prefix: queuePrefix(opts.prefix), concurrency: opts.concurrency, autorun: true },
   );
   worker.on('error', (err) => opts.log.error({ err }, 'worker error'));
   return worker;

@@ -1,42 +1,45 @@
 import type { Redis } from 'ioredis';
 import { boxCountsKey, encodeFields, type BoxRecord } from '../core/boxes.ts';
 import { BoxExistsError, LimitError } from '../core/errors.ts';
+import { Keys } from '../core/keys.ts';
 import { POOL_ACCOUNT, poolListKey, poolStatsKey } from './keys.ts';
 
 /**
- * Takes one ready (suspended) box off a host's pool list and renames it into the caller's box in
- * one Lua script: two concurrent claims — from any number of gateways — never get the same box,
- * and the name and the account's limit are checked in the same step.
+ * Takes the ready (suspended) box at the head of a host's pool list and renames it into the
+ * caller's box in one Lua script: two concurrent claims — from any number of gateways — never get
+ * the same box, and the name and the account's limit are checked in the same step.
+ *
+ * The caller peeks at the head first so that the script can declare every key it touches
+ * (Redis Cluster); when the head changed in between the script answers RETRY.
+ * KEYS: list, pool account set, caller's account set, caller's lost set, new box, pooled box,
+ *       every-box set, host set, box counts. ARGV: expected head, new name, limit, account, channel, fields….
  */
 const CLAIM = `
-local prefix = ARGV[1]
 local newName = ARGV[2]
-local newKey = prefix .. ':box:' .. newName
-if redis.call('EXISTS', newKey) == 1 then return {'EXISTS'} end
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'EXISTS'} end
 local limit = tonumber(ARGV[3])
-if limit >= 0 and redis.call('SCARD', KEYS[3]) >= limit then return {'LIMIT'} end
-while true do
-  local pooled = redis.call('LPOP', KEYS[1])
-  if not pooled then return {'EMPTY'} end
-  local oldKey = prefix .. ':box:' .. pooled
-  if redis.call('HGET', oldKey, 'state') == 'suspended' then
-    redis.call('HSET', newKey, unpack(redis.call('HGETALL', oldKey)))
-    redis.call('HSET', newKey, 'name', newName, 'account', ARGV[4], unpack(ARGV, 5))
-    local version = redis.call('HINCRBY', newKey, 'version', 1)
-    local host = redis.call('HGET', newKey, 'hostId')
-    redis.call('DEL', oldKey)
-    redis.call('SREM', KEYS[2], pooled)
-    redis.call('SREM', prefix .. ':boxes', pooled)
-    redis.call('SREM', prefix .. ':host:' .. host .. ':boxes', pooled)
-    redis.call('HINCRBY', KEYS[4], 'suspended', 1)
-    redis.call('SADD', KEYS[3], newName)
-    redis.call('SADD', prefix .. ':boxes', newName)
-    redis.call('SADD', prefix .. ':host:' .. host .. ':boxes', newName)
-    redis.call('PUBLISH', prefix .. ':events', cjson.encode({name = pooled, state = 'destroyed', from = 'suspended', version = version}))
-    redis.call('PUBLISH', prefix .. ':events', cjson.encode({name = newName, state = 'suspended', from = 'suspended', version = version}))
-    return {'OK', pooled, host}
-  end
-end`;
+if limit >= 0 and redis.call('SCARD', KEYS[3]) - redis.call('SCARD', KEYS[4]) >= limit then return {'LIMIT'} end
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head then return {'EMPTY'} end
+if head ~= ARGV[1] then return {'RETRY'} end
+redis.call('LPOP', KEYS[1])
+if redis.call('HGET', KEYS[6], 'state') ~= 'suspended' then return {'SKIP'} end
+local pooled = ARGV[1]
+redis.call('HSET', KEYS[5], unpack(redis.call('HGETALL', KEYS[6])))
+redis.call('HSET', KEYS[5], 'name', newName, 'account', ARGV[4], unpack(ARGV, 6))
+local version = redis.call('HINCRBY', KEYS[5], 'version', 1)
+local host = redis.call('HGET', KEYS[5], 'hostId')
+redis.call('DEL', KEYS[6])
+redis.call('SREM', KEYS[2], pooled)
+redis.call('SREM', KEYS[7], pooled)
+redis.call('SREM', KEYS[8], pooled)
+redis.call('HINCRBY', KEYS[9], 'suspended', 1)
+redis.call('SADD', KEYS[3], newName)
+redis.call('SADD', KEYS[7], newName)
+redis.call('SADD', KEYS[8], newName)
+redis.call('PUBLISH', ARGV[5], cjson.encode({name = pooled, state = 'destroyed', from = 'suspended', version = version}))
+redis.call('PUBLISH', ARGV[5], cjson.encode({name = newName, state = 'suspended', from = 'suspended', version = version}))
+return {'OK', pooled, host}`;
 
 export interface ClaimRequest {
   hostId: string;
@@ -45,30 +48,26 @@ export interface ClaimRequest {
   account: string;
   limit: number;
   /** Fields the claimed box takes from the caller. */
-  fields: Partial<Pick<BoxRecord, 'env' | 'idleTimeoutMs' | 'public' | 'tokenHash' | 'createdAt' | 'lastActivityAt'>>;
+  fields: Partial<Pick<BoxRecord, 'env' | 'idleTimeoutMs' | 'public' | 'tokenHash' | 'createdAt' | 'lastActivityAt' | 'parent' | 'origin'>>;
 }
 
 /** Claims a ready box from `hostId`'s pool of `golden`; undefined when the pool is empty. */
 export async function claimPooled(redis: Redis, prefix: string, req: ClaimRequest): Promise<{ pooled: string } | undefined> {
+  const k = new Keys(prefix);
+  const list = k.pool(req.hostId, req.golden);
   // A pooled box has no token: write an empty one unless the caller's box is private.
   const fields = encodeFields({ ...req.fields, tokenHash: req.fields.tokenHash ?? '' });
-  const [outcome, pooled] = (await redis.eval(
-    CLAIM,
-    4,
-    poolListKey(prefix, req.hostId, req.golden),
-    `${prefix}:acct:${POOL_ACCOUNT}:boxes`,
-    `${prefix}:acct:${req.account}:boxes`,
-    boxCountsKey(prefix),
-    prefix,
-    req.name,
-    String(req.limit),
-    req.account,
-    ...fields,
-  )) as [string, string?];
-  if (outcome === 'EXISTS') throw new BoxExistsError(req.name);
-  if (outcome === 'LIMIT') throw new LimitError(`account "${req.account}" already has ${req.limit} live boxes; delete one first`);
-  if (outcome !== 'OK') return undefined;
-  return { pooled: pooled! };
+  for (;;) {
+    const head = await redis.lindex(list, 0);
+    if (head === null) return undefined;
+    const keys = [list, k.accountBoxes(POOL_ACCOUNT), k.accountBoxes(req.account), k.accountLost(req.account), k.box(req.name), k.box(head), k.boxes, k.hostBoxes(req.hostId), k.boxCounts];
+    const [outcome, pooled] = (await redis.eval(CLAIM, keys.length, ...keys, head, req.name, String(req.limit), req.account, k.events, ...fields)) as [string, string?];
+    if (outcome === 'EXISTS') throw new BoxExistsError(req.name);
+    if (outcome === 'LIMIT') throw new LimitError(`account "${req.account}" already has ${req.limit} live boxes; delete one first`);
+    if (outcome === 'EMPTY') return undefined;
+    if (outcome === 'OK') return { pooled: pooled! };
+    // RETRY (another claim took the head) or SKIP (a stale entry was dropped): look again.
+  }
 }
 
 /** How a caller reaches the host whose box it claimed. */
@@ -96,7 +95,7 @@ export async function takeFromPool(
 ): Promise<string | undefined> {
   for (const hostId of hostIds) {
     const now = Date.now();
-    const got = await claimPooled(redis, prefix, { ...req, hostId, fields: { createdAt: now, lastActivityAt: now, ...req.fields } });
+    const got = await claimPooled(redis, prefix, { ...req, hostId, fields: { createdAt: now, lastActivityAt: now, origin: 'pool', ...req.fields } });
     if (!got) continue;
     void host.refill(hostId, req.golden).catch(() => undefined);
     try {

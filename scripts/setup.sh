@@ -19,6 +19,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v iptables >/dev/null || need+=(iptables)
+command -v tmux >/dev/null || need+=(tmux)   # test/pty.test.ts drives `boxd shell` in it
 # Per-box disk quotas: a loop-mounted ext4 per box (mkfs.ext4 -d needs e2fsprogs >= 1.43).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)
@@ -74,12 +75,20 @@ if ! docker_ok; then
     if [ -n "$cpid" ] && [ "$(cat "/proc/$cpid/comm" 2>/dev/null)" != containerd ]; then
       rm -f /var/run/docker/containerd/containerd.pid /var/run/docker/containerd/containerd.sock
     fi
-    log "starting dockerd (log: $STATE_DIR/dockerd.log)"
+    # Without the userland proxy a published port is an iptables rule instead of one docker-proxy
+    # process (~3.5 MB) per port: what lets one host keep a thousand suspended boxes.
+    # BOXD_USERLAND_PROXY=false turns it off. Only applies when this script starts dockerd.
+    proxy_flag="--userland-proxy=true"
+    [ "${BOXD_USERLAND_PROXY:-true}" = false ] && proxy_flag="--userland-proxy=false"
+    log "starting dockerd $proxy_flag (log: $STATE_DIR/dockerd.log)"
     # In a session of its own (setsid): Ctrl-C on `npm start` signals npm's whole process group,
     # and dockerd is a system service that must outlive it, or every box dies with the gateway.
-    setsid nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 </dev/null &
+    setsid nohup dockerd "$proxy_flag" >"$STATE_DIR/dockerd.log" 2>&1 </dev/null &
   fi
   for _ in $(seq 1 150); do docker_ok && break; sleep 0.2; done
   docker_ok || { log "dockerd did not start; last lines of $STATE_DIR/dockerd.log:"; tail -20 "$STATE_DIR/dockerd.log" >&2; exit 1; }
+fi
+if pgrep -x docker-proxy >/dev/null 2>&1; then
+  log "note: the running dockerd uses docker-proxy (one process per published port); boxd leaves it as it is"
 fi
 log "redis and docker are up"

@@ -49,8 +49,8 @@ describe('accounts and keys', () => {
     // Redis holds the sha256 of the key, never the key itself.
     const redis = new Redis(s.config.REDIS_URL);
     try {
-      const keys = await redis.keys(`${s.config.BOXD_PREFIX}:*`);
-      assert.ok(keys.includes(`${s.config.BOXD_PREFIX}:apikey:${hashSecret(a.key)}`));
+      const keys = await redis.keys(`{${s.config.BOXD_PREFIX}}:*`);
+      assert.ok(keys.includes(`{${s.config.BOXD_PREFIX}}:apikey:${hashSecret(a.key)}`));
       for (const k of keys) {
         const type = await redis.type(k);
         const dump = type === 'string' ? await redis.get(k) : type === 'hash' ? JSON.stringify(await redis.hgetall(k)) : type === 'set' ? JSON.stringify(await redis.smembers(k)) : '';

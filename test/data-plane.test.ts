@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import type { DockerRuntime } from '../host/docker-runtime.ts';
 import { startHost } from '../host/host.ts';
 import { log, startStack, waitFor, type Stack } from './helpers.ts';
+import { Keys } from '../core/keys.ts';
 
 /** Exec, files and suspend/resume going gateway → host agent, on real Redis and Docker. */
 describe('direct host data plane', () => {
@@ -70,7 +71,7 @@ describe('direct host data plane', () => {
     }
     const ok = await fetch(`http://127.0.0.1:${agentPort}/healthz`, { headers: { Authorization: `Bearer ${s.config.BOXD_CLUSTER_SECRET}` } });
     assert.equal(ok.status, 200);
-    const hosts = await s.gateway.redis.hget(`${s.config.BOXD_PREFIX}:hosts`, s.config.BOXD_HOST_ID);
+    const hosts = await s.gateway.redis.hget(new Keys(s.config.BOXD_PREFIX).hosts, s.config.BOXD_HOST_ID);
     assert.equal(JSON.parse(hosts!).agentPort, agentPort, 'the agent is advertised with the heartbeat');
     assert.equal(JSON.parse(hosts!).addr, '127.0.0.1');
   });
@@ -113,7 +114,7 @@ describe('direct host data plane', () => {
     const keys: string[] = [];
     let cursor = '0';
     do {
-      const [next, found] = await s.gateway.redis.scan(cursor, 'MATCH', `${s.config.BOXD_PREFIX}:*`, 'COUNT', 1000);
+      const [next, found] = await s.gateway.redis.scan(cursor, 'MATCH', `${new Keys(s.config.BOXD_PREFIX).root}:*`, 'COUNT', 1000);
       cursor = next;
       keys.push(...found);
     } while (cursor !== '0');

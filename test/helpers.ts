@@ -46,12 +46,15 @@ export async function purge(prefix: string): Promise<void> {
   await rm(join(resolve(config.BOXD_STATE_DIR), 'disks', prefix), { recursive: true, force: true }).catch(() => undefined);
   await new Egress({ bridge: '', deny: [], log: silentLogger }).sweep(prefix, new Set()).catch(() => undefined);
   const redis = new Redis(loadConfig().REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  // Keys carry the hash tag `{prefix}` (core/keys.ts); the plain form is for keys of older code.
+  for (const pattern of [`{${prefix}}:*`, `${prefix}:*`]) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+  }
   await redis.quit();
 }
 

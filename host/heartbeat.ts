@@ -1,0 +1,117 @@
+import { cpus as osCpus, totalmem } from 'node:os';
+import type { Redis } from 'ioredis';
+import type { BoxRecord, BoxStore } from '../core/boxes.ts';
+import type { HostInfo, Resources } from '../core/jobs.ts';
+import { Keys } from '../core/keys.ts';
+import type { Logger } from '../core/log.ts';
+import type { Runtime } from './runtime.ts';
+
+/** What this machine offers: the configured figures, or the detected ones where 0. */
+export function hostCapacity(cpus: number, memoryMb: number): Resources {
+  return {
+    cpus: cpus > 0 ? cpus : osCpus().length,
+    memoryMb: memoryMb > 0 ? memoryMb : Math.floor(totalmem() / 1024 / 1024),
+  };
+}
+
+/**
+ * What a host's boxes commit: running and creating boxes their full cpus and memory, suspended
+ * ones no cpu and `suspendedWeight` of their memory; boxes in error or lost commit nothing.
+ */
+export function committed(boxes: Pick<BoxRecord, 'state' | 'cpus' | 'memoryMb'>[], suspendedWeight: number): { committed: Resources; boxes: NonNullable<HostInfo['boxes']> } {
+  const c = { cpus: 0, memoryMb: 0 };
+  const n = { running: 0, suspended: 0, other: 0 };
+  for (const b of boxes) {
+    const live = b.state === 'running' || b.state === 'creating';
+    if (live) n.running++;
+    else if (b.state === 'suspended') n.suspended++;
+    else n.other++;
+    // A frozen box uses no CPU at all; its memory stays resident, hence the weight.
+    if (live) c.cpus += b.cpus;
+    c.memoryMb += (live ? 1 : b.state === 'suspended' ? suspendedWeight : 0) * b.memoryMb;
+  }
+  return { committed: { cpus: round(c.cpus), memoryMb: Math.round(c.memoryMb) }, boxes: n };
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+/**
+ * Writes this host's heartbeat: liveness, capacity, what its boxes commit and which goldens it
+ * holds. `extra` lets other parts of the host add fields (its data-plane address).
+ */
+export class Heartbeat {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly startedAt = Date.now();
+  private readonly keys: Keys;
+  private sawLost = false;
+  private lastBeat: number | undefined;
+
+  constructor(
+    private readonly d: {
+      redis: Redis;
+      store: Pick<BoxStore, 'list'>;
+      runtime: Pick<Runtime, 'hasImage'>;
+      prefix: string;
+      hostId: string;
+      capacity: Resources;
+      suspendedWeight: number;
+      /** BOXD_HOST_DEAD_MS. */
+      deadMs: number;
+      /** Golden name → image tag, of every golden this host knows. */
+      goldens: () => Map<string, { tag: string }>;
+      extra?: () => Record<string, unknown>;
+      /** Called after a beat that found boxes of this host marked lost (it was taken for dead). */
+      onLost?: () => void;
+      log: Logger;
+    },
+  ) {
+    this.keys = new Keys(d.prefix);
+  }
+
+  /** The record as it would be written now. */
+  async info(): Promise<HostInfo> {
+    const mine = await this.d.store.list({ hostId: this.d.hostId });
+    this.sawLost = mine.some((b) => b.state === 'lost');
+    const held: string[] = [];
+    for (const [name, g] of this.d.goldens()) if (await this.d.runtime.hasImage(g.tag).catch(() => false)) held.push(name);
+    return {
+      ...(this.d.extra?.() ?? {}),
+      id: this.d.hostId,
+      startedAt: this.startedAt,
+      heartbeatAt: Date.now(),
+      capacity: this.d.capacity,
+      ...committed(mine, this.d.suspendedWeight),
+      goldens: held.sort(),
+    };
+  }
+
+  async beat(): Promise<void> {
+    try {
+      const info = await this.info();
+      await this.d.redis.hset(this.keys.hosts, this.d.hostId, JSON.stringify(info));
+      const now = Date.now();
+      // A gap longer than a dead host's lapse means sweepers may have judged us: check.
+      const away = this.lastBeat !== undefined && now - this.lastBeat > this.d.deadMs;
+      this.lastBeat = now;
+      if ((this.sawLost || away) && this.timer) this.d.onLost?.();
+    } catch (err) {
+      this.d.log.warn({ err }, 'heartbeat failed');
+    }
+  }
+
+  start(everyMs: number): void {
+    const loop = () => {
+      this.timer = setTimeout(() => void this.beat().finally(() => this.timer && loop()), everyMs);
+      this.timer.unref();
+    };
+    loop();
+  }
+
+  /** Stops beating and removes the record (a clean stop is not a death). */
+  async stop(): Promise<void> {
+    const t = this.timer;
+    this.timer = undefined;
+    if (t) clearTimeout(t);
+    await this.d.redis.hdel(this.keys.hosts, this.d.hostId).catch(() => undefined);
+  }
+}
