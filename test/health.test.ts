@@ -17,7 +17,7 @@ describe('health and readiness with a frozen or missing Redis', () => {
   let gateway: Gateway;
   let host: HostHandle | undefined;
   let base: string;
-  const config = testConfig({ REDIS_URL: `redis://127.0.0.1:${PORT}` });
+  const config = testConfig({ REDIS_URL: `redis://127.0.0.1:${PORT}`, BOXD_REDIS_TIMEOUT_MS: '1500' });
   const auth = { Authorization: `Bearer ${config.BOXD_API_KEY}` };
 
   const startRedis = async () => {
