@@ -24,6 +24,8 @@ usage: boxd <command> [args] [--json]
   url NAME                   the preview URL
   goldens · pool             golden images · warm pool state
   goldens build [NAME…]      build golden images on this machine (progress on stderr)
+  golden create NAME (--from-box B | --from-snapshot S) [--pool-size N] [--port P]…
+  golden ls · golden rm NAME  your goldens (promoted boxes/snapshots with a warm pool)
   hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] · hooks rm ID
   tasks [ID]                 list tasks, or show one
   completion bash            a bash completion script: eval "$(boxd completion bash)"
@@ -217,6 +219,25 @@ async function main(): Promise<number> {
       if (a === 'build') return buildGoldens(positional().slice(1));
       table((await c().goldens()) as unknown as Record<string, unknown>[], ['name', 'built', 'poolSize', 'ports', 'description']);
       return 0;
+    case 'golden': {
+      if (a === 'create') {
+        const size = flag('pool-size');
+        const ports = flags('port').map(Number);
+        const g = await progress(`promoting to golden ${b}`, c().golden.create({
+          name: need(b, 'golden name'), fromBox: flag('from-box'), fromSnapshot: flag('from-snapshot'),
+          poolSize: size === undefined ? undefined : Number(size), ports: ports.length ? ports : undefined,
+        }));
+        console.log(json ? JSON.stringify(g) : `golden ${g.name} (pool of ${g.poolSize})`);
+        return 0;
+      }
+      if (a === 'rm' || a === 'delete') {
+        await c().golden.delete(need(b, 'golden name'));
+        if (!json) console.log(`removed golden ${b}`);
+        return 0;
+      }
+      table((await c().golden.list()) as unknown as Record<string, unknown>[], ['name', 'owner', 'built', 'poolSize', 'ports', 'description']);
+      return 0;
+    }
     case 'pool':
       table((await c().pool()) as unknown as Record<string, unknown>[], ['golden', 'target', 'ready', 'hits', 'misses', 'hitRate']);
       return 0;

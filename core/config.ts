@@ -90,6 +90,8 @@ export const configSchema = z.object({
   BOXD_IDLE_CHECK_MS: int(1_000),
   /** Keep warm pools of the goldens' pool sizes on this host (false: every create is cold). */
   BOXD_POOL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Pooled boxes an account may keep warm over all of its own goldens (they do not count as live boxes). */
+  BOXD_ACCOUNT_POOL_MAX: int(5),
   /** How often the host tops its warm pools up, in ms (a claim also triggers a refill). */
   BOXD_POOL_FILL_MS: int(5_000),
   /** Lock of a running webhook task; a host silent this long is taken as dead and the task re-run, in ms. */

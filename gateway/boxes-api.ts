@@ -25,6 +25,8 @@ export interface BoxesApiDeps {
   hosts: HostClient;
   agents: HostAgents;
   goldens: () => Promise<Map<string, GoldenInfo>>;
+  /** The golden `name` as `account` sees it (the operator's, else the account's own). */
+  golden: (account: string, name: string) => Promise<GoldenInfo | undefined>;
   urls: Urls;
   /** Optional source of ready boxes (the warm pool); undefined or null means a cold create. */
   claimFromPool?: (golden: string, box: PoolClaim) => Promise<BoxRecord | null>;
@@ -267,7 +269,8 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
     return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
   }
   const name = body.golden ?? 'default';
-  const g = (await d.goldens()).get(name);
+  const g = await d.golden(account, name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
-  return boxSettings(g);
+  // An account golden's image is on one host only.
+  return g.hostId ? { ...boxSettings(g), hostId: g.hostId } : boxSettings(g);
 }

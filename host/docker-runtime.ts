@@ -24,6 +24,7 @@ import { DockerFiles } from './docker-files.ts';
 import { ContainerProcs } from './container-procs.ts';
 import { Freezer } from './freezer.ts';
 import { reason, status } from './engine-errors.ts';
+import { copyOverlayDiff, CopyNotSupported, type CopyStats } from './overlay-copy.ts';
 import { LoopDiskQuota, layerDirOf } from './disk-quota.ts';
 import { Egress } from './egress.ts';
 
@@ -62,6 +63,8 @@ export class BusyError extends BoxdError {
 
 /** Boxes as Docker containers, driven through the Engine API by dockerode. */
 export class DockerRuntime implements Runtime {
+  /** Overlay layers of each box, read by every inspect: fixed for a container's life. */
+  private readonly layerCache = new Map<string, Layers>();
   /** The freezer, when suspend/resume write it directly; undefined means `docker pause`. */
   readonly freezer: Freezer | undefined;
   readonly procs: ContainerProcs;
@@ -448,12 +451,12 @@ export class DockerRuntime implements Runtime {
     return new RuntimeError(`${what} ${id}: ${reason(e)}`, { cause: e });
   }
 
-  async commit(id: string, ref: string, labels: Record<string, string>): Promise<void> {
+  async commit(id: string, ref: string, labels: Record<string, string>, opts: { frozen?: boolean } = {}): Promise<void> {
     const [repo, tag] = splitRef(ref);
     try {
       // A frozen box gives a consistent copy. A suspended box is already frozen and must stay
-      // so; a running one is frozen for the commit only, through the same (gated) freezer.
-      const paused = (await this.inspect(id))?.state === 'paused';
+      // so (as one the caller froze: `frozen`); a running one is frozen for the commit only, through the same (gated) freezer.
+      const paused = opts.frozen || (await this.inspect(id))?.state === 'paused';
       if (this.freezer && !paused) {
         await this.freeze(id);
         try {
@@ -467,6 +470,37 @@ export class DockerRuntime implements Runtime {
     } catch (e) {
       throw this.lifecycleError(e, id, 'commit');
     }
+  }
+
+  async tagImage(from: string, ref: string): Promise<void> {
+    const [repo, tag] = splitRef(ref);
+    try {
+      await this.docker.getImage(from).tag({ repo, tag });
+    } catch (e) {
+      if (status(e) === 404) throw new BoxdError('IMAGE_NOT_FOUND', `image "${from}" does not exist on this host`);
+      throw new RuntimeError(`tagging ${from} as ${ref}: ${reason(e)}`, { cause: e });
+    }
+  }
+
+  async copyChanges(from: string, to: string): Promise<CopyStats> {
+    const [src, dst] = await Promise.all([this.layers(from), this.layers(to)]);
+    if (src.image !== dst.image) throw new CopyNotSupported(`${from} and ${to} run different images`);
+    return copyOverlayDiff({ upper: src.upper, merged: src.merged }, dst.merged, [...new Set([...src.mounts, ...dst.mounts])]);
+  }
+
+  /** Host paths of a box's overlay layers (overlay2 storage only). */
+  private async layers(id: string): Promise<Layers> {
+    const cached = this.layerCache.get(id);
+    if (cached) return cached;
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(id).inspect();
+    } catch (e) {
+      throw this.lifecycleError(e, id, 'inspect');
+    }
+    const layers = layersOf(info);
+    if (!layers) throw new CopyNotSupported(`storage driver ${info.GraphDriver?.Name ?? 'unknown'} does not expose an overlay upper dir`);
+    return layers;
   }
 
   async removeImage(ref: string): Promise<boolean> {
@@ -490,6 +524,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async destroy(id: string): Promise<void> {
+    this.layerCache.delete(id);
     // Removing a frozen container can hang the engine: thaw first (its processes die at once anyway).
     if (this.freezer) {
       const info = await this.procs.info(id);
@@ -521,6 +556,8 @@ export class DockerRuntime implements Runtime {
       this.notePaused(info.Name.replace(/^\//, ''), info.State.Paused);
       const frozen = info.State.Running && (await this.frozen(id, info.State.Pid));
       const state: InstanceState = info.State.Paused || frozen ? 'paused' : info.State.Running ? 'running' : 'stopped';
+      const layers = layersOf(info);
+      if (layers) this.layerCache.set(info.Name.replace(/^\//, ''), layers);
       return { id: info.Name.replace(/^\//, ''), name: info.Name.replace(/^\//, ''), state, ports, labels: info.Config.Labels ?? {} };
     } catch (e) {
       if (status(e) === 404) return undefined;
@@ -550,6 +587,22 @@ export class DockerRuntime implements Runtime {
       }),
     );
   }
+}
+
+interface Layers {
+  image: string;
+  upper: string;
+  merged: string;
+  /** What the engine mounts over the box's own files: never copied, never replaced. */
+  mounts: string[];
+}
+
+function layersOf(info: Docker.ContainerInspectInfo): Layers | undefined {
+  const data = (info.GraphDriver?.Data ?? {}) as Record<string, string>;
+  if (info.GraphDriver?.Name !== 'overlay2' || !data.UpperDir || !data.MergedDir) return undefined;
+  const mounts = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf', '/.dockerenv', ...(info.Mounts ?? []).map((m) => m.Destination)];
+  if (info.HostConfig?.Init) mounts.push('/sbin/docker-init');
+  return { image: info.Image, upper: data.UpperDir, merged: data.MergedDir, mounts };
 }
 
 function splitRef(ref: string): [string, string] {

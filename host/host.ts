@@ -33,6 +33,7 @@ function inBoxBinds(): string[] {
   return [`${at('../sdk/python/boxd')}:/opt/boxd/python/boxd:ro`, `${at('./in-box/boxd')}:/usr/local/bin/boxd:ro`];
 }
 import { WarmPool } from '../pool/warm-pool.ts';
+import { AccountGoldens } from '../core/account-goldens.ts';
 import { connectRedis } from '../core/redis.ts';
 
 export interface HostHandle {
@@ -93,8 +94,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  const accountGoldens = new AccountGoldens(redis, prefix);
   const lifecycle = new Lifecycle({
-    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, log,
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, accountGoldens, log,
     revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
   });
 
@@ -130,7 +132,15 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   });
   await heartbeat.beat();
   await reconcileNow();
-  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
+  // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
+  const accountPools = async () =>
+    (await accountGoldens.all())
+      .filter((g) => g.ready && g.hostId === hostId)
+      .map((g) => ({
+        key: g.key, tag: g.image, poolSize: g.poolSize, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs,
+        cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network,
+      }));
+  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
   const ptySub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
@@ -159,6 +169,17 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.destroy(job.name);
       case 'fork':
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
+      case 'fork-pool':
+        return view(await lifecycle.forkFromPool(job.name, job.child));
+      case 'golden-commit':
+        return lifecycle.snapshot(job.name, job.image, { 'boxd.golden-of': job.name });
+      case 'golden-tag':
+        return runtime.tagImage(job.from, job.image);
+      case 'golden-drop': {
+        const drained = await pool.drain(job.golden);
+        // Boxes made from it keep the image; the last one to go removes it.
+        return { drained, removed: await runtime.removeImage(job.image) };
+      }
       case 'snapshot':
         return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
       case 'deleteSnapshot':
@@ -179,7 +200,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   taskConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
-    goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
+    goldens: () => readGoldens(redis, prefix), accountGoldens, maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
   });
   await tasks.start();
 

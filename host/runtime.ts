@@ -31,8 +31,22 @@ export interface Runtime {
   suspend(id: string): Promise<void>;
   /** Thaws a suspended box. Idempotent. */
   resume(id: string): Promise<void>;
-  /** Copies the box's filesystem into image `ref` (processes are not copied). */
-  commit(id: string, ref: string, labels: Record<string, string>): Promise<void>;
+  /**
+   * Copies the box's filesystem into image `ref` (processes are not copied). With `frozen`, the
+   * caller has suspended the box for the copy and the runtime must neither pause nor thaw it;
+   * otherwise the runtime freezes it itself for a consistent copy.
+   */
+  commit(id: string, ref: string, labels: Record<string, string>, opts?: { frozen?: boolean }): Promise<void>;
+  /** Gives image `from` a second name `ref` (a golden promoted from a snapshot). */
+  tagImage(from: string, ref: string): Promise<void>;
+  /**
+   * Writes the filesystem changes box `from` made to its image into box `to`, which runs the
+   * same image and changed nothing yet: new, changed and deleted files, replaced folders, modes,
+   * owners, links, xattrs. Both must be suspended by the caller. Throws NOT_SUPPORTED when the
+   * runtime cannot do it faithfully (then commit and create instead); `to` may then hold part
+   * of the copy and must be discarded.
+   */
+  copyChanges(from: string, to: string): Promise<{ written: number; deleted: number; bytes: number; ms: number }>;
   /** Removes an image; false when it is still used or already gone. */
   removeImage(ref: string): Promise<boolean>;
   /** Removes the box and its anonymous volumes. Idempotent: a missing box is not an error. */

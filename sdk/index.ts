@@ -9,7 +9,7 @@
  * Every failed call throws BoxdApiError carrying the API's error `code` and HTTP `status`.
  */
 
-import type { BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
+import type { AccountBody, AccountInfo, AccountListed, KeyBody, KeyCreated, BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
 
 export type * from './types.js';
 export type CreateOptions = CreateBoxBody;
@@ -209,6 +209,14 @@ export class Compute {
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/hooks/${encodeURIComponent(id)}`)),
   };
 
+  /** Goldens: the operator's and the account's own (promoted from a box or a snapshot, with a warm pool). */
+  readonly golden = {
+    create: async (g: { name: string; fromBox?: string; fromSnapshot?: string; poolSize?: number; ports?: number[]; idleTimeoutMs?: number }) =>
+      this.client.json<GoldenInfo>('POST', '/v1/goldens', g),
+    list: async () => (await this.client.json<{ goldens: GoldenInfo[] }>('GET', '/v1/goldens')).goldens,
+    delete: async (name: string) => void (await this.client.json('DELETE', `/v1/goldens/${encodeURIComponent(name)}`)),
+  };
+
   readonly tasks = {
     get: async (id: string) => this.client.json<TaskInfo>('GET', `/v1/tasks/${encodeURIComponent(id)}`),
     list: async () => (await this.client.json<{ tasks: TaskInfo[] }>('GET', '/v1/tasks')).tasks,
@@ -216,14 +224,13 @@ export class Compute {
 
   /** Accounts and keys (admin key only). Keys are answered once and stored hashed. */
   readonly accounts = {
-    create: async (a: { name: string; maxBoxes?: number; maxExecs?: number; maxSnapshots?: number; maxHooks?: number }) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
-    list: async () => (await this.client.json<{ accounts: (AccountInfo & { limits: AccountLimits; keys: number })[] }>('GET', '/v1/accounts')).accounts,
+    create: async (a: AccountBody) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
+    list: async () => (await this.client.json<{ accounts: AccountListed[] }>('GET', '/v1/accounts')).accounts,
   };
 
   readonly keys = {
     /** A new key of `account` (its only showing). */
-    create: async (account: string, opts: { role?: 'admin' | 'member' } = {}) =>
-      this.client.json<{ id: string; account: string; role: string; key: string }>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
+    create: async (account: string, opts: KeyBody = {}) => this.client.json<KeyCreated>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/keys/${encodeURIComponent(id)}`)),
   };
 
@@ -235,20 +242,6 @@ export class Compute {
     return (await this.client.json<{ pools: PoolStats[] }>('GET', '/v1/pool')).pools;
   }
 }
-
-export interface AccountLimits {
-  maxBoxes: number;
-  maxExecs?: number;
-  maxSnapshots: number;
-  maxHooks: number;
-}
-
-export interface AccountInfo extends Partial<AccountLimits> {
-  id: string;
-  name: string;
-  createdAt: string;
-}
-
 /**
  * `box.pty()`: an interactive terminal in a box over the API's WebSocket
  * (`GET /v1/boxes/:name/pty`). Uses the `ws` package when it can be imported (it sends the key
