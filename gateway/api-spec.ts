@@ -110,6 +110,22 @@ export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/v1/boxes/:name/pty', summary: 'An interactive terminal: a WebSocket upgrade (binary frames, resize messages, then {"type":"exit","exitCode"})', upgrade: true, query: { cols: { schema: z.string().regex(/^[0-9]+$/), description: 'terminal columns' }, rows: { schema: z.string().regex(/^[0-9]+$/), description: 'terminal rows' }, cmd: { schema: z.string(), description: 'command to run (default: a login shell)' } }, ok: { 101: null }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', 'LIMIT_EXCEEDED', ...HOST] },
   { method: 'post', path: '/v1/boxes/:name/exec', summary: 'Run a command (resumes a suspended box); NDJSON lines with Accept: application/x-ndjson', body: execBody, ok: { 200: { 'application/json': r.execResult, 'application/x-ndjson': r.execEvent } }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', 'LIMIT_EXCEEDED', ...HOST] },
   { method: 'put', path: '/v1/boxes/:name/files', summary: 'Write a file (parent folders are created)', query: { ...path, ...mode }, body: { 'application/octet-stream': 'binary' }, ok: { 204: null }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', 'PAYLOAD_TOO_LARGE', 'FILE_TOO_LARGE', 'BLOB_EXPIRED', ...HOST] },
+  {
+    method: 'get',
+    path: '/v1/boxes/:name/pty',
+    summary: 'Interactive terminal (WebSocket upgrade)',
+    upgrade: true,
+    query: {
+      cols: { schema: z.coerce.number().int().min(1).max(1000), description: 'terminal columns (default 80)' },
+      rows: { schema: z.coerce.number().int().min(1).max(1000), description: 'terminal rows (default 24)' },
+      cmd: { schema: z.string(), description: 'argv, one `cmd` per word (default: a login bash, or sh)' },
+      token: { schema: z.string(), description: 'the API key, for clients that cannot send Authorization' },
+    },
+    ok: { 101: null },
+    errors: ['BOX_NOT_FOUND', 'BOX_STATE', ...HOST],
+    description:
+      'Client → server: binary frames are stdin; a text frame is stdin unless it is `{"type":"resize","cols":C,"rows":R}`. Server → client: binary frames of terminal output, then `{"type":"exit","exitCode":N}` and close 1000; a failure after the upgrade is `{"type":"error","code","message"}` and close 1011. A suspended box is resumed first.',
+  },
   { method: 'get', path: '/v1/boxes/:name/files', summary: 'Read a file', query: path, ok: { 200: { 'application/octet-stream': 'binary' } }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', 'FILE_NOT_FOUND', 'FILE_TOO_LARGE', 'BLOB_EXPIRED', ...HOST] },
   { method: 'post', path: '/v1/boxes/:name/fork', summary: "A child box from the box's filesystem (processes are not copied)", body: forkBody, ok: { 201: r.createdBox }, errors: ['BOX_NOT_FOUND', 'BOX_EXISTS', 'LIMIT_EXCEEDED', 'BOX_STATE', ...HOST] },
   { method: 'post', path: '/v1/boxes/:name/snapshot', summary: "Store the box's filesystem as a named snapshot", body: snapshotBody, ok: { 201: r.snapshotCreated }, errors: ['BOX_NOT_FOUND', 'SNAPSHOT_EXISTS', 'LIMIT_EXCEEDED', 'BOX_STATE', ...HOST] },
