@@ -17,6 +17,7 @@ export type HostJob =
   | { op: 'golden-tag'; from: string; image: string }
   | { op: 'golden-drop'; golden: string; image: string }
   | { op: 'pool-fill'; golden?: string }
+  | { op: 'pty-open'; name: string; ptyId: string; cmd: string[]; cols: number; rows: number; env?: Record<string, string> }
   | { op: 'task'; taskId: string };
 
 export type HostOp = HostJob['op'];
@@ -42,6 +43,7 @@ export const ATTEMPTS: Record<HostOp, number> = {
   snapshot: 2,
   deleteSnapshot: 3,
   'pool-fill': 1,
+  'pty-open': 1,
   task: 2,
 };
 

@@ -9,6 +9,7 @@ import { samePolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
 import type { Snapshots } from '../core/snapshots.ts';
 import { accountOf } from './auth.ts';
+import { agentEnv, isAgentEnv } from './agent-env.ts';
 import { boxJson } from './box-view.ts';
 import { forkBody, parse, parseName, snapshotBody } from './schemas.ts';
 import type { SnapshotInfo } from '../sdk/types.ts';
@@ -23,6 +24,9 @@ export interface ForkApiDeps {
   urls: Urls;
   /** With a pool source, forks of boxes whose golden has a warm pool take a pooled box. */
   pool?: { redis: Redis; prefix: string; golden: (key: string) => Promise<GoldenInfo | undefined> };
+  /** For forks of agent boxes (each child gets its own box-scoped key). */
+  redis?: Redis;
+  prefix?: string;
 }
 
 /**
@@ -48,6 +52,8 @@ export function forkApi(d: ForkApiDeps): Router {
     const body = parse(forkBody, req.body);
     const child = body.name ?? `${parent.name.slice(0, 50)}-${randomBytes(3).toString('hex')}`;
     const preview = parent.public ? undefined : newPreviewToken();
+    // A fork of an agent box is an agent box with its own key (the parent's dies with the parent).
+    const agent = isAgentEnv(parent.env) && d.redis && d.prefix ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.prefix }, parent.hostId, account, child) : undefined;
     const limit = await d.accounts.maxBoxes(account);
     const extra = preview ? { previewToken: preview.token } : {};
 
@@ -58,7 +64,7 @@ export function forkApi(d: ForkApiDeps): Router {
       const got = await claimPooled(d.pool.redis, d.pool.prefix, {
         hostId: parent.hostId, golden: g.name, name: child, account, limit,
         fields: {
-          env: parent.env, idleTimeoutMs: parent.idleTimeoutMs, public: parent.public, tokenHash: preview?.tokenHash,
+          env: agent ? { ...parent.env, ...agent.env } : parent.env, idleTimeoutMs: parent.idleTimeoutMs, public: parent.public, tokenHash: preview?.tokenHash,
           parent: parent.name, origin: 'fork-pool', createdAt: now, lastActivityAt: now,
         },
       });
@@ -68,6 +74,7 @@ export function forkApi(d: ForkApiDeps): Router {
           await d.hosts.call(parent.hostId, { op: 'fork-pool', name: parent.name, child });
         } catch (e) {
           await d.hosts.call(parent.hostId, { op: 'destroy', name: child }).catch(() => undefined);
+          await agent?.undo();
           throw e;
         }
         res.status(201).json({ ...boxJson(await d.store.require(child), d.urls), ...extra });
@@ -87,7 +94,7 @@ export function forkApi(d: ForkApiDeps): Router {
         public: parent.public,
         tokenHash: preview?.tokenHash,
         parent: parent.name,
-        env: parent.env,
+        env: agent ? { ...parent.env, ...agent.env } : parent.env,
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
@@ -96,7 +103,10 @@ export function forkApi(d: ForkApiDeps): Router {
         hostId: parent.hostId,
       },
       limit,
-    );
+    ).catch(async (e: unknown) => {
+      await agent?.undo();
+      throw e;
+    });
     try {
       await d.hosts.call(parent.hostId, { op: 'fork', name: parent.name, child });
     } catch (e) {

@@ -33,6 +33,7 @@ import { Preview } from './preview.ts';
 import { RouteCache } from './route-cache.ts';
 import { refuseUpgrade } from './pages.ts';
 import { Waker } from './waker.ts';
+import { PtyGateway } from './pty.ts';
 import { connectRedis } from '../core/redis.ts';
 
 export interface Gateway {
@@ -86,6 +87,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       void routes.get(e.name).then((b) => (b?.state === 'suspended' && !b.manualSuspend ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
+  const ptys = new PtyGateway({ store, hosts, activity, redis, sub, prefix, accountOfKey: (k) => accounts.accountOf(k), log: log.child({ part: 'pty' }) });
   const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;
@@ -149,7 +151,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     }),
   );
   v1.use(forkApi({
-    store, accounts, hosts, snapshots, urls,
+    store, accounts, hosts, snapshots, urls, redis, prefix,
     pool: config.BOXD_POOL ? { redis, prefix, golden: async (key) => goldenByKey(await goldens(), accountGoldens, key) } : undefined,
   }));
   v1.use(hooksApi(hookDeps));
@@ -195,6 +197,10 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   server.on('upgrade', (req, socket: import('node:net').Socket, head: Buffer) => {
     socket.on('error', () => undefined);
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
+    if (target.kind === 'api' && ptys.handles(req)) {
+      ptys.upgrade(req, socket, head).catch(() => socket.destroy());
+      return;
+    }
     if (target.kind !== 'box') {
       const code = target.kind === 'invalid' ? 'INVALID_HOST' : 'NO_WEBSOCKET';
       refuseUpgrade(socket, statusOf(code), code, 'WebSockets are served on box host names only');
@@ -231,6 +237,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       server.closeAllConnections();
       await closed;
       preview.close();
+      ptys.close();
       await sweeper.stop();
       agents.close();
       await activity.stop();

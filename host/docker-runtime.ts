@@ -11,11 +11,15 @@ import {
   type ExecRequest,
   type ExecResult,
   type InstanceState,
+  type PtyProcess,
+  type PtyRequest,
   type Runtime,
 } from './runtime.ts';
 import type { Readable } from 'node:stream';
 import { firstEntry, packFile } from './tar.ts';
 import { dockerExec } from './docker-exec.ts';
+import { withStartFailures } from './exec-errors.ts';
+import { dockerPty } from './docker-pty.ts';
 import { DockerFiles } from './docker-files.ts';
 import { ContainerProcs } from './container-procs.ts';
 import { Freezer } from './freezer.ts';
@@ -46,6 +50,8 @@ export interface DockerRuntimeOptions {
   /** Extra CIDRs the `open` egress policy refuses. */
   egressDeny?: string[];
   log: Logger;
+  /** Host paths bound into every box (`host:box:ro`): the `boxd` command and the Python SDK. */
+  binds?: string[];
 }
 
 /** A freeze that found a starting exec inside the box: retry shortly. */
@@ -199,6 +205,7 @@ export class DockerRuntime implements Runtime {
           Memory: spec.memoryMb * 1024 * 1024,
           PidsLimit: spec.pidsLimit,
           SecurityOpt: ['no-new-privileges'],
+          Binds: this.opts.binds?.length ? this.opts.binds : undefined,
           CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE'],
           PortBindings: bindings,
           NetworkMode: this.opts.network,
@@ -234,6 +241,18 @@ export class DockerRuntime implements Runtime {
     return instance;
   }
 
+  /** The boxes' bridge: its interface and the host's address on it (what a box reaches as its gateway). */
+  async bridgeAddress(): Promise<{ iface: string; ip: string }> {
+    const net = await this.docker.getNetwork(this.opts.network).inspect();
+    const ip = (net.IPAM?.Config ?? []).map((c: { Gateway?: string }) => c.Gateway).find((g: string | undefined) => g && /^\d+\.\d+\.\d+\.\d+$/.test(g));
+    if (!ip) throw new RuntimeError(`network ${this.opts.network} has no IPv4 gateway`);
+    return { iface: this.bridge, ip };
+  }
+
+  async pty(id: string, req: PtyRequest): Promise<PtyProcess> {
+    return dockerPty(this.docker, id, req);
+  }
+
   async applyPolicy(id: string, spec: BoxSpec): Promise<void> {
     const info = await this.docker.getContainer(id).inspect();
     const ip = info.NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
@@ -257,7 +276,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async exec(id: string, req: ExecRequest): Promise<ExecResult> {
-    return dockerExec(this.docker, id, req, { procs: this.procs, enterStart: (c) => this.enterStart(c), log: this.opts.log });
+    return withStartFailures(req, (r) => dockerExec(this.docker, id, r, { procs: this.procs, enterStart: (c) => this.enterStart(c), log: this.opts.log }));
   }
 
   async putFileStream(id: string, path: string, source: Readable, size: number, mode?: number): Promise<void> {

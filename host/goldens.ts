@@ -16,6 +16,8 @@ export interface GoldenInfo {
   idleTimeoutMs: number;
   diskMb?: number;
   network?: NetworkPolicy;
+  /** Boxes from it are agent boxes by default (manifest `agent: true`). */
+  agent?: boolean;
   /** Whether the image is built on the host that published this. */
   built: boolean;
   /** Account goldens only: the one host that holds the image. */
@@ -54,7 +56,7 @@ export async function goldenByKey(operator: Map<string, GoldenInfo>, own: Accoun
 
 /** The record settings of a box made from a golden. */
 export function boxSettings(g: GoldenInfo) {
-  return { golden: g.name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network };
+  return { golden: g.name, imageRef: g.tag, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs, cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network, agent: g.agent };
 }
 
 /** Reads the definitions, checks which images exist, and publishes them for gateways. */
@@ -79,6 +81,7 @@ export async function publishGoldens(
       idleTimeoutMs: g.manifest.idleTimeoutMs,
       diskMb: g.manifest.diskMb,
       network: g.manifest.network,
+      agent: g.manifest.agent,
       built: await runtime.hasImage(g.tag),
     };
     pipe.hset(key, g.name, JSON.stringify(info));

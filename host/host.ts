@@ -23,6 +23,15 @@ import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
 import { clusterSecret } from '../core/secrets.ts';
 import { Snapshots } from '../core/snapshots.ts';
+import { PtySessions } from './pty-sessions.ts';
+import { openApiDoor, type ApiDoor } from './api-door.ts';
+import { fileURLToPath } from 'node:url';
+
+/** `boxd` on PATH and the Python SDK it runs, bound read-only into boxes (see host/in-box/boxd). */
+function inBoxBinds(): string[] {
+  const at = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
+  return [`${at('../sdk/python/boxd')}:/opt/boxd/python/boxd:ro`, `${at('./in-box/boxd')}:/usr/local/bin/boxd:ro`];
+}
 import { WarmPool } from '../pool/warm-pool.ts';
 import { AccountGoldens } from '../core/account-goldens.ts';
 import { connectRedis } from '../core/redis.ts';
@@ -50,6 +59,19 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const prefix = config.BOXD_PREFIX;
   const hostId = config.BOXD_HOST_ID;
   let runtime = opts.runtime;
+  let door: ApiDoor | undefined;
+  const openDoor = async (dr: DockerRuntime) => {
+    const [upHost, upPort] = (config.BOXD_BOX_API_UPSTREAM ?? `127.0.0.1:${config.BOXD_PORT}`).split(':') as [string, string];
+    try {
+      return await openApiDoor({
+        bridge: await dr.bridgeAddress(), port: config.BOXD_BOX_API_PORT || config.BOXD_PORT, upstream: { host: upHost, port: Number(upPort) },
+        redis, prefix, hostId, log: log.child({ part: 'api-door' }),
+      });
+    } catch (err) {
+      log.warn({ err }, 'boxes cannot reach the API: agent boxes get no BOXD_URL');
+      return undefined;
+    }
+  };
   if (!runtime) {
     const docker = new Docker({ socketPath: '/var/run/docker.sock' });
     const dr = new DockerRuntime(docker, {
@@ -62,9 +84,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       stateDir: config.BOXD_STATE_DIR,
       egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
+      binds: config.BOXD_BOX_CLI ? inBoxBinds() : undefined,
     });
     await dr.prepare();
     runtime = dr;
+    door = await openDoor(dr);
   }
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
@@ -119,6 +143,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
+  const ptySub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  ptySub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
+  const ptys = new PtySessions({ redis, sub: ptySub, prefix, lifecycle, touch: (n) => store.touch(n), log: log.child({ part: 'pty' }) });
   const agent = await startAgent({
     lifecycle,
     secret: clusterSecret(config),
@@ -157,6 +184,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
       case 'deleteSnapshot':
         return { removed: await runtime.removeImage(snapshots.imageFor(job.account, job.snapshot)) };
+      case 'pty-open':
+        return ptys.open(job);
       case 'pool-fill':
         void pool.fill();
         return null;
@@ -196,8 +225,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       await idle.stop();
       await tasks.close();
       await worker.close();
+      await ptys.close();
+      await door?.close();
       await heartbeat.stop();
-      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
+      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit(), ptySub.quit()].map((p) => p.catch(() => undefined)));
     },
   };
 }

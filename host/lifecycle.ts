@@ -9,7 +9,7 @@ import type { ExecOutcome } from '../core/jobs.ts';
 import { BusyBoxes, destroyedWhileRunning } from './busy.ts';
 import type { Logger } from '../core/log.ts';
 import type { BoxLocks } from './locks.ts';
-import type { BoxSpec, OutputStream, Runtime } from './runtime.ts';
+import type { BoxSpec, OutputStream, PtyProcess, PtyRequest, Runtime } from './runtime.ts';
 
 /** One command to run in a box. */
 export interface ExecCall {
@@ -218,6 +218,15 @@ export class Lifecycle {
       outer?.removeEventListener('abort', onOuter);
       work.done();
     }
+  }
+
+  /** Starts a command on a terminal in the box (resumed first if suspended), with the box's env. */
+  async pty(name: string, req: PtyRequest): Promise<PtyProcess> {
+    const start = this.d.runtime.pty?.bind(this.d.runtime);
+    if (!start) throw new BoxdError('NOT_IMPLEMENTED', 'this host’s runtime has no terminals');
+    const box = await this.running(name, 'open a terminal');
+    this.touch(name);
+    return start(this.idOf(box), { ...req, env: { ...box.env, ...req.env } });
   }
 
   /** Execs and file transfers running on `name`. */

@@ -58,10 +58,35 @@ export interface Runtime {
   /** Whether an image exists locally. */
   hasImage(ref: string): Promise<boolean>;
   /**
+   * Starts `cmd` on a pseudo-terminal in a running box (an interactive shell). Optional: a
+   * runtime without it answers NOT_IMPLEMENTED for `GET /v1/boxes/:name/pty`.
+   */
+  pty?(id: string, req: PtyRequest): Promise<PtyProcess>;
+  /**
    * Installs `spec.network` for a running box again (replacing what is there): a starting host
    * calls it for every box it keeps, so rules lost meanwhile come back. Optional; idempotent.
    */
   applyPolicy?(id: string, spec: BoxSpec): Promise<void>;
+}
+
+export interface PtyRequest {
+  cmd: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  cols: number;
+  rows: number;
+}
+
+/** A command running on a terminal. Output is one stream (a TTY merges stdout and stderr). */
+export interface PtyProcess {
+  /** Called for every output chunk, in order; chunks before the first call are kept and delivered then. */
+  onData(cb: (data: Buffer) => void): void;
+  write(data: Buffer): void;
+  resize(cols: number, rows: number): Promise<void>;
+  /** Ends the command and its process group. Idempotent. */
+  kill(): Promise<void>;
+  /** The exit code, once the command ended (128+signal when killed). */
+  readonly exited: Promise<number>;
 }
 
 export interface BoxSpec {

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { loadConfig, type Config } from '../../core/config.ts';
+import { Keys } from '../../core/keys.ts';
 import { createGateway, type Gateway } from '../../gateway/gateway.ts';
 import { docker, log, purge, waitFor } from '../helpers.ts';
 
@@ -24,18 +25,19 @@ describe('host killed mid-operation', () => {
     LOG_LEVEL: 'silent',
   };
   const config: Config = loadConfig({ ...process.env, ...env });
+  const keys = new Keys(prefix);
   let host: ChildProcess | undefined;
   let gateway: Gateway;
   let api: ReturnType<typeof supertest>;
   const auth = { Authorization: `Bearer ${config.BOXD_API_KEY}` };
 
-  const alive = async () => !!(await gateway.redis.hget(`${prefix}:hosts`, config.BOXD_HOST_ID));
+  const alive = async () => !!(await gateway.redis.hget(keys.hosts, config.BOXD_HOST_ID));
   const startHostProcess = async () => {
     host = spawn(process.execPath, ['--import', 'tsx', 'host/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
     const child = host;
     await waitFor(async () => {
       if (child.exitCode !== null) throw new Error(`host exited with ${child.exitCode}`);
-      const raw = await gateway.redis.hget(`${prefix}:hosts`, config.BOXD_HOST_ID);
+      const raw = await gateway.redis.hget(keys.hosts, config.BOXD_HOST_ID);
       return raw && (JSON.parse(raw) as { startedAt: number }).startedAt > 0 && Date.now() - (JSON.parse(raw) as { heartbeatAt: number }).heartbeatAt < 2000;
     }, 60_000, 200);
   };
@@ -47,14 +49,14 @@ describe('host killed mid-operation', () => {
     host = undefined;
   };
   const containersOf = async (box: string) => docker.listContainers({ all: true, filters: { label: [`boxd.instance=${prefix}`, `boxd.box=${box}`] } });
-  const state = async (box: string) => gateway.redis.hget(`${prefix}:box:${box}`, 'state');
+  const state = async (box: string) => gateway.redis.hget(keys.box(box), 'state');
 
   before(async () => {
     gateway = await createGateway(config, log);
     await new Promise<void>((r) => gateway.server.listen(0, '127.0.0.1', () => r()));
     api = supertest(gateway.server);
     // A heartbeat from an earlier host must not count: remove it before the first start.
-    await gateway.redis.hdel(`${prefix}:hosts`, config.BOXD_HOST_ID);
+    await gateway.redis.hdel(keys.hosts, config.BOXD_HOST_ID);
     await startHostProcess();
   });
   after(async () => {
