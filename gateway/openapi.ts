@@ -74,7 +74,7 @@ export function openApiDocument(routes: RouteSpec[] = ROUTES, opts: { serverUrl?
 
     const responses: Record<string, Json> = {};
     for (const [status, c] of Object.entries(route.ok)) {
-      responses[status] = { description: status === '204' ? 'done, no body' : 'success', ...(c ? { content: content(c, `${Id}${status}`, output) } : {}) };
+      responses[status] = { description: status === '204' ? 'done, no body' : status === '101' ? 'switching to the WebSocket protocol' : 'success', ...(c ? { content: content(c, `${Id}${status}`, output) } : {}) };
     }
     const byStatus = new Map<number, ErrorCode[]>();
     for (const code of new Set([...route.errors, ...sharedErrors(route)])) byStatus.set(statusOf(code), [...(byStatus.get(statusOf(code)) ?? []), code]);

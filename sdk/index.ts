@@ -16,10 +16,10 @@ export type CreateOptions = CreateBoxBody;
 export type ExecOptions = Omit<ExecBody, 'cmd'>;
 export type ExecResult = ExecOutcome;
 
-import { BoxdApiError } from './errors.ts';
-import { openPty, type Pty, type PtyOptions } from './pty.ts';
-export { BoxdApiError } from './errors.ts';
-export type { Pty, PtyOptions } from './pty.ts';
+import { BoxdApiError } from './errors.js';
+import { openPty, type Pty, type PtyOptions } from './pty.js';
+export { BoxdApiError } from './errors.js';
+export type { Pty, PtyOptions } from './pty.js';
 
 export interface ComputeOptions {
   /** Defaults to env BOXD_API_KEY. */

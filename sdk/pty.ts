@@ -3,7 +3,7 @@
  * (`GET /v1/boxes/:name/pty`). Uses the `ws` package when it can be imported (it sends the key
  * in the Authorization header), else the platform's WebSocket (key in `?token=`).
  */
-import { BoxdApiError } from './errors.ts';
+import { BoxdApiError } from './errors.js';
 
 export interface PtyOptions {
   /** Terminal size (default 80×24). */

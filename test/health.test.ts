@@ -17,7 +17,7 @@ describe('health and readiness with a frozen or missing Redis', () => {
   let gateway: Gateway;
   let host: HostHandle | undefined;
   let base: string;
-  const config = testConfig({ REDIS_URL: `redis://127.0.0.1:${PORT}` });
+  const config = testConfig({ REDIS_URL: `redis://127.0.0.1:${PORT}`, BOXD_REDIS_TIMEOUT_MS: '1500' });
   const auth = { Authorization: `Bearer ${config.BOXD_API_KEY}` };
 
   const startRedis = async () => {
@@ -116,5 +116,9 @@ describe('health and readiness with a frozen or missing Redis', () => {
     assert.equal(list.body.error?.code, 'UNAVAILABLE');
     assert.ok(list.ms < 6000, `API took ${Math.round(list.ms)} ms`);
     assert.equal((await call('/readyz')).status, 503);
+    // Back up (empty): every connection reconnects and the host registers again, so the stack
+    // closes cleanly afterwards instead of leaving connections retrying a dead port.
+    await startRedis();
+    await waitFor(async () => (await call('/readyz')).status === 200, 30_000, 200);
   });
 });

@@ -44,7 +44,8 @@ describe('OpenAPI document (GET /v1/openapi.json)', () => {
   let s: Stack;
   let base: string;
   before(async () => {
-    s = await startStack();
+    // A loaded CI machine can hold a Redis answer past the 1.5 s default; these tests are not about a frozen Redis.
+    s = await startStack({ BOXD_REDIS_TIMEOUT_MS: '20000' });
     base = `http://127.0.0.1:${(s.gateway.server.address() as { port: number }).port}`;
   });
   after(async () => {

@@ -11,7 +11,8 @@ describe('Python SDK (pytest against the real stack)', () => {
   let env: NodeJS.ProcessEnv;
   let python: string;
   before(async () => {
-    s = await startStack();
+    // A loaded CI machine can hold a Redis answer past the 1.5 s default; these tests are not about a frozen Redis.
+    s = await startStack({ BOXD_REDIS_TIMEOUT_MS: '20000' });
     python = debianPython();
     const port = (s.gateway.server.address() as { port: number }).port;
     env = { ...process.env, BOXD_URL: `http://127.0.0.1:${port}`, BOXD_API_KEY: s.config.BOXD_API_KEY, PYTHONDONTWRITEBYTECODE: '1' };

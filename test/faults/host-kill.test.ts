@@ -113,7 +113,11 @@ describe('host killed mid-operation', () => {
     await api.get('/v1/boxes/child').set(auth).expect(404);
     await startHostProcess();
     await waitFor(async () => (await containersOf('child')).length === 0, 60_000, 250);
-    const out = await api.post('/v1/boxes/parent/exec').set(auth).send({ cmd: ['cat', '/tmp/f'] }).expect(200);
+    // The restarted host takes its boxes back (a sweeper may have marked them lost meanwhile).
+    const out = await waitFor(async () => {
+      const r = await api.post('/v1/boxes/parent/exec').set(auth).send({ cmd: ['cat', '/tmp/f'] });
+      return r.status === 200 ? r : undefined;
+    }, 60_000, 500);
     assert.equal(out.body.stdout, 'mine\n');
     // A new fork under the same name goes through.
     await api.post('/v1/boxes/parent/fork').set(auth).send({ name: 'child' }).expect(201);

@@ -42,7 +42,7 @@ describe('Redis stopped and frozen (own Redis on 6391)', () => {
     startRedis();
     await waitFor(async () => redisUp(), 10_000);
     pid = redisPid();
-    s = await startStack({ REDIS_URL: `redis://127.0.0.1:${PORT}` });
+    s = await startStack({ REDIS_URL: `redis://127.0.0.1:${PORT}`, BOXD_REDIS_TIMEOUT_MS: '1500' });
   });
   after(async () => {
     try {

@@ -7,6 +7,7 @@ Each class's fields are checked against the OpenAPI document (``GET /v1/openapi.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
@@ -20,13 +21,14 @@ NetworkPolicy = Union[str, Dict[str, List[str]]]
 
 
 def snake(name: str) -> str:
-    """``idleTimeoutMs`` -> ``idle_timeout_ms``."""
-    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+    """``idleTimeoutMs`` -> ``idle_timeout_ms`` (``from`` -> ``from_``: not a Python keyword)."""
+    s = re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+    return s + "_" if keyword.iskeyword(s) else s
 
 
 def camel(name: str) -> str:
     """``idle_timeout_ms`` -> ``idleTimeoutMs``."""
-    head, *rest = name.split("_")
+    head, *rest = name.rstrip("_").split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
@@ -64,6 +66,8 @@ class BoxInfo:
     error: Optional[str] = None
     preview_token: Optional[str] = None
     pooled: Optional[bool] = None
+    #: How the box was made when not a plain create: "pool", "fork-pool" or "fork-commit".
+    origin: Optional[str] = None
 
 
 @dataclass
@@ -190,6 +194,11 @@ class Golden:
     memory_mb: int
     idle_timeout_ms: int
     built: bool
+    #: "operator" (golden-images/) or "account" (promoted by the account).
+    owner: str
+    #: What an account golden was promoted from: {"box": …} or {"snapshot": …}.
+    from_: Optional[Dict[str, str]] = None
+    created_at: Optional[str] = None
 
 
 @dataclass
@@ -200,6 +209,8 @@ class PoolStats:
     hits: int
     misses: int
     hit_rate: Optional[float]
+    #: "account" for the pools of the account's own goldens.
+    owner: Optional[str] = None
 
 
 @dataclass

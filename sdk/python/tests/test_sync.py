@@ -103,7 +103,7 @@ def test_hooks_and_tasks(compute: Compute, base_url: str) -> None:
     payload = json.dumps({"ref": "refs/heads/main"}).encode()
     sig = "sha256=" + hmac.new(hook.secret.encode(), payload, hashlib.sha256).hexdigest()
     r = httpx.post(f"{base_url}/hooks/{hook.id}", content=payload, headers={"X-Boxd-Signature": sig, "X-Boxd-Delivery": f"d-{hook.id}"})
-    assert r.status_code == 202
+    assert r.status_code == 202, r.text
     task_id = r.json()["task"]["id"]
     done = wait_for(lambda: (lambda t: t if t.state in ("succeeded", "failed") else None)(compute.tasks.get(task_id)), 90)
     assert isinstance(done, Task)
