@@ -91,8 +91,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       log,
     });
   let agentPort: number | undefined;
-  // Beat before reconciling: a sweeper that still saw the old heartbeat would declare the boxes
-  // this host is taking back lost again.
+  // Reconcile before the first beat, so that a host seen alive again has taken its lost boxes
+  // back. A sweeper that still saw the old heartbeat may lose one again in between: the next
+  // beat sees it and reconciles again (onLost).
   const heartbeat = new Heartbeat({
     redis, store, runtime, prefix, hostId, goldens: () => goldens, log,
     capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
@@ -104,11 +105,6 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     // boxes back, and drop containers of boxes deleted meanwhile.
     onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
   });
-  await heartbeat.beat();
-  await reconcileNow();
-  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
-  await pool.reconcile();
-
   const agent = await startAgent({
     lifecycle,
     secret: clusterSecret(config),
@@ -119,7 +115,11 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   });
 
   agentPort = agent.port;
-  await heartbeat.beat(); // now with the agent's port
+  await reconcileNow();
+  await heartbeat.beat();
+  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
+  await pool.reconcile();
+
   heartbeat.start(config.BOXD_HEARTBEAT_MS);
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
   sweeper.start();
