@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { BoxdApiError, Compute, type BoxInfo } from '../sdk/index.ts';
+import { BoxdApiError, Compute, type Box, type BoxInfo } from '../sdk/index.ts';
 
 const HELP = `boxd — sandboxes for coding agents
 
@@ -15,22 +15,36 @@ usage: boxd <command> [args] [--json]
   create [NAME] [--golden G] [--image I] [--snapshot S] [--port P]… [--env K=V]… [--private]
          [--disk-mb N] [--network open|none|CIDR[:PORT],…]
   exec NAME -- CMD…          run a command, stream its output, exit with its code
+  shell NAME [-- CMD…]       interactive terminal in the box (raw mode, resizes); exits with its code
   suspend NAME · resume NAME
   fork NAME [CHILD]          a child box from NAME's filesystem
   snapshot NAME SNAPSHOT     store NAME's filesystem as SNAPSHOT
+  snapshots [ls] · snapshots rm SNAPSHOT
   rm NAME…                   destroy boxes
   url NAME                   the preview URL
   goldens · pool             golden images · warm pool state
+  goldens build [NAME…]      build golden images on this machine (progress on stderr)
+  golden create NAME (--from-box B | --from-snapshot S) [--pool-size N] [--port P]…
+  golden ls · golden rm NAME  your goldens (promoted boxes/snapshots with a warm pool)
   hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] · hooks rm ID
   tasks [ID]                 list tasks, or show one
+  completion bash            a bash completion script: eval "$(boxd completion bash)"
   accounts [ls] · accounts create NAME [--max-boxes N] [--max-execs N] [--max-snapshots N] [--max-hooks N]
   keys create ACCOUNT [--admin] · keys rm ID     (admin key only; a new key is shown once)
 
-env: BOXD_URL (http://localhost:8080), BOXD_API_KEY`;
+--json prints JSON on stdout (errors as {"error":{code,message}} on stderr) and no progress lines;
+--quiet drops progress lines. Exit codes: exec and shell exit with the remote command's code;
+otherwise 0 ok, 1 the API answered an error, 2 bad usage, 3 boxd could not be reached.
+
+env: BOXD_URL (http://localhost:8080), BOXD_API_KEY (else .boxd/api-key in a checkout)`;
 
 const argv = process.argv.slice(2);
-const json = argv.includes('--json');
-const args = argv.filter((a) => a !== '--json');
+// Our own flags count only before `--`: what follows is the remote command's.
+const dashAt = argv.indexOf('--');
+const own = dashAt >= 0 ? argv.slice(0, dashAt) : argv;
+const json = own.includes('--json');
+const quiet = json || own.includes('--quiet') || own.includes('-q');
+const args = [...own.filter((a) => a !== '--json' && a !== '--quiet' && a !== '-q'), ...(dashAt >= 0 ? argv.slice(dashAt) : [])];
 const [command, ...rest] = args;
 
 /** `open`, `none`, or a comma-separated allowlist. */
@@ -67,18 +81,30 @@ function client(): Compute {
   return new Compute({ apiKey });
 }
 
-/** A progress line on stderr while `p` runs (only on a terminal, never with --json). */
-async function progress<T>(label: string, p: Promise<T>): Promise<T> {
-  if (json || !process.stderr.isTTY) return p;
-  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-  let i = 0;
+/**
+ * Progress of a slow call on stderr (never with --json or --quiet): on a terminal a spinner with
+ * the elapsed time, elsewhere (logs, CI) one line when it starts and one when it ends.
+ */
+async function progress<T>(label: string, p: Promise<T>, done?: (v: T) => string): Promise<T> {
+  if (quiet) return p;
   const started = Date.now();
-  const timer = setInterval(() => process.stderr.write(`\r${frames[i++ % frames.length]} ${label} ${((Date.now() - started) / 1000).toFixed(1)}s`), 80);
+  const secs = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+  let timer: NodeJS.Timeout | undefined;
+  if (process.stderr.isTTY) {
+    const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let i = 0;
+    timer = setInterval(() => process.stderr.write(`\r${frames[i++ % frames.length]} ${label}… ${secs()}`), 80);
+  } else process.stderr.write(`${label}…\n`);
   try {
-    return await p;
+    const v = await p;
+    if (timer) process.stderr.write('\r\x1b[K');
+    process.stderr.write(`${done ? done(v) : 'done'} in ${secs()}\n`);
+    return v;
+  } catch (e) {
+    if (timer) process.stderr.write('\r\x1b[K');
+    throw e;
   } finally {
-    clearInterval(timer);
-    process.stderr.write('\r\x1b[K');
+    if (timer) clearInterval(timer);
   }
 }
 
@@ -121,13 +147,13 @@ async function main(): Promise<number> {
     case 'create': {
       const env = Object.fromEntries(flags('env').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
       const ports = flags('port').map(Number);
-      const box = await progress('creating box', c().box.create({
+      const box = await progress(`creating ${a ?? 'a box'}`, c().box.create({
         name: a, golden: flag('golden'), image: flag('image'), snapshot: flag('snapshot'),
         ports: ports.length ? ports : undefined, env: Object.keys(env).length ? env : undefined,
         public: rest.includes('--private') ? false : undefined,
         diskMb: flag('disk-mb') === undefined ? undefined : Number(flag('disk-mb')),
         network: networkFlag(flag('network')),
-      }));
+      }), (b) => `created ${b.name} ${b.info.pooled ? 'from the warm pool' : '(cold create)'}`);
       show(box.info);
       return 0;
     }
@@ -136,6 +162,11 @@ async function main(): Promise<number> {
       const cmd = dash >= 0 ? rest.slice(dash + 1) : rest.slice(1);
       if (!cmd.length) throw new BoxdApiError('USAGE', 'usage: boxd exec NAME -- CMD…', 2);
       const box = await c().box.get(need(a, 'box name'));
+      if (json) {
+        const r = await box.exec(cmd);
+        console.log(JSON.stringify(r, null, 2));
+        return r.exitCode;
+      }
       let code = 1;
       for await (const e of box.stream(cmd)) {
         if ('stream' in e) (e.stream === 'stdout' ? process.stdout : process.stderr).write(e.data);
@@ -151,13 +182,22 @@ async function main(): Promise<number> {
     }
     case 'fork': {
       const box = await c().box.get(need(a, 'box name'));
-      show((await progress(`forking ${a}`, box.fork({ name: b }))).info);
+      show((await progress(`forking ${a}`, box.fork({ name: b }), (x) => `forked ${a} into ${x.name}`)).info);
       return 0;
     }
     case 'snapshot': {
       const box = await c().box.get(need(a, 'box name'));
-      const s = await progress(`snapshotting ${a}`, box.snapshot(need(b, 'snapshot name')));
+      const s = await progress(`snapshotting ${a}`, box.snapshot(need(b, 'snapshot name')), (x) => `snapshot ${x.name} stored`);
       console.log(json ? JSON.stringify(s) : `snapshot ${s.name} of ${a}`);
+      return 0;
+    }
+    case 'snapshots': {
+      if (a === 'rm') {
+        await c().snapshots.delete(need(b, 'snapshot name'));
+        console.log(json ? JSON.stringify({ removed: b }) : `removed snapshot ${b}`);
+        return 0;
+      }
+      table((await c().snapshots.list()) as unknown as Record<string, unknown>[], ['name', 'box', 'createdAt']);
       return 0;
     }
     case 'rm': {
@@ -167,6 +207,7 @@ async function main(): Promise<number> {
         await (await c().box.get(n)).destroy();
         if (!json) console.log(`removed ${n}`);
       }
+      if (json) console.log(JSON.stringify({ removed: names }));
       return 0;
     }
     case 'url': {
@@ -175,8 +216,28 @@ async function main(): Promise<number> {
       return 0;
     }
     case 'goldens':
+      if (a === 'build') return buildGoldens(positional().slice(1));
       table((await c().goldens()) as unknown as Record<string, unknown>[], ['name', 'built', 'poolSize', 'ports', 'description']);
       return 0;
+    case 'golden': {
+      if (a === 'create') {
+        const size = flag('pool-size');
+        const ports = flags('port').map(Number);
+        const g = await progress(`promoting to golden ${b}`, c().golden.create({
+          name: need(b, 'golden name'), fromBox: flag('from-box'), fromSnapshot: flag('from-snapshot'),
+          poolSize: size === undefined ? undefined : Number(size), ports: ports.length ? ports : undefined,
+        }));
+        console.log(json ? JSON.stringify(g) : `golden ${g.name} (pool of ${g.poolSize})`);
+        return 0;
+      }
+      if (a === 'rm' || a === 'delete') {
+        await c().golden.delete(need(b, 'golden name'));
+        if (!json) console.log(`removed golden ${b}`);
+        return 0;
+      }
+      table((await c().golden.list()) as unknown as Record<string, unknown>[], ['name', 'owner', 'built', 'poolSize', 'ports', 'description']);
+      return 0;
+    }
     case 'pool':
       table((await c().pool()) as unknown as Record<string, unknown>[], ['golden', 'target', 'ready', 'hits', 'misses', 'hitRate']);
       return 0;
@@ -190,7 +251,7 @@ async function main(): Promise<number> {
       }
       if (a === 'rm') {
         await c().hooks.delete(need(b, 'hook id'));
-        if (!json) console.log(`removed ${b}`);
+        console.log(json ? JSON.stringify({ removed: b }) : `removed ${b}`);
         return 0;
       }
       table((await c().hooks.list()) as unknown as Record<string, unknown>[], ['id', 'name', 'golden', 'url']);
@@ -209,6 +270,15 @@ async function main(): Promise<number> {
       table((await c().tasks.list()).map((t) => ({ ...t, steps: t.steps.length })), ['id', 'state', 'steps', 'triggeredAt', 'error']);
       return 0;
     }
+    case 'shell': {
+      const dash = rest.indexOf('--');
+      const cmd = dash >= 0 ? rest.slice(dash + 1) : undefined;
+      return shell(await c().box.get(need(a, 'box name')), cmd);
+    }
+    case 'completion':
+      if (a !== 'bash') throw new BoxdApiError('USAGE', 'usage: boxd completion bash', 2);
+      process.stdout.write(BASH_COMPLETION);
+      return 0;
     case 'accounts': {
       if (a === 'create') {
         const num = (f: string) => (flag(f) === undefined ? undefined : Number(flag(f)));
@@ -240,12 +310,62 @@ async function main(): Promise<number> {
   }
 }
 
+/** `boxd shell`: the local terminal in raw mode wired to a terminal in the box. */
+async function shell(box: Box, cmd: string[] | undefined): Promise<number> {
+  const out = process.stdout;
+  const term = await box.pty({ cols: out.columns || 80, rows: out.rows || 24, cmd });
+  const stdin = process.stdin;
+  const raw = stdin.isTTY;
+  if (raw) stdin.setRawMode(true);
+  const onInput = (d: Buffer) => term.write(d);
+  const onResize = () => term.resize(out.columns || 80, out.rows || 24);
+  stdin.on('data', onInput);
+  stdin.resume();
+  process.on('SIGWINCH', onResize);
+  term.onData((d) => out.write(d));
+  try {
+    return await term.exited;
+  } finally {
+    process.off('SIGWINCH', onResize);
+    stdin.off('data', onInput);
+    if (raw) stdin.setRawMode(false);
+    stdin.pause();
+  }
+}
+
+/** `boxd goldens build`: runs the builder of this checkout (it prints its own progress lines). */
+function buildGoldens(names: string[]): Promise<number> {
+  const child = spawn('npx', ['tsx', 'golden-images/build.ts', ...names], { stdio: ['ignore', quiet ? 'ignore' : 2, 2] });
+  return new Promise((r) => child.on('exit', (code) => r(code ?? 1)));
+}
+
+const COMMANDS = 'up ls create exec shell suspend resume fork snapshot snapshots rm url goldens pool hooks tasks completion help';
+const BASH_COMPLETION = `# boxd bash completion: eval "$(boxd completion bash)"
+_boxd() {
+  local cur=\${COMP_WORDS[COMP_CWORD]} cmd=\${COMP_WORDS[1]}
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=( $(compgen -W "${COMMANDS}" -- "$cur") ); return
+  fi
+  case "$cur" in -*) COMPREPLY=( $(compgen -W "--json --quiet --golden --image --snapshot --port --env --private --step --keep-ms" -- "$cur") ); return;; esac
+  case "$cmd" in
+    exec|shell|suspend|resume|fork|snapshot|rm|url)
+      COMPREPLY=( $(compgen -W "$(boxd ls --json 2>/dev/null | sed -n 's/^ *"name": "\\([^"]*\\)".*/\\1/p')" -- "$cur") );;
+    hooks|snapshots) COMPREPLY=( $(compgen -W "ls rm$([ "$cmd" = hooks ] && echo ' create')" -- "$cur") );;
+    goldens) COMPREPLY=( $(compgen -W "build" -- "$cur") );;
+    completion) COMPREPLY=( $(compgen -W "bash" -- "$cur") );;
+  esac
+}
+complete -F _boxd boxd
+`;
+
 try {
   process.exitCode = await main();
 } catch (e) {
   if (e instanceof BoxdApiError) {
     if (json) console.error(JSON.stringify({ error: { code: e.code, message: e.message } }));
     else console.error(`boxd: ${e.message} (${e.code})`);
-    process.exitCode = e.status === 2 ? 2 : 1;
+    process.exitCode = e.status === 2 ? 2 : e.code === 'NETWORK_ERROR' ? 3 : 1;
   } else throw e;
 }
+// Open handles (a terminal's socket) must not keep a finished command alive.
+process.exit(process.exitCode ?? 0);

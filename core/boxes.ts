@@ -3,6 +3,8 @@ import type { NetworkPolicy } from './network-policy.ts';
 import { BoxExistsError, BoxNotFoundError, BoxStateError, LimitError } from './errors.ts';
 import { Keys } from './keys.ts';
 
+export type BoxOrigin = 'pool' | 'fork-pool' | 'fork-commit';
+
 /** `lost`: the owning host stopped heartbeating; the box may come back when the host does. */
 export type BoxState = 'creating' | 'running' | 'suspended' | 'destroyed' | 'error' | 'lost';
 
@@ -38,6 +40,11 @@ export interface BoxRecord {
   hostId: string;
   runtimeId?: string;
   error?: string;
+  /**
+   * How the box was made, when not a plain create: claimed from a warm pool, forked onto a
+   * pool box (its parent's changes copied in) or forked by committing the parent.
+   */
+  origin?: BoxOrigin;
   /** Suspended by a user's call (not for idleness): gateways do not wake it for requests already held, only for new traffic. */
   manualSuspend?: boolean;
   /** State the box had when its host was declared dead (set while `lost`). */
@@ -192,6 +199,7 @@ function decode(h: Record<string, string>): BoxRecord | undefined {
     hostId: h.hostId ?? '',
     runtimeId: h.runtimeId || undefined,
     error: h.error || undefined,
+    origin: (h.origin || undefined) as BoxOrigin | undefined,
     manualSuspend: h.manualSuspend === 'true' || undefined,
     lostFrom: (h.lostFrom || undefined) as BoxState | undefined,
     version: Number(h.version ?? 0),

@@ -90,6 +90,8 @@ export const configSchema = z.object({
   BOXD_IDLE_CHECK_MS: int(1_000),
   /** Keep warm pools of the goldens' pool sizes on this host (false: every create is cold). */
   BOXD_POOL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Pooled boxes an account may keep warm over all of its own goldens (they do not count as live boxes). */
+  BOXD_ACCOUNT_POOL_MAX: int(5),
   /** How often the host tops its warm pools up, in ms (a claim also triggers a refill). */
   BOXD_POOL_FILL_MS: int(5_000),
   /** Lock of a running webhook task; a host silent this long is taken as dead and the task re-run, in ms. */
@@ -120,6 +122,15 @@ export const configSchema = z.object({
   BOXD_REQUEST_TIMEOUT_MS: int(300_000),
   /** Folder of golden image definitions. */
   BOXD_GOLDEN_DIR: z.string().default('golden-images'),
+  /**
+   * Port on the host's address on the box bridge where boxes reach the API (agents inside boxes,
+   * `"agent": true`); 0 = the same number as BOXD_PORT. The only host port a box can open.
+   */
+  BOXD_BOX_API_PORT: int(0),
+  /** Where that door leads: the gateway's address as seen from the host (default 127.0.0.1:BOXD_PORT). */
+  BOXD_BOX_API_UPSTREAM: z.string().regex(/^[^:]+:\d+$/, 'host:port').optional(),
+  /** Bind the `boxd` command and the Python SDK (sdk/python) read-only into every box. */
+  BOXD_BOX_CLI: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** pino log level. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

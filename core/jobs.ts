@@ -10,9 +10,14 @@ export type HostJob =
   | { op: 'create'; name: string }
   | { op: 'destroy'; name: string }
   | { op: 'fork'; name: string; child: string }
+  | { op: 'fork-pool'; name: string; child: string }
   | { op: 'snapshot'; name: string; snapshot: string; account: string }
   | { op: 'deleteSnapshot'; snapshot: string; account: string }
+  | { op: 'golden-commit'; name: string; image: string }
+  | { op: 'golden-tag'; from: string; image: string }
+  | { op: 'golden-drop'; golden: string; image: string }
   | { op: 'pool-fill'; golden?: string }
+  | { op: 'pty-open'; name: string; ptyId: string; cmd: string[]; cols: number; rows: number; env?: Record<string, string> }
   | { op: 'task'; taskId: string };
 
 export type HostOp = HostJob['op'];
@@ -31,9 +36,14 @@ export const ATTEMPTS: Record<HostOp, number> = {
   create: 3,
   destroy: 5,
   fork: 2,
+  'fork-pool': 1,
+  'golden-commit': 2,
+  'golden-tag': 2,
+  'golden-drop': 3,
   snapshot: 2,
   deleteSnapshot: 3,
   'pool-fill': 1,
+  'pty-open': 1,
   task: 2,
 };
 

@@ -4,9 +4,10 @@ import { DEFAULT_ACCOUNT, type Account, type Accounts } from '../core/accounts.t
 import { BoxdError } from '../core/errors.ts';
 import { requireAdmin } from './auth.ts';
 import { parse } from './schemas.ts';
+import type { AccountInfo, KeyCreated } from '../sdk/types.ts';
 
 const limit = z.number().int().min(0).max(1_000_000);
-const accountBody = z
+export const accountBody = z
   .object({
     name: z.string().min(1).max(100),
     maxBoxes: limit.optional(),
@@ -16,23 +17,8 @@ const accountBody = z
   })
   .strict();
 export const keyBody = z.object({ role: z.enum(['admin', 'member']).default('member') }).strict();
-export { accountBody };
-
-const limitsJson = z.object({ maxBoxes: z.number().int(), maxExecs: z.number().int().optional(), maxSnapshots: z.number().int(), maxHooks: z.number().int() }).strict();
-/** Answers, for the OpenAPI document (gateway/api-spec.ts). */
-export const accountAnswer = z
-  .object({
-    id: z.string(),
-    name: z.string(),
-    maxBoxes: z.number().int().optional(),
-    maxExecs: z.number().int().optional(),
-    maxSnapshots: z.number().int().optional(),
-    maxHooks: z.number().int().optional(),
-    createdAt: z.string(),
-  })
-  .strict();
-export const accountListAnswer = z.object({ accounts: z.array(accountAnswer.extend({ limits: limitsJson, keys: z.number().int() }).strict()) }).strict();
-export const keyAnswer = z.object({ id: z.string(), account: z.string(), role: z.enum(['admin', 'member']), key: z.string() }).strict();
+/** Answers, for the OpenAPI document (gateway/api-spec.ts; proven equal to sdk/types.ts in gateway/responses.ts). */
+export { account as accountAnswer, accountList as accountListAnswer, keyCreated as keyAnswer } from './responses.ts';
 
 /** `/v1/accounts…` and `/v1/keys…`: admin keys only. Keys are answered once and stored hashed. */
 export function accountsApi(accounts: Accounts): Router {
@@ -57,7 +43,8 @@ export function accountsApi(accounts: Accounts): Router {
     // Admin keys manage every account: they belong to the operator's own account only.
     if (role === 'admin' && id !== DEFAULT_ACCOUNT) throw new BoxdError('INVALID_REQUEST', `admin keys belong to the "${DEFAULT_ACCOUNT}" account only`);
     const { key, record } = await accounts.createKeyRecord(id, role);
-    res.status(201).json({ id: record.id, account: id, role, key });
+    const created: KeyCreated = { id: record.id, account: id, role, key };
+    res.status(201).json(created);
   });
 
   r.delete('/keys/:id', async (req, res) => {
@@ -67,7 +54,7 @@ export function accountsApi(accounts: Accounts): Router {
   return r;
 }
 
-function accountJson(a: Account) {
+function accountJson(a: Account): AccountInfo {
   return {
     id: a.id,
     name: a.name,

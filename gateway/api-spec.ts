@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import type * as wire from '../sdk/types.ts';
 import type { ErrorCode } from './errors.ts';
+import { accountBody, keyBody } from './accounts-api.ts';
 import { hookBody } from './hooks-api.ts';
 import * as r from './responses.ts';
 import { proveSame, type Same } from './responses.ts';
 import { BOX_NAME, createBoxBody, execBody, forkBody, snapshotBody } from './schemas.ts';
-import { accountAnswer, accountBody, accountListAnswer, keyAnswer, keyBody } from './accounts-api.ts';
 import { readiness } from './health.ts';
+import { goldenBody } from './goldens-api.ts';
 
 /**
  * The API, one entry per route: the registry `GET /v1/openapi.json` is generated from
@@ -71,6 +72,14 @@ export const COMPONENTS: Record<string, z.ZodType> = {
   PoolStats: r.poolStats,
   PoolList: r.poolList,
   Health: r.health,
+  Ready: readiness,
+  AccountBody: accountBody,
+  KeyBody: keyBody,
+  Account: r.account,
+  AccountListed: r.accountListed,
+  AccountList: r.accountList,
+  AccountLimits: r.accountLimits,
+  KeyCreated: r.keyCreated,
   Error: r.apiError,
   OpenApiDocument: openApiDocumentSchema,
 };
@@ -81,16 +90,17 @@ const mode = { mode: { schema: z.string().regex(/^[0-7]{3,4}$/), description: 'o
 
 export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/', summary: 'The dashboard (HTML; the key is given in the URL fragment)', public: true, ok: { 200: { 'text/html': 'text' } }, errors: [] },
-  { method: 'get', path: '/healthz', summary: 'Liveness: Redis reachable, hosts alive', public: true, ok: { 200: r.health }, errors: [] },
-  { method: 'get', path: '/readyz', summary: 'Readiness: 200 when Redis answers and a host is registered, else 503 with the same body and a reason', public: true, ok: { 200: readiness }, errors: [] },
+  { method: 'get', path: '/healthz', summary: 'Liveness: always 200 while serving; the body says whether Redis and hosts answer', public: true, ok: { 200: r.health }, errors: [] },
+  { method: 'get', path: '/readyz', summary: 'Readiness: 200 when Redis answers and a host is registered, else 503 with the reason', public: true, ok: { 200: readiness, 503: readiness }, errors: [] },
   { method: 'get', path: '/metrics', summary: 'Prometheus metrics (admin key)', ok: { 200: { 'text/plain': 'text' } }, errors: ['FORBIDDEN'] },
-  { method: 'post', path: '/v1/accounts', summary: 'Create an account with its limits (admin key)', body: accountBody, ok: { 201: accountAnswer }, errors: ['FORBIDDEN'] },
-  { method: 'get', path: '/v1/accounts', summary: 'Accounts with their limits and key counts (admin key)', ok: { 200: accountListAnswer }, errors: ['FORBIDDEN'] },
-  { method: 'post', path: '/v1/accounts/:id/keys', summary: 'A new key of an account, answered once (admin key)', body: keyBody, ok: { 201: keyAnswer }, errors: ['FORBIDDEN', 'ACCOUNT_NOT_FOUND'] },
-  { method: 'delete', path: '/v1/keys/:id', summary: 'Revoke a key (admin key)', ok: { 204: null }, errors: ['FORBIDDEN', 'KEY_NOT_FOUND'] },
   { method: 'get', path: '/v1/openapi.json', summary: 'This document', public: true, ok: { 200: openApiDocumentSchema }, errors: [] },
   { method: 'post', path: '/hooks/:id', summary: 'Trigger a webhook (signed: X-Boxd-Signature "t=…,v1=…" or "sha256=…"; X-Boxd-Delivery required)', public: true, body: { 'application/octet-stream': 'binary' }, ok: { 202: r.taskQueued, 200: r.taskDuplicate }, errors: ['HOOK_NOT_FOUND', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE'] },
-  { method: 'get', path: '/v1/goldens', summary: 'Golden images', ok: { 200: r.goldenList }, errors: [] },
+  { method: 'get', path: '/v1/goldens', summary: "Golden images: the operator's and the account's own", ok: { 200: r.goldenList }, errors: [] },
+  {
+    method: 'post', path: '/v1/goldens', summary: 'Promote a box or a snapshot of the account to a golden with a warm pool', body: goldenBody,
+    ok: { 201: r.golden }, errors: ['BOX_NOT_FOUND', 'SNAPSHOT_NOT_FOUND', 'GOLDEN_EXISTS', 'BOX_STATE', 'LIMIT_EXCEEDED'],
+  },
+  { method: 'delete', path: '/v1/goldens/:name', summary: "Delete one of the account's goldens and drain its pool", ok: { 204: null }, errors: ['NOT_FOUND', 'FORBIDDEN'] },
   { method: 'post', path: '/v1/boxes', summary: 'Create a box (from a warm pool when one is ready)', body: createBoxBody, ok: { 201: r.createdBox }, errors: ['BOX_EXISTS', 'LIMIT_EXCEEDED', 'GOLDEN_NOT_FOUND', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_ALLOWED', 'SNAPSHOT_NOT_FOUND', 'NOT_IMPLEMENTED', 'NO_CAPACITY', ...HOST] },
   { method: 'get', path: '/v1/boxes', summary: "The account's boxes", ok: { 200: r.boxList }, errors: [] },
   { method: 'get', path: '/v1/boxes/:name', summary: 'A box', ok: { 200: r.box }, errors: ['BOX_NOT_FOUND'] },
@@ -110,6 +120,10 @@ export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/v1/tasks', summary: "The account's webhook tasks", ok: { 200: r.taskList }, errors: [] },
   { method: 'get', path: '/v1/tasks/:id', summary: 'A webhook task with its steps', ok: { 200: r.task }, errors: ['TASK_NOT_FOUND'] },
   { method: 'get', path: '/v1/pool', summary: 'Warm pools: sizes, ready boxes, hit rate', ok: { 200: r.poolList }, errors: [] },
+  { method: 'post', path: '/v1/accounts', summary: 'Create an account (admin key)', body: accountBody, ok: { 201: r.account }, errors: ['FORBIDDEN'] },
+  { method: 'get', path: '/v1/accounts', summary: 'Accounts with their limits and key counts (admin key)', ok: { 200: r.accountList }, errors: ['FORBIDDEN'] },
+  { method: 'post', path: '/v1/accounts/:id/keys', summary: "A new key of an account, shown once (admin key)", body: keyBody, ok: { 201: r.keyCreated }, errors: ['FORBIDDEN', 'ACCOUNT_NOT_FOUND'] },
+  { method: 'delete', path: '/v1/keys/:id', summary: 'Revoke a key (admin key)', ok: { 204: null }, errors: ['FORBIDDEN', 'KEY_NOT_FOUND'] },
 ];
 
 /** Schemas of path parameters by name (anything else is a string). */
@@ -135,3 +149,5 @@ proveSame<Same<Flat<z.input<typeof execBody>>, Flat<wire.ExecBody>>>();
 proveSame<Same<Flat<z.input<typeof forkBody>>, Flat<wire.ForkBody>>>();
 proveSame<Same<Flat<z.input<typeof snapshotBody>>, Flat<wire.SnapshotBody>>>();
 proveSame<Same<Flat<z.input<typeof hookBody>>, Flat<wire.HookBody>>>();
+proveSame<Same<Flat<z.input<typeof accountBody>>, Flat<wire.AccountBody>>>();
+proveSame<Same<Flat<z.input<typeof keyBody>>, Flat<wire.KeyBody>>>();

@@ -1,3 +1,4 @@
+import { goldenDisplayName } from '../core/account-goldens.ts';
 import type { BoxRecord } from '../core/boxes.ts';
 import type { BoxJson } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
@@ -18,11 +19,12 @@ export function boxJson(box: BoxRecord, urls: Urls): BoxJson {
     createdAt: new Date(box.createdAt).toISOString(),
     lastActivityAt: new Date(box.lastActivityAt).toISOString(),
   };
-  if (box.golden) out.golden = box.golden;
+  if (box.golden) out.golden = goldenDisplayName(box.golden);
   if (box.image) out.image = box.image;
   if (box.snapshot) out.snapshot = box.snapshot;
   if (box.parent) out.parent = box.parent;
   if (box.error) out.error = box.error;
+  if (box.origin) out.origin = box.origin;
   if (box.diskMb !== undefined) out.diskMb = box.diskMb;
   return out;
 }

@@ -11,6 +11,7 @@ import { samePolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
 import { boxSettings, type GoldenInfo } from '../host/goldens.ts';
 import { accountOf } from './auth.ts';
+import { agentEnv } from './agent-env.ts';
 import { boxJson } from './box-view.ts';
 import { errorOf, passHeaders, readText, type HostAgents } from './host-agents.ts';
 import { createBoxBody, execBody, parse, parseBoxPath, parseName, type CreateBoxBody } from './schemas.ts';
@@ -24,6 +25,8 @@ export interface BoxesApiDeps {
   hosts: HostClient;
   agents: HostAgents;
   goldens: () => Promise<Map<string, GoldenInfo>>;
+  /** The golden `name` as `account` sees it (the operator's, else the account's own). */
+  golden: (account: string, name: string) => Promise<GoldenInfo | undefined>;
   urls: Urls;
   /** Optional source of ready boxes (the warm pool); undefined or null means a cold create. */
   claimFromPool?: (golden: string, box: PoolClaim) => Promise<BoxRecord | null>;
@@ -76,7 +79,9 @@ export function boxesApi(d: BoxesApiDeps): Router {
     // A pool box was made with its golden's disk and network: a create asking otherwise is cold.
     const poolFits = (body.diskMb === undefined || body.diskMb === settings.diskMb) && samePolicy(network, settings.network);
 
-    if (settings.golden && !body.ports && poolFits && d.claimFromPool) {
+    // An agent box's env holds a key for its own name on its own host: always a cold create.
+    const wantsAgent = body.agent ?? settings.agent ?? false;
+    if (settings.golden && !body.ports && poolFits && !wantsAgent && d.claimFromPool) {
       const claimed = await d.claimFromPool(settings.golden, { name, account, env, idleTimeoutMs, public: body.public ?? true, tokenHash, limit });
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
@@ -84,6 +89,8 @@ export function boxesApi(d: BoxesApiDeps): Router {
     // A snapshot lives on one host; anything else goes where there is room (core/placement.ts).
     if (settings.hostId) await d.hosts.assertAlive(settings.hostId);
     const hostId = settings.hostId ?? (await d.hosts.pickHost({ cpus: settings.cpus, memoryMb: settings.memoryMb, golden: settings.golden }));
+    const agent = wantsAgent ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.config.BOXD_PREFIX }, hostId, account, name) : undefined;
+    if (agent) Object.assign(env, agent.env);
     await d.store.create(
       {
         name,
@@ -104,7 +111,10 @@ export function boxesApi(d: BoxesApiDeps): Router {
         hostId,
       },
       limit,
-    );
+    ).catch(async (e: unknown) => {
+      await agent?.undo();
+      throw e;
+    });
     try {
       await d.hosts.call(hostId, { op: 'create', name });
     } catch (e) {
@@ -237,6 +247,8 @@ interface Source {
   memoryMb: number;
   diskMb?: number;
   network?: NetworkPolicy;
+  /** The golden's manifest makes agent boxes by default. */
+  agent?: boolean;
 }
 
 async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: string): Promise<Source> {
@@ -257,7 +269,8 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
     return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
   }
   const name = body.golden ?? 'default';
-  const g = (await d.goldens()).get(name);
+  const g = await d.golden(account, name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
-  return boxSettings(g);
+  // An account golden's image is on one host only.
+  return g.hostId ? { ...boxSettings(g), hostId: g.hostId } : boxSettings(g);
 }

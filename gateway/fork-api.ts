@@ -1,17 +1,49 @@
 import { Router } from 'express';
 import { randomBytes } from 'node:crypto';
 import { newPreviewToken, type Accounts } from '../core/accounts.ts';
-import type { BoxStore } from '../core/boxes.ts';
+import type { Redis } from 'ioredis';
+import type { BoxRecord, BoxStore } from '../core/boxes.ts';
+import type { GoldenInfo } from '../host/goldens.ts';
+import { claimPooled } from '../pool/claim.ts';
+import { samePolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
 import type { Snapshots } from '../core/snapshots.ts';
 import { accountOf } from './auth.ts';
+import { agentEnv, isAgentEnv } from './agent-env.ts';
 import { boxJson } from './box-view.ts';
 import { forkBody, parse, parseName, snapshotBody } from './schemas.ts';
 import type { SnapshotInfo } from '../sdk/types.ts';
 import type { Urls } from './urls.ts';
 
 /** `/v1/boxes/:name/fork`, `/v1/boxes/:name/snapshot`, `/v1/snapshots…`. */
-export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostClient; snapshots: Snapshots; urls: Urls }): Router {
+export interface ForkApiDeps {
+  store: BoxStore;
+  accounts: Accounts;
+  hosts: HostClient;
+  snapshots: Snapshots;
+  urls: Urls;
+  /** With a pool source, forks of boxes whose golden has a warm pool take a pooled box. */
+  pool?: { redis: Redis; prefix: string; golden: (key: string) => Promise<GoldenInfo | undefined> };
+  /** For forks of agent boxes (each child gets its own box-scoped key). */
+  redis?: Redis;
+  prefix?: string;
+}
+
+/**
+ * Which fork path a parent takes. A pool box can take the parent's changes only if it runs the
+ * very image the parent was made from with the same ports, limits, disk and egress policy: boxes made from a golden
+ * (claimed or cold) and forks made from the pool. Boxes from an image, a snapshot or a commit
+ * fork, or with ports of their own, take the commit path.
+ */
+export function poolFor(parent: BoxRecord, g: GoldenInfo | undefined): GoldenInfo | undefined {
+  if (!g || g.poolSize <= 0 || g.tag !== parent.imageRef) return undefined;
+  if (parent.cpus !== g.cpus || parent.memoryMb !== g.memoryMb) return undefined;
+  if (parent.diskMb !== g.diskMb || !samePolicy(parent.network, g.network)) return undefined;
+  if (parent.ports.length !== g.ports.length || parent.ports.some((p, i) => p !== g.ports[i])) return undefined;
+  return g;
+}
+
+export function forkApi(d: ForkApiDeps): Router {
   const r = Router();
 
   r.post('/boxes/:name/fork', async (req, res) => {
@@ -20,6 +52,35 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
     const body = parse(forkBody, req.body);
     const child = body.name ?? `${parent.name.slice(0, 50)}-${randomBytes(3).toString('hex')}`;
     const preview = parent.public ? undefined : newPreviewToken();
+    // A fork of an agent box is an agent box with its own key (the parent's dies with the parent).
+    const agent = isAgentEnv(parent.env) && d.redis && d.prefix ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.prefix }, parent.hostId, account, child) : undefined;
+    const limit = await d.accounts.maxBoxes(account);
+    const extra = preview ? { previewToken: preview.token } : {};
+
+    const g = d.pool && parent.golden ? poolFor(parent, await d.pool.golden(parent.golden)) : undefined;
+    if (d.pool && g) {
+      const now = Date.now();
+      // The pool box must be on the parent's host: that is where the parent's filesystem is.
+      const got = await claimPooled(d.pool.redis, d.pool.prefix, {
+        hostId: parent.hostId, golden: g.name, name: child, account, limit,
+        fields: {
+          env: agent ? { ...parent.env, ...agent.env } : parent.env, idleTimeoutMs: parent.idleTimeoutMs, public: parent.public, tokenHash: preview?.tokenHash,
+          parent: parent.name, origin: 'fork-pool', createdAt: now, lastActivityAt: now,
+        },
+      });
+      if (got) {
+        void d.hosts.enqueue(parent.hostId, { op: 'pool-fill', golden: g.name }).catch(() => undefined);
+        try {
+          await d.hosts.call(parent.hostId, { op: 'fork-pool', name: parent.name, child });
+        } catch (e) {
+          await d.hosts.call(parent.hostId, { op: 'destroy', name: child }).catch(() => undefined);
+          await agent?.undo();
+          throw e;
+        }
+        res.status(201).json({ ...boxJson(await d.store.require(child), d.urls), ...extra });
+        return;
+      }
+    }
     // The child lives on the parent's host: that is where the parent's filesystem is.
     await d.store.create(
       {
@@ -33,7 +94,7 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         public: parent.public,
         tokenHash: preview?.tokenHash,
         parent: parent.name,
-        env: parent.env,
+        env: agent ? { ...parent.env, ...agent.env } : parent.env,
         idleTimeoutMs: parent.idleTimeoutMs,
         cpus: parent.cpus,
         memoryMb: parent.memoryMb,
@@ -41,15 +102,18 @@ export function forkApi(d: { store: BoxStore; accounts: Accounts; hosts: HostCli
         network: parent.network,
         hostId: parent.hostId,
       },
-      await d.accounts.maxBoxes(account),
-    );
+      limit,
+    ).catch(async (e: unknown) => {
+      await agent?.undo();
+      throw e;
+    });
     try {
       await d.hosts.call(parent.hostId, { op: 'fork', name: parent.name, child });
     } catch (e) {
       await d.store.remove(child).catch(() => undefined);
       throw e;
     }
-    res.status(201).json({ ...boxJson(await d.store.require(child), d.urls), ...(preview ? { previewToken: preview.token } : {}) });
+    res.status(201).json({ ...boxJson(await d.store.require(child), d.urls), ...extra });
   });
 
   r.post('/boxes/:name/snapshot', async (req, res) => {

@@ -31,6 +31,8 @@ export interface HooksDeps {
   redis: Redis;
   hooks: HookStore;
   goldens: () => Promise<Map<string, GoldenInfo>>;
+  /** The golden `name` as `account` sees it (the operator's or the account's own). */
+  golden?: (account: string, name: string) => Promise<GoldenInfo | undefined>;
   urls: Urls;
   /** Per-account limits (maxHooks); without it hooks are unlimited. */
   accounts?: Pick<Accounts, 'accountLimits'>;
@@ -78,8 +80,9 @@ export function hooksApi(d: HooksDeps): Router {
   const r = Router();
   r.post('/hooks', async (req, res) => {
     const body = parse(hookBody, req.body);
-    if (!(await d.goldens()).has(body.golden)) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
     const account = accountOf(req);
+    const known = d.golden ? !!(await d.golden(account, body.golden)) : (await d.goldens()).has(body.golden);
+    if (!known) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${body.golden}"`);
     const limit = d.accounts ? (await d.accounts.accountLimits(account)).maxHooks : -1;
     const hook = await d.hooks.createHook({ ...body, account }, limit);
     res.status(201).json({ ...hookJson(hook, d.urls), secret: hook.secret });

@@ -5,6 +5,10 @@ import { BoxdError, fromWire, UnavailableError } from '../core/errors.ts';
 import { HOST_ALIVE_MS, type HostInfo } from '../core/jobs.ts';
 import { Keys } from '../core/keys.ts';
 
+/** How long a call waits for a starting host to advertise its agent, in ms. */
+const STARTING_WAIT_MS = 5000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 interface Target {
   addr: string;
   port: number;
@@ -49,13 +53,19 @@ export class HostAgents {
   async target(hostId: string, fresh = false): Promise<Target> {
     const hit = this.targets.get(hostId);
     if (hit && !fresh && Date.now() - hit.at < this.ttlMs) return hit;
-    const raw = await this.redis.hget(new Keys(this.prefix).hosts, hostId);
-    const info = raw ? (JSON.parse(raw) as HostInfo) : undefined;
-    if (!info || Date.now() - info.heartbeatAt > this.deadMs) {
-      this.targets.delete(hostId);
-      throw new UnavailableError(`host ${hostId}, which runs this box, is not answering`);
+    let info: HostInfo | undefined;
+    // A host that is starting beats (and takes its boxes back) before its agent listens: give it
+    // a few seconds to advertise the agent's port.
+    for (const until = Date.now() + STARTING_WAIT_MS; ; await sleep(100)) {
+      const raw = await this.redis.hget(new Keys(this.prefix).hosts, hostId);
+      info = raw ? (JSON.parse(raw) as HostInfo) : undefined;
+      if (!info || Date.now() - info.heartbeatAt > this.deadMs) {
+        this.targets.delete(hostId);
+        throw new UnavailableError(`host ${hostId}, which runs this box, is not answering`);
+      }
+      if (info.agentPort) break;
+      if (Date.now() > until) throw new UnavailableError(`host ${hostId} has no data-plane endpoint yet (starting, or an older version)`);
     }
-    if (!info.agentPort) throw new UnavailableError(`host ${hostId} has no data-plane endpoint (an older version?)`);
     const t = { addr: info.addr ?? '127.0.0.1', port: info.agentPort, at: Date.now() };
     this.targets.set(hostId, t);
     return t;

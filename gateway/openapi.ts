@@ -79,9 +79,12 @@ export function openApiDocument(routes: RouteSpec[] = ROUTES, opts: { serverUrl?
     const byStatus = new Map<number, ErrorCode[]>();
     for (const code of new Set([...route.errors, ...sharedErrors(route)])) byStatus.set(statusOf(code), [...(byStatus.get(statusOf(code)) ?? []), code]);
     for (const [status, codes] of [...byStatus].sort((a, b) => a[0] - b[0])) {
+      const okThere = responses[String(status)] as { description: string; content?: Record<string, { schema: Json }> } | undefined;
+      const okJson = okThere?.content?.['application/json']?.schema;
+      // A status that is both an answer (readyz's 503) and an error code's: either body.
       responses[String(status)] = {
-        description: codes.join(', '),
-        content: { 'application/json': { schema: errorSchema(codes) } },
+        description: okThere ? `${okThere.description}; or an error: ${codes.join(', ')}` : codes.join(', '),
+        content: { ...okThere?.content, 'application/json': { schema: okJson ? { anyOf: [okJson, errorSchema(codes)] } : errorSchema(codes) } },
       };
     }
     op.responses = responses;

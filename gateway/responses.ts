@@ -28,6 +28,7 @@ export const box = z
     createdAt: iso,
     lastActivityAt: iso,
     error: z.string().optional(),
+    origin: z.enum(['pool', 'fork-pool', 'fork-commit']).optional().describe('how the box was made, when not a plain create'),
   })
   .strict();
 
@@ -111,16 +112,38 @@ export const golden = z
     memoryMb: z.number().int(),
     idleTimeoutMs: z.number().int(),
     built: z.boolean(),
+    owner: z.enum(['operator', 'account']).describe("the operator's (golden-images/) or the account's own"),
+    from: z.object({ box: z.string().optional(), snapshot: z.string().optional() }).strict().optional().describe('what an account golden was promoted from'),
+    createdAt: iso.optional(),
   })
   .strict();
 export const goldenList = z.object({ goldens: z.array(golden) }).strict();
 
 export const poolStats = z
-  .object({ golden: z.string(), target: z.number().int(), ready: z.number().int(), hits: z.number().int(), misses: z.number().int(), hitRate: z.number().nullable() })
+  .object({
+    golden: z.string(), target: z.number().int(), ready: z.number().int(), hits: z.number().int(), misses: z.number().int(), hitRate: z.number().nullable(),
+    owner: z.literal('account').optional().describe("set for the pools of the account's own goldens"),
+  })
   .strict();
 export const poolList = z.object({ pools: z.array(poolStats) }).strict();
 
 export const health = z.object({ ok: z.boolean(), redis: z.boolean(), hosts: z.number().int() }).strict();
+
+const limits = {
+  maxBoxes: z.number().int(),
+  maxExecs: z.number().int().optional().describe("absent: the operator's BOXD_MAX_EXECS applies"),
+  maxSnapshots: z.number().int(),
+  maxHooks: z.number().int(),
+};
+export const accountLimits = z.object(limits).strict();
+export const account = z
+  .object({ id: z.string(), name: z.string(), ...limits, maxBoxes: limits.maxBoxes.optional(), maxSnapshots: limits.maxSnapshots.optional(), maxHooks: limits.maxHooks.optional(), createdAt: iso })
+  .strict();
+export const accountListed = account.extend({ limits: accountLimits, keys: z.number().int().describe('how many keys the account has') }).strict();
+export const accountList = z.object({ accounts: z.array(accountListed) }).strict();
+export const keyCreated = z
+  .object({ id: z.string(), account: z.string(), role: z.enum(['admin', 'member']), key: z.string().describe('shown only in this answer') })
+  .strict();
 
 export const apiError = z.object({ error: z.object({ code: z.string(), message: z.string() }).strict() }).strict();
 
@@ -143,3 +166,7 @@ proveSame<Same<Flat<z.output<typeof taskBox>>, Flat<wire.TaskBox>>>();
 proveSame<Same<Flat<z.output<typeof golden>>, Flat<wire.GoldenInfo>>>();
 proveSame<Same<Flat<z.output<typeof poolStats>>, Flat<wire.PoolStats>>>();
 proveSame<Same<Flat<z.output<typeof apiError>>, Flat<wire.ApiError>>>();
+proveSame<Same<Flat<z.output<typeof accountLimits>>, Flat<wire.AccountLimits>>>();
+proveSame<Same<Flat<z.output<typeof account>>, Flat<wire.AccountInfo>>>();
+proveSame<Same<Flat<z.output<typeof accountListed>>, Flat<wire.AccountListed>>>();
+proveSame<Same<Flat<z.output<typeof keyCreated>>, Flat<wire.KeyCreated>>>();

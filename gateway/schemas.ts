@@ -28,6 +28,8 @@ export const createBoxBody = z
     /** Disk quota in MiB, at most the host's BOXD_BOX_DISK_MB (checked by the API). */
     diskMb: z.number().int().min(16, 'diskMb must be at least 16').optional(),
     network: networkPolicySchema.optional(),
+    /** Put BOXD_URL, a box-scoped BOXD_API_KEY and BOXD_BOX in the box's env (`boxd` is on PATH). */
+    agent: z.boolean().optional(),
   })
   .strict()
   .refine((b) => [b.golden, b.image, b.snapshot].filter((x) => x !== undefined).length <= 1, 'give at most one of golden, image and snapshot');

@@ -28,6 +28,8 @@ export const manifestSchema = z.object({
   diskMb: z.number().int().min(16).optional(),
   /** Egress policy of its boxes (default `open`). */
   network: networkPolicySchema.optional(),
+  /** Its boxes are agent boxes (BOXD_URL, a box-scoped key, `boxd`) unless a create says `"agent": false`. */
+  agent: z.boolean().optional(),
 });
 export type GoldenManifest = z.infer<typeof manifestSchema>;
 

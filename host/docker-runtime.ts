@@ -11,15 +11,20 @@ import {
   type ExecRequest,
   type ExecResult,
   type InstanceState,
+  type PtyProcess,
+  type PtyRequest,
   type Runtime,
 } from './runtime.ts';
 import type { Readable } from 'node:stream';
 import { firstEntry, packFile } from './tar.ts';
 import { dockerExec } from './docker-exec.ts';
+import { withStartFailures } from './exec-errors.ts';
+import { dockerPty } from './docker-pty.ts';
 import { DockerFiles } from './docker-files.ts';
 import { ContainerProcs } from './container-procs.ts';
 import { Freezer } from './freezer.ts';
 import { reason, status } from './engine-errors.ts';
+import { copyOverlayDiff, CopyNotSupported, type CopyStats } from './overlay-copy.ts';
 import { LoopDiskQuota, layerDirOf } from './disk-quota.ts';
 import { Egress } from './egress.ts';
 
@@ -45,6 +50,8 @@ export interface DockerRuntimeOptions {
   /** Extra CIDRs the `open` egress policy refuses. */
   egressDeny?: string[];
   log: Logger;
+  /** Host paths bound into every box (`host:box:ro`): the `boxd` command and the Python SDK. */
+  binds?: string[];
 }
 
 /** A freeze that found a starting exec inside the box: retry shortly. */
@@ -56,6 +63,8 @@ export class BusyError extends BoxdError {
 
 /** Boxes as Docker containers, driven through the Engine API by dockerode. */
 export class DockerRuntime implements Runtime {
+  /** Overlay layers of each box, read by every inspect: fixed for a container's life. */
+  private readonly layerCache = new Map<string, Layers>();
   /** The freezer, when suspend/resume write it directly; undefined means `docker pause`. */
   readonly freezer: Freezer | undefined;
   readonly procs: ContainerProcs;
@@ -196,6 +205,7 @@ export class DockerRuntime implements Runtime {
           Memory: spec.memoryMb * 1024 * 1024,
           PidsLimit: spec.pidsLimit,
           SecurityOpt: ['no-new-privileges'],
+          Binds: this.opts.binds?.length ? this.opts.binds : undefined,
           CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE'],
           PortBindings: bindings,
           NetworkMode: this.opts.network,
@@ -231,6 +241,18 @@ export class DockerRuntime implements Runtime {
     return instance;
   }
 
+  /** The boxes' bridge: its interface and the host's address on it (what a box reaches as its gateway). */
+  async bridgeAddress(): Promise<{ iface: string; ip: string }> {
+    const net = await this.docker.getNetwork(this.opts.network).inspect();
+    const ip = (net.IPAM?.Config ?? []).map((c: { Gateway?: string }) => c.Gateway).find((g: string | undefined) => g && /^\d+\.\d+\.\d+\.\d+$/.test(g));
+    if (!ip) throw new RuntimeError(`network ${this.opts.network} has no IPv4 gateway`);
+    return { iface: this.bridge, ip };
+  }
+
+  async pty(id: string, req: PtyRequest): Promise<PtyProcess> {
+    return dockerPty(this.docker, id, req);
+  }
+
   async applyPolicy(id: string, spec: BoxSpec): Promise<void> {
     const info = await this.docker.getContainer(id).inspect();
     const ip = info.NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
@@ -254,7 +276,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async exec(id: string, req: ExecRequest): Promise<ExecResult> {
-    return dockerExec(this.docker, id, req, { procs: this.procs, enterStart: (c) => this.enterStart(c), log: this.opts.log });
+    return withStartFailures(req, (r) => dockerExec(this.docker, id, r, { procs: this.procs, enterStart: (c) => this.enterStart(c), log: this.opts.log }));
   }
 
   async putFileStream(id: string, path: string, source: Readable, size: number, mode?: number): Promise<void> {
@@ -429,12 +451,12 @@ export class DockerRuntime implements Runtime {
     return new RuntimeError(`${what} ${id}: ${reason(e)}`, { cause: e });
   }
 
-  async commit(id: string, ref: string, labels: Record<string, string>): Promise<void> {
+  async commit(id: string, ref: string, labels: Record<string, string>, opts: { frozen?: boolean } = {}): Promise<void> {
     const [repo, tag] = splitRef(ref);
     try {
       // A frozen box gives a consistent copy. A suspended box is already frozen and must stay
-      // so; a running one is frozen for the commit only, through the same (gated) freezer.
-      const paused = (await this.inspect(id))?.state === 'paused';
+      // so (as one the caller froze: `frozen`); a running one is frozen for the commit only, through the same (gated) freezer.
+      const paused = opts.frozen || (await this.inspect(id))?.state === 'paused';
       if (this.freezer && !paused) {
         await this.freeze(id);
         try {
@@ -448,6 +470,37 @@ export class DockerRuntime implements Runtime {
     } catch (e) {
       throw this.lifecycleError(e, id, 'commit');
     }
+  }
+
+  async tagImage(from: string, ref: string): Promise<void> {
+    const [repo, tag] = splitRef(ref);
+    try {
+      await this.docker.getImage(from).tag({ repo, tag });
+    } catch (e) {
+      if (status(e) === 404) throw new BoxdError('IMAGE_NOT_FOUND', `image "${from}" does not exist on this host`);
+      throw new RuntimeError(`tagging ${from} as ${ref}: ${reason(e)}`, { cause: e });
+    }
+  }
+
+  async copyChanges(from: string, to: string): Promise<CopyStats> {
+    const [src, dst] = await Promise.all([this.layers(from), this.layers(to)]);
+    if (src.image !== dst.image) throw new CopyNotSupported(`${from} and ${to} run different images`);
+    return copyOverlayDiff({ upper: src.upper, merged: src.merged }, dst.merged, [...new Set([...src.mounts, ...dst.mounts])]);
+  }
+
+  /** Host paths of a box's overlay layers (overlay2 storage only). */
+  private async layers(id: string): Promise<Layers> {
+    const cached = this.layerCache.get(id);
+    if (cached) return cached;
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(id).inspect();
+    } catch (e) {
+      throw this.lifecycleError(e, id, 'inspect');
+    }
+    const layers = layersOf(info);
+    if (!layers) throw new CopyNotSupported(`storage driver ${info.GraphDriver?.Name ?? 'unknown'} does not expose an overlay upper dir`);
+    return layers;
   }
 
   async removeImage(ref: string): Promise<boolean> {
@@ -471,6 +524,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async destroy(id: string): Promise<void> {
+    this.layerCache.delete(id);
     // Removing a frozen container can hang the engine: thaw first (its processes die at once anyway).
     if (this.freezer) {
       const info = await this.procs.info(id);
@@ -502,6 +556,8 @@ export class DockerRuntime implements Runtime {
       this.notePaused(info.Name.replace(/^\//, ''), info.State.Paused);
       const frozen = info.State.Running && (await this.frozen(id, info.State.Pid));
       const state: InstanceState = info.State.Paused || frozen ? 'paused' : info.State.Running ? 'running' : 'stopped';
+      const layers = layersOf(info);
+      if (layers) this.layerCache.set(info.Name.replace(/^\//, ''), layers);
       return { id: info.Name.replace(/^\//, ''), name: info.Name.replace(/^\//, ''), state, ports, labels: info.Config.Labels ?? {} };
     } catch (e) {
       if (status(e) === 404) return undefined;
@@ -531,6 +587,22 @@ export class DockerRuntime implements Runtime {
       }),
     );
   }
+}
+
+interface Layers {
+  image: string;
+  upper: string;
+  merged: string;
+  /** What the engine mounts over the box's own files: never copied, never replaced. */
+  mounts: string[];
+}
+
+function layersOf(info: Docker.ContainerInspectInfo): Layers | undefined {
+  const data = (info.GraphDriver?.Data ?? {}) as Record<string, string>;
+  if (info.GraphDriver?.Name !== 'overlay2' || !data.UpperDir || !data.MergedDir) return undefined;
+  const mounts = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf', '/.dockerenv', ...(info.Mounts ?? []).map((m) => m.Destination)];
+  if (info.HostConfig?.Init) mounts.push('/sbin/docker-init');
+  return { image: info.Image, upper: data.UpperDir, merged: data.MergedDir, mounts };
 }
 
 function splitRef(ref: string): [string, string] {

@@ -23,7 +23,17 @@ import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
 import { clusterSecret } from '../core/secrets.ts';
 import { Snapshots } from '../core/snapshots.ts';
+import { PtySessions } from './pty-sessions.ts';
+import { openApiDoor, type ApiDoor } from './api-door.ts';
+import { fileURLToPath } from 'node:url';
+
+/** `boxd` on PATH and the Python SDK it runs, bound read-only into boxes (see host/in-box/boxd). */
+function inBoxBinds(): string[] {
+  const at = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
+  return [`${at('../sdk/python/boxd')}:/opt/boxd/python/boxd:ro`, `${at('./in-box/boxd')}:/usr/local/bin/boxd:ro`];
+}
 import { WarmPool } from '../pool/warm-pool.ts';
+import { AccountGoldens } from '../core/account-goldens.ts';
 import { connectRedis } from '../core/redis.ts';
 
 export interface HostHandle {
@@ -49,6 +59,19 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const prefix = config.BOXD_PREFIX;
   const hostId = config.BOXD_HOST_ID;
   let runtime = opts.runtime;
+  let door: ApiDoor | undefined;
+  const openDoor = async (dr: DockerRuntime) => {
+    const [upHost, upPort] = (config.BOXD_BOX_API_UPSTREAM ?? `127.0.0.1:${config.BOXD_PORT}`).split(':') as [string, string];
+    try {
+      return await openApiDoor({
+        bridge: await dr.bridgeAddress(), port: config.BOXD_BOX_API_PORT || config.BOXD_PORT, upstream: { host: upHost, port: Number(upPort) },
+        redis, prefix, hostId, log: log.child({ part: 'api-door' }),
+      });
+    } catch (err) {
+      log.warn({ err }, 'boxes cannot reach the API: agent boxes get no BOXD_URL');
+      return undefined;
+    }
+  };
   if (!runtime) {
     const docker = new Docker({ socketPath: '/var/run/docker.sock' });
     const dr = new DockerRuntime(docker, {
@@ -61,16 +84,19 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       stateDir: config.BOXD_STATE_DIR,
       egressDeny: config.BOXD_EGRESS_DENY,
       log: log.child({ part: 'runtime' }),
+      binds: config.BOXD_BOX_CLI ? inBoxBinds() : undefined,
     });
     await dr.prepare();
     runtime = dr;
+    door = await openDoor(dr);
   }
   const store = new BoxStore(redis, prefix);
   const locks = new BoxLocks();
   const snapshots = new Snapshots(redis, prefix);
   const accounts = new Accounts(redis, prefix, config.BOXD_MAX_BOXES);
+  const accountGoldens = new AccountGoldens(redis, prefix);
   const lifecycle = new Lifecycle({
-    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, log,
+    store, runtime, redis, locks, prefix, hostId, pidsLimit: config.BOXD_BOX_PIDS, diskMb: config.BOXD_BOX_DISK_MB, snapshots, accountGoldens, log,
     revokeBoxKeys: (account, box) => accounts.revokeBoxKeys(account, box),
   });
 
@@ -117,8 +143,20 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   agentPort = agent.port;
   await reconcileNow();
   await heartbeat.beat();
-  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, prefix, hostId, log: log.child({ part: 'pool' }) });
+  // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
+  const accountPools = async () =>
+    (await accountGoldens.all())
+      .filter((g) => g.ready && g.hostId === hostId)
+      .map((g) => ({
+        key: g.key, tag: g.image, poolSize: g.poolSize, ports: g.ports, idleTimeoutMs: g.idleTimeoutMs,
+        cpus: g.cpus, memoryMb: g.memoryMb, diskMb: g.diskMb, network: g.network,
+      }));
+  const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
+
+  const ptySub = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  ptySub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
+  const ptys = new PtySessions({ redis, sub: ptySub, prefix, lifecycle, touch: (n) => store.touch(n), log: log.child({ part: 'pty' }) });
 
   heartbeat.start(config.BOXD_HEARTBEAT_MS);
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
@@ -132,10 +170,23 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.destroy(job.name);
       case 'fork':
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
+      case 'fork-pool':
+        return view(await lifecycle.forkFromPool(job.name, job.child));
+      case 'golden-commit':
+        return lifecycle.snapshot(job.name, job.image, { 'boxd.golden-of': job.name });
+      case 'golden-tag':
+        return runtime.tagImage(job.from, job.image);
+      case 'golden-drop': {
+        const drained = await pool.drain(job.golden);
+        // Boxes made from it keep the image; the last one to go removes it.
+        return { drained, removed: await runtime.removeImage(job.image) };
+      }
       case 'snapshot':
         return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
       case 'deleteSnapshot':
         return { removed: await runtime.removeImage(snapshots.imageFor(job.account, job.snapshot)) };
+      case 'pty-open':
+        return ptys.open(job);
       case 'pool-fill':
         void pool.fill();
         return null;
@@ -150,7 +201,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   taskConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
   const tasks = new TaskRunner({
     connection: taskConn, redis, prefix, hostId, store, hooks: new HookStore(redis, prefix), lifecycle,
-    goldens: () => readGoldens(redis, prefix), maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
+    goldens: () => readGoldens(redis, prefix), accountGoldens, maxBoxes: (a) => accounts.maxBoxes(a), lockMs: config.BOXD_TASK_LOCK_MS, log: log.child({ part: 'tasks' }),
   });
   await tasks.start();
 
@@ -175,8 +226,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       await idle.stop();
       await tasks.close();
       await worker.close();
+      await ptys.close();
+      await door?.close();
       await heartbeat.stop();
-      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
+      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit(), ptySub.quit()].map((p) => p.catch(() => undefined)));
     },
   };
 }

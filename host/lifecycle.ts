@@ -3,12 +3,13 @@ import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { BoxRecord, BoxStore } from '../core/boxes.ts';
 import { forkImage, type Snapshots } from '../core/snapshots.ts';
+import type { AccountGoldens } from '../core/account-goldens.ts';
 import { BoxdError, BoxStateError } from '../core/errors.ts';
 import type { ExecOutcome } from '../core/jobs.ts';
 import { BusyBoxes, destroyedWhileRunning } from './busy.ts';
 import type { Logger } from '../core/log.ts';
 import type { BoxLocks } from './locks.ts';
-import type { BoxSpec, OutputStream, Runtime } from './runtime.ts';
+import type { BoxSpec, OutputStream, PtyProcess, PtyRequest, Runtime } from './runtime.ts';
 
 /** One command to run in a box. */
 export interface ExecCall {
@@ -42,6 +43,7 @@ export interface LifecycleDeps {
   /** Disk quota of boxes whose record names none, and the most any box gets, in MiB (0: no quotas). */
   diskMb?: number;
   snapshots?: Snapshots;
+  accountGoldens?: AccountGoldens;
   /** Revokes the box-scoped keys of a destroyed box (Accounts.revokeBoxKeys). */
   revokeBoxKeys?: (account: string, box: string) => Promise<void>;
   log: Logger;
@@ -218,6 +220,15 @@ export class Lifecycle {
     }
   }
 
+  /** Starts a command on a terminal in the box (resumed first if suspended), with the box's env. */
+  async pty(name: string, req: PtyRequest): Promise<PtyProcess> {
+    const start = this.d.runtime.pty?.bind(this.d.runtime);
+    if (!start) throw new BoxdError('NOT_IMPLEMENTED', 'this host’s runtime has no terminals');
+    const box = await this.running(name, 'open a terminal');
+    this.touch(name);
+    return start(this.idOf(box), { ...req, env: { ...box.env, ...req.env } });
+  }
+
   /** Execs and file transfers running on `name`. */
   busyCount(name: string): number {
     return this.busy.count(name);
@@ -315,6 +326,10 @@ export class Lifecycle {
       if (box && this.d.snapshots?.ownsImage(box.account, box.imageRef) && !(await this.d.snapshots.referenced(box.account, box.imageRef))) {
         await this.d.runtime.removeImage(box.imageRef);
       }
+      // A deleted account golden's image goes with the last box made from it.
+      if (box?.imageRef.startsWith('boxd-ugolden/') && this.d.accountGoldens && !(await this.d.accountGoldens.imageInUse(box.imageRef))) {
+        await this.d.runtime.removeImage(box.imageRef);
+      }
     });
   }
 
@@ -330,7 +345,7 @@ export class Lifecycle {
     await this.d.locks.exclusive(parent, async () => {
       const p = await this.d.store.require(parent);
       if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
-      await this.d.runtime.commit(this.idOf(p), image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
+      await this.commitFrozen(p, image, { 'boxd.instance': this.d.prefix, 'boxd.fork-of': parent });
     }).catch(async (e) => {
       // A retried attempt needs the record: it goes only when no attempt follows.
       const permanent = e instanceof BoxdError && e.code !== 'RUNTIME_ERROR';
@@ -341,7 +356,7 @@ export class Lifecycle {
       throw e;
     });
     try {
-      await this.d.store.update(child, { imageRef: image });
+      await this.d.store.update(child, { imageRef: image, origin: 'fork-commit' });
     } catch (e) {
       await this.d.runtime.removeImage(image).catch(() => false);
       throw e;
@@ -349,13 +364,78 @@ export class Lifecycle {
     return this.create(child, finalAttempt);
   }
 
+  /**
+   * Forks `parent` into `child`, a pool box of the parent's image already claimed under the
+   * child's name (suspended, nothing run in it since it was made): the parent is frozen for the
+   * copy of its filesystem changes into the child, thawed, and the child resumed. When the
+   * runtime cannot copy faithfully (NOT_SUPPORTED), the claimed box is dropped and the child is
+   * made by the commit path instead. On any other failure the child is removed.
+   */
+  async forkFromPool(parent: string, child: string): Promise<BoxRecord> {
+    let fallback = false;
+    try {
+      await this.d.locks.exclusive(child, () =>
+        this.d.locks.exclusive(parent, async () => {
+          const p = await this.d.store.require(parent);
+          if (p.state !== 'running' && p.state !== 'suspended') throw new BoxStateError(parent, p.state, 'fork');
+          const c = await this.d.store.require(child);
+          if (c.state !== 'suspended' || c.imageRef !== p.imageRef) throw new BoxStateError(child, c.state, 'take a fork');
+          const from = this.idOf(p);
+          const to = this.idOf(c);
+          const thaw = p.state === 'running';
+          if (thaw) await this.d.runtime.suspend(from);
+          let failed: unknown;
+          try {
+            const copied = await this.d.runtime.copyChanges(from, to);
+            this.d.log.debug({ parent, child, ...copied }, 'fork copied from the pool');
+          } catch (e) {
+            failed = e;
+          }
+          // Parent and child wake together; a failed copy leaves the child frozen (it goes).
+          await Promise.all([thaw ? this.d.runtime.resume(from) : undefined, failed ? undefined : this.d.runtime.resume(to)]);
+          if (failed) throw failed;
+          await this.d.store.transition(child, ['suspended'], 'running', { lastActivityAt: Date.now(), origin: 'fork-pool' });
+        }),
+      );
+    } catch (e) {
+      const box = await this.d.store.get(child);
+      if (box) await this.d.runtime.destroy(this.idOf(box)).catch(() => undefined);
+      if (!(e instanceof BoxdError && e.code === 'NOT_SUPPORTED') || !box) {
+        await this.d.store.remove(child);
+        throw e;
+      }
+      this.d.log.info({ parent, child, reason: e.message }, 'fork from the pool not possible here; committing');
+      fallback = true;
+    }
+    if (fallback) {
+      await this.d.store.transition(child, '*', 'creating', { runtimeId: '', hostPorts: {} });
+      return this.fork(parent, child, true);
+    }
+    return this.d.store.require(child);
+  }
+
   /** Commits a box's filesystem to the snapshot's image. The snapshot record is the caller's. */
-  async snapshot(name: string, image: string): Promise<void> {
+  async snapshot(name: string, image: string, labels: Record<string, string> = { 'boxd.snapshot-of': name }): Promise<void> {
     await this.d.locks.exclusive(name, async () => {
       const box = await this.d.store.require(name);
       if (box.state !== 'running' && box.state !== 'suspended') throw new BoxStateError(name, box.state, 'snapshot');
-      await this.d.runtime.commit(this.idOf(box), image, { 'boxd.instance': this.d.prefix, 'boxd.snapshot-of': name });
+      await this.commitFrozen(box, image, { 'boxd.instance': this.d.prefix, ...labels });
     });
+  }
+
+  /**
+   * Commits with the box frozen by our own suspend (the cgroup freezer where the runtime has
+   * it, much cheaper than the engine's pause/unpause round trip), thawed again only when it was
+   * running. A suspended box is already frozen and stays so.
+   */
+  private async commitFrozen(box: BoxRecord, image: string, labels: Record<string, string>): Promise<void> {
+    const id = this.idOf(box);
+    if (box.state === 'running') await this.d.runtime.suspend(id);
+    try {
+      await this.d.runtime.commit(id, image, labels, { frozen: true });
+    } finally {
+      if (box.state === 'running') await this.d.runtime.resume(id);
+    }
   }
 }
 

@@ -31,8 +31,22 @@ export interface Runtime {
   suspend(id: string): Promise<void>;
   /** Thaws a suspended box. Idempotent. */
   resume(id: string): Promise<void>;
-  /** Copies the box's filesystem into image `ref` (processes are not copied). */
-  commit(id: string, ref: string, labels: Record<string, string>): Promise<void>;
+  /**
+   * Copies the box's filesystem into image `ref` (processes are not copied). With `frozen`, the
+   * caller has suspended the box for the copy and the runtime must neither pause nor thaw it;
+   * otherwise the runtime freezes it itself for a consistent copy.
+   */
+  commit(id: string, ref: string, labels: Record<string, string>, opts?: { frozen?: boolean }): Promise<void>;
+  /** Gives image `from` a second name `ref` (a golden promoted from a snapshot). */
+  tagImage(from: string, ref: string): Promise<void>;
+  /**
+   * Writes the filesystem changes box `from` made to its image into box `to`, which runs the
+   * same image and changed nothing yet: new, changed and deleted files, replaced folders, modes,
+   * owners, links, xattrs. Both must be suspended by the caller. Throws NOT_SUPPORTED when the
+   * runtime cannot do it faithfully (then commit and create instead); `to` may then hold part
+   * of the copy and must be discarded.
+   */
+  copyChanges(from: string, to: string): Promise<{ written: number; deleted: number; bytes: number; ms: number }>;
   /** Removes an image; false when it is still used or already gone. */
   removeImage(ref: string): Promise<boolean>;
   /** Removes the box and its anonymous volumes. Idempotent: a missing box is not an error. */
@@ -44,10 +58,35 @@ export interface Runtime {
   /** Whether an image exists locally. */
   hasImage(ref: string): Promise<boolean>;
   /**
+   * Starts `cmd` on a pseudo-terminal in a running box (an interactive shell). Optional: a
+   * runtime without it answers NOT_IMPLEMENTED for `GET /v1/boxes/:name/pty`.
+   */
+  pty?(id: string, req: PtyRequest): Promise<PtyProcess>;
+  /**
    * Installs `spec.network` for a running box again (replacing what is there): a starting host
    * calls it for every box it keeps, so rules lost meanwhile come back. Optional; idempotent.
    */
   applyPolicy?(id: string, spec: BoxSpec): Promise<void>;
+}
+
+export interface PtyRequest {
+  cmd: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  cols: number;
+  rows: number;
+}
+
+/** A command running on a terminal. Output is one stream (a TTY merges stdout and stderr). */
+export interface PtyProcess {
+  /** Called for every output chunk, in order; chunks before the first call are kept and delivered then. */
+  onData(cb: (data: Buffer) => void): void;
+  write(data: Buffer): void;
+  resize(cols: number, rows: number): Promise<void>;
+  /** Ends the command and its process group. Idempotent. */
+  kill(): Promise<void>;
+  /** The exit code, once the command ended (128+signal when killed). */
+  readonly exited: Promise<number>;
 }
 
 export interface BoxSpec {

@@ -6,7 +6,8 @@ import { BoxdError } from '../core/errors.ts';
 import { PAYLOAD_PATH, TASK_QUEUE, type HookStore, type StepResult, type Task } from '../core/hooks.ts';
 import { hostQueueName } from '../core/jobs.ts';
 import type { Logger } from '../core/log.ts';
-import { boxSettings, type GoldenInfo } from './goldens.ts';
+import { boxSettings, findGolden, type GoldenInfo } from './goldens.ts';
+import type { AccountGoldens } from '../core/account-goldens.ts';
 import type { Lifecycle } from './lifecycle.ts';
 import { takeFromPool } from '../pool/claim.ts';
 import { queuePrefix } from '../core/keys.ts';
@@ -34,6 +35,8 @@ export class TaskRunner {
       hooks: HookStore;
       lifecycle: Lifecycle;
       goldens: () => Promise<Map<string, GoldenInfo>>;
+      /** The accounts' own goldens a hook may name. */
+      accountGoldens?: AccountGoldens;
       maxBoxes: (account: string) => Promise<number>;
       lockMs: number;
       log: Logger;
@@ -139,18 +142,20 @@ export class TaskRunner {
   /** A running box of `golden` for the task: from this host's pool when one is ready. */
   private async box(task: Task, golden: string): Promise<string> {
     const name = `task-${task.id.replace(/^tk-/, '').slice(0, 16)}`;
-    const info = (await this.d.goldens()).get(golden);
+    const operator = await this.d.goldens();
+    const info = this.d.accountGoldens ? await findGolden(operator, this.d.accountGoldens, task.account, golden) : operator.get(golden);
     if (!info) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${golden}"`);
+    if (info.hostId && info.hostId !== this.d.hostId) throw new BoxdError('GOLDEN_NOT_FOUND', `golden "${golden}" lives on host ${info.hostId}, not here`);
     const limit = await this.d.maxBoxes(task.account);
     const fromPool = await takeFromPool(
       this.d.redis,
       this.d.prefix,
       [this.d.hostId],
-      { golden, name, account: task.account, limit, fields: { env: {}, idleTimeoutMs: info.idleTimeoutMs, public: true } },
+      { golden: info.name, name, account: task.account, limit, fields: { env: {}, idleTimeoutMs: info.idleTimeoutMs, public: true } },
       {
         wake: (_host, box) => this.d.lifecycle.resume(box),
         destroy: (_host, box) => this.d.lifecycle.destroy(box),
-        refill: () => this.hostQueue.add('pool-fill', { op: 'pool-fill', golden }, { removeOnComplete: true, removeOnFail: true }),
+        refill: () => this.hostQueue.add('pool-fill', { op: 'pool-fill', golden: info.name }, { removeOnComplete: true, removeOnFail: true }),
       },
     );
     if (fromPool) return name;

@@ -48,7 +48,7 @@ export interface ClaimRequest {
   account: string;
   limit: number;
   /** Fields the claimed box takes from the caller. */
-  fields: Partial<Pick<BoxRecord, 'env' | 'idleTimeoutMs' | 'public' | 'tokenHash' | 'createdAt' | 'lastActivityAt'>>;
+  fields: Partial<Pick<BoxRecord, 'env' | 'idleTimeoutMs' | 'public' | 'tokenHash' | 'createdAt' | 'lastActivityAt' | 'parent' | 'origin'>>;
 }
 
 /** Claims a ready box from `hostId`'s pool of `golden`; undefined when the pool is empty. */
@@ -95,7 +95,7 @@ export async function takeFromPool(
 ): Promise<string | undefined> {
   for (const hostId of hostIds) {
     const now = Date.now();
-    const got = await claimPooled(redis, prefix, { ...req, hostId, fields: { createdAt: now, lastActivityAt: now, ...req.fields } });
+    const got = await claimPooled(redis, prefix, { ...req, hostId, fields: { createdAt: now, lastActivityAt: now, origin: 'pool', ...req.fields } });
     if (!got) continue;
     void host.refill(hostId, req.golden).catch(() => undefined);
     try {

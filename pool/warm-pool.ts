@@ -7,6 +7,26 @@ import type { Lifecycle } from '../host/lifecycle.ts';
 import type { Runtime } from '../host/runtime.ts';
 import { POOL_ACCOUNT, poolListKey } from './keys.ts';
 
+/** What a pool is kept for: an operator golden or an account's own (by its key). */
+export interface PoolSpec {
+  /** Golden name (operator) or `<account>/<name>`: the pool list's name and the boxes' `golden`. */
+  key: string;
+  tag: string;
+  poolSize: number;
+  ports: number[];
+  idleTimeoutMs: number;
+  cpus: number;
+  memoryMb: number;
+  diskMb?: number;
+  network?: Golden['manifest']['network'];
+}
+
+export const poolSpecOf = (g: Golden): PoolSpec => ({
+  key: g.name, tag: g.tag, poolSize: g.manifest.poolSize, ports: g.manifest.ports,
+  idleTimeoutMs: g.manifest.idleTimeoutMs, cpus: g.manifest.cpus, memoryMb: g.manifest.memoryMb,
+  diskMb: g.manifest.diskMb, network: g.manifest.network,
+});
+
 /**
  * Takes a pooled box back from the pool before removing it: unlists it and answers whether it
  * still belongs to the pool. The claim (pool/claim.ts) unlists and renames in one script too, so
@@ -39,12 +59,19 @@ export class WarmPool {
       lifecycle: Pick<Lifecycle, 'create' | 'suspend' | 'destroy'>;
       runtime: Pick<Runtime, 'hasImage'>;
       goldens: () => Map<string, Golden>;
+      /** Pools beyond the operator's goldens (account goldens whose image is on this host). */
+      extra?: () => Promise<PoolSpec[]>;
       prefix: string;
       hostId: string;
       pidsLimit?: number;
       log: Logger;
     },
   ) {}
+
+  private async specs(): Promise<PoolSpec[]> {
+    const own = [...this.d.goldens().values()].map(poolSpecOf);
+    return this.d.extra ? [...own, ...(await this.d.extra())] : own;
+  }
 
   private key(golden: string): string {
     return poolListKey(this.d.prefix, this.d.hostId, golden);
@@ -58,8 +85,9 @@ export class WarmPool {
   /** After a restart: pooled boxes that survived are listed once, half-made ones removed. */
   async reconcile(): Promise<void> {
     const mine = (await this.d.store.list({ account: POOL_ACCOUNT })).filter((b) => b.hostId === this.d.hostId);
-    const goldens = this.d.goldens();
-    for (const golden of goldens.keys()) {
+    const specs = await this.specs();
+    const goldens = new Set(specs.map((g) => g.key));
+    for (const golden of goldens) {
       for (const name of await this.ready(golden)) {
         if (!mine.some((b) => b.name === name)) await this.d.redis.lrem(this.key(golden), 0, name);
       }
@@ -87,12 +115,18 @@ export class WarmPool {
     this.filling = (async () => {
       do {
         this.again = false;
-        for (const golden of this.d.goldens().values()) {
+        let specs: PoolSpec[] = [];
+        try {
+          specs = await this.specs();
+        } catch (e) {
+          this.d.log.warn({ err: e }, 'cannot read the pools to fill');
+        }
+        for (const golden of specs) {
           if (this.closed) return;
           try {
             await this.fillOne(golden);
           } catch (e) {
-            this.d.log.warn({ golden: golden.name, err: e }, 'pool fill failed');
+            this.d.log.warn({ golden: golden.key, err: e }, 'pool fill failed');
           }
         }
       } while (this.again && !this.closed);
@@ -100,45 +134,45 @@ export class WarmPool {
     return this.filling;
   }
 
-  private async fillOne(golden: Golden): Promise<void> {
-    const names = await this.ready(golden.name);
+  private async fillOne(golden: PoolSpec): Promise<void> {
+    const names = await this.ready(golden.key);
     // Drain boxes of an older build of this golden, and any beyond the size.
     for (const name of names) {
       const box = await this.d.store.get(name);
       // No record: claimed since we listed (its container now serves the claimer under the
       // same runtime name, so it must not be destroyed by this name) or deleted.
-      if (!box) await this.d.redis.lrem(this.key(golden.name), 0, name);
-      else if (box.imageRef !== golden.tag || box.state !== 'suspended') await this.remove(golden.name, name);
+      if (!box) await this.d.redis.lrem(this.key(golden.key), 0, name);
+      else if (box.imageRef !== golden.tag || box.state !== 'suspended') await this.remove(golden.key, name);
     }
-    let ready = await this.d.redis.llen(this.key(golden.name));
-    while (ready > golden.manifest.poolSize) {
-      const extra = await this.d.redis.rpop(this.key(golden.name));
-      if (extra) await this.remove(golden.name, extra);
+    let ready = await this.d.redis.llen(this.key(golden.key));
+    while (ready > golden.poolSize) {
+      const extra = await this.d.redis.rpop(this.key(golden.key));
+      if (extra) await this.remove(golden.key, extra);
       ready--;
     }
-    if (ready >= golden.manifest.poolSize || !(await this.d.runtime.hasImage(golden.tag))) return;
-    while (ready < golden.manifest.poolSize && !this.closed) {
+    if (ready >= golden.poolSize || !(await this.d.runtime.hasImage(golden.tag))) return;
+    while (ready < golden.poolSize && !this.closed) {
       await this.addOne(golden);
       ready++;
     }
   }
 
-  private async addOne(golden: Golden): Promise<void> {
-    const name = `pool-${golden.name}-${randomBytes(4).toString('hex')}`;
+  private async addOne(golden: PoolSpec): Promise<void> {
+    const name = `pool-${golden.key.replace(/[^a-z0-9-]/g, '-').slice(0, 40)}-${randomBytes(4).toString('hex')}`;
     await this.d.store.create(
       {
         name,
         account: POOL_ACCOUNT,
-        golden: golden.name,
+        golden: golden.key,
         imageRef: golden.tag,
-        ports: golden.manifest.ports,
+        ports: golden.ports,
         public: true,
         env: {},
-        idleTimeoutMs: golden.manifest.idleTimeoutMs,
-        cpus: golden.manifest.cpus,
-        memoryMb: golden.manifest.memoryMb,
-        diskMb: golden.manifest.diskMb,
-        network: golden.manifest.network,
+        idleTimeoutMs: golden.idleTimeoutMs,
+        cpus: golden.cpus,
+        memoryMb: golden.memoryMb,
+        diskMb: golden.diskMb,
+        network: golden.network,
         hostId: this.d.hostId,
       },
       -1,
@@ -146,12 +180,19 @@ export class WarmPool {
     try {
       await this.d.lifecycle.create(name, true);
       await this.d.lifecycle.suspend(name);
-      await this.d.redis.rpush(this.key(golden.name), name);
-      this.d.log.debug({ golden: golden.name, box: name }, 'pool box ready');
+      await this.d.redis.rpush(this.key(golden.key), name);
+      this.d.log.debug({ golden: golden.key, box: name }, 'pool box ready');
     } catch (e) {
       await this.d.lifecycle.destroy(name).catch(() => undefined);
       throw e;
     }
+  }
+
+  /** Removes every ready box of a pool (a deleted account golden). */
+  async drain(golden: string): Promise<number> {
+    const names = await this.ready(golden);
+    for (const name of names) await this.remove(golden, name);
+    return names.length;
   }
 
   private async remove(golden: string, name: string): Promise<void> {

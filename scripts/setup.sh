@@ -19,6 +19,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v iptables >/dev/null || need+=(iptables)
+command -v tmux >/dev/null || need+=(tmux)   # test/pty.test.ts drives `boxd shell` in it
 # Per-box disk quotas: a loop-mounted ext4 per box (mkfs.ext4 -d needs e2fsprogs >= 1.43).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)

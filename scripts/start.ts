@@ -3,7 +3,7 @@
  * gateway answers with a host attached, then prints the URLs and the key.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig } from '../core/config.ts';
 import { apiKey as bootstrapKey, clusterSecret } from '../core/secrets.ts';
 
@@ -13,6 +13,11 @@ const apiKey = bootstrapKey({ BOXD_API_KEY: process.env.BOXD_API_KEY || undefine
 // Gateways authenticate to host agents with this; both processes get the same value.
 const secret = clusterSecret({ BOXD_CLUSTER_SECRET: process.env.BOXD_CLUSTER_SECRET || undefined, BOXD_STATE_DIR: stateDir });
 const env = { ...process.env, BOXD_API_KEY: apiKey, BOXD_CLUSTER_SECRET: secret };
+// The banner says the key is saved in .boxd/api-key: true also for a key from the environment,
+// and this checkout's CLI then finds it there.
+if (process.env.BOXD_API_KEY && (mkdirSync(stateDir, { recursive: true }), !existsSync(keyFile) || readFileSync(keyFile, 'utf8').trim() !== apiKey)) {
+  writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
+}
 const config = loadConfig(env);
 
 const procs = readFileSync('Procfile', 'utf8')

@@ -9,24 +9,17 @@
  * Every failed call throws BoxdApiError carrying the API's error `code` and HTTP `status`.
  */
 
-import type { BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
+import type { AccountBody, AccountInfo, AccountListed, KeyBody, KeyCreated, BoxInfo, CreateBoxBody, ExecBody, ExecEvent, ExecOutcome, GoldenInfo, HookBody, HookInfo, PoolStats, SnapshotInfo, TaskInfo } from './types.js';
 
 export type * from './types.js';
 export type CreateOptions = CreateBoxBody;
 export type ExecOptions = Omit<ExecBody, 'cmd'>;
 export type ExecResult = ExecOutcome;
 
-/** An error answered by the API (or a transport failure, code NETWORK_ERROR). */
-export class BoxdApiError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-    this.name = 'BoxdApiError';
-  }
-}
+import { BoxdApiError } from './errors.ts';
+import { openPty, type Pty, type PtyOptions } from './pty.ts';
+export { BoxdApiError } from './errors.ts';
+export type { Pty, PtyOptions } from './pty.ts';
 
 export interface ComputeOptions {
   /** Defaults to env BOXD_API_KEY. */
@@ -38,7 +31,7 @@ export interface ComputeOptions {
 
 class Client {
   readonly baseUrl: string;
-  private readonly apiKey: string;
+  readonly apiKey: string;
   private readonly doFetch: typeof fetch;
 
   constructor(o: ComputeOptions) {
@@ -60,7 +53,8 @@ class Client {
     try {
       res = await this.doFetch(this.baseUrl + path, { method, headers, body });
     } catch (e) {
-      throw new BoxdApiError('NETWORK_ERROR', `${method} ${path}: ${(e as Error).message}`, 0);
+      const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
+      throw new BoxdApiError('NETWORK_ERROR', `could not reach boxd at ${this.baseUrl} (${method} ${path}: ${cause?.code ?? cause?.message ?? (e as Error).message}); is it running? BOXD_URL sets the address`, 0);
     }
     if (res.status >= 400) {
       const text = await res.text();
@@ -135,6 +129,11 @@ export class Box {
     }
   }
 
+  /** An interactive terminal (a suspended box is resumed first); see `Pty`. */
+  async pty(opts: PtyOptions = {}): Promise<Pty> {
+    return openPty(this.client.baseUrl, this.client.apiKey, this.info.name, opts);
+  }
+
   async suspend(): Promise<Box> {
     this.info = await this.client.json<BoxInfo>('POST', this.path('/suspend'));
     return this;
@@ -202,6 +201,14 @@ export class Compute {
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/hooks/${encodeURIComponent(id)}`)),
   };
 
+  /** Goldens: the operator's and the account's own (promoted from a box or a snapshot, with a warm pool). */
+  readonly golden = {
+    create: async (g: { name: string; fromBox?: string; fromSnapshot?: string; poolSize?: number; ports?: number[]; idleTimeoutMs?: number }) =>
+      this.client.json<GoldenInfo>('POST', '/v1/goldens', g),
+    list: async () => (await this.client.json<{ goldens: GoldenInfo[] }>('GET', '/v1/goldens')).goldens,
+    delete: async (name: string) => void (await this.client.json('DELETE', `/v1/goldens/${encodeURIComponent(name)}`)),
+  };
+
   readonly tasks = {
     get: async (id: string) => this.client.json<TaskInfo>('GET', `/v1/tasks/${encodeURIComponent(id)}`),
     list: async () => (await this.client.json<{ tasks: TaskInfo[] }>('GET', '/v1/tasks')).tasks,
@@ -209,14 +216,13 @@ export class Compute {
 
   /** Accounts and keys (admin key only). Keys are answered once and stored hashed. */
   readonly accounts = {
-    create: async (a: { name: string; maxBoxes?: number; maxExecs?: number; maxSnapshots?: number; maxHooks?: number }) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
-    list: async () => (await this.client.json<{ accounts: (AccountInfo & { limits: AccountLimits; keys: number })[] }>('GET', '/v1/accounts')).accounts,
+    create: async (a: AccountBody) => this.client.json<AccountInfo>('POST', '/v1/accounts', a),
+    list: async () => (await this.client.json<{ accounts: AccountListed[] }>('GET', '/v1/accounts')).accounts,
   };
 
   readonly keys = {
     /** A new key of `account` (its only showing). */
-    create: async (account: string, opts: { role?: 'admin' | 'member' } = {}) =>
-      this.client.json<{ id: string; account: string; role: string; key: string }>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
+    create: async (account: string, opts: KeyBody = {}) => this.client.json<KeyCreated>('POST', `/v1/accounts/${encodeURIComponent(account)}/keys`, opts),
     delete: async (id: string) => void (await this.client.json('DELETE', `/v1/keys/${encodeURIComponent(id)}`)),
   };
 
@@ -227,17 +233,4 @@ export class Compute {
   async pool() {
     return (await this.client.json<{ pools: PoolStats[] }>('GET', '/v1/pool')).pools;
   }
-}
-
-export interface AccountLimits {
-  maxBoxes: number;
-  maxExecs?: number;
-  maxSnapshots: number;
-  maxHooks: number;
-}
-
-export interface AccountInfo extends Partial<AccountLimits> {
-  id: string;
-  name: string;
-  createdAt: string;
 }

@@ -28,6 +28,8 @@ export interface BoxJson {
   createdAt: string;
   lastActivityAt: string;
   error?: string;
+  /** How the box was made, when not a plain create: from a warm pool, forked onto a pool box, forked by commit. */
+  origin?: 'pool' | 'fork-pool' | 'fork-commit';
 }
 
 /** Egress policy of a box: `open`, `none`, or `{ allow: ["10.0.0.0/8:443", …] }`. */
@@ -52,6 +54,8 @@ export interface CreateBoxBody {
   /** Disk quota in MiB, at most the host's BOXD_BOX_DISK_MB. */
   diskMb?: number;
   network?: NetworkPolicy;
+  /** Put BOXD_URL, a box-scoped BOXD_API_KEY and BOXD_BOX in the box's env (`boxd` is on PATH). */
+  agent?: boolean;
 }
 
 /** `POST /v1/boxes/:name/exec`. */
@@ -163,6 +167,11 @@ export interface GoldenInfo {
   memoryMb: number;
   idleTimeoutMs: number;
   built: boolean;
+  /** The operator's (golden-images/) or the account's own. */
+  owner: 'operator' | 'account';
+  /** What an account golden was promoted from. */
+  from?: { box?: string; snapshot?: string };
+  createdAt?: string;
 }
 
 export interface PoolStats {
@@ -172,6 +181,51 @@ export interface PoolStats {
   hits: number;
   misses: number;
   hitRate: number | null;
+  /** Set for the pools of the account's own goldens. */
+  owner?: 'account';
+}
+
+export interface AccountLimits {
+  maxBoxes: number;
+  /** Concurrent execs; absent: the operator's BOXD_MAX_EXECS applies. */
+  maxExecs?: number;
+  maxSnapshots: number;
+  maxHooks: number;
+}
+
+/** `POST /v1/accounts` (admin key). Limits left out take the defaults. */
+export interface AccountBody {
+  name: string;
+  maxBoxes?: number;
+  maxExecs?: number;
+  maxSnapshots?: number;
+  maxHooks?: number;
+}
+
+/** An account as created (limits it was given). */
+export interface AccountInfo extends Partial<AccountLimits> {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+/** An account as listed: its effective limits and how many keys it has. */
+export interface AccountListed extends AccountInfo {
+  limits: AccountLimits;
+  keys: number;
+}
+
+/** `POST /v1/accounts/:id/keys` (admin key). */
+export interface KeyBody {
+  role?: 'admin' | 'member';
+}
+
+/** A new key: `key` is shown only in this answer (stored hashed). */
+export interface KeyCreated {
+  id: string;
+  account: string;
+  role: 'admin' | 'member';
+  key: string;
 }
 
 /** Every error answer: `{ error: { code, message } }`. */

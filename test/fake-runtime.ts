@@ -135,6 +135,20 @@ export class FakeRuntime implements Runtime {
     this.images.set(ref, new Map(this.need(id).files));
   }
 
+  async tagImage(from: string, ref: string): Promise<void> {
+    const image = this.images.get(from);
+    if (!image) throw new BoxdError('IMAGE_NOT_FOUND', `image "${from}" does not exist on this host`);
+    this.images.set(ref, new Map(image));
+  }
+
+  async copyChanges(from: string, to: string): Promise<{ written: number; deleted: number; bytes: number; ms: number }> {
+    const src = this.need(from);
+    const dst = this.need(to);
+    if (src.spec.image !== dst.spec.image) throw new BoxdError('NOT_SUPPORTED', 'different images');
+    dst.files = new Map(src.files);
+    return { written: src.files.size, deleted: 0, bytes: 0, ms: 0 };
+  }
+
   async removeImage(ref: string): Promise<boolean> {
     if ([...this.boxes.values()].some((b) => b.spec.image === ref)) return false;
     return this.images.delete(ref);

@@ -126,6 +126,9 @@ describe('preview URLs through the gateway (real Docker, real Redis)', () => {
   });
 
   it('wakes a suspended box on the first request, with one resume for 100 concurrent requests', async () => {
+    // The previous test's WebSocket must be released first: a box suspended while the gateway
+    // still holds traffic for it is woken again at once (now a sub-millisecond freezer thaw).
+    await waitFor(async () => s.gateway.activity.busy('web') === 0, 10_000);
     await s.api.post('/v1/boxes/web/suspend').set(s.auth).expect(200);
     assert.equal(await state('web'), 'suspended');
     const first = await get(port, `web.${base}`, '/');

@@ -114,6 +114,36 @@ export function runtimeContract(label: string, setup: () => Promise<ContractSetu
       assert.equal(await s.runtime.removeImage(ref), true);
     });
 
+    it('copies one box’s changes into a fresh box of the same image (both frozen)', async () => {
+      const from = await s.runtime.create(spec('copy-from'));
+      const to = await s.runtime.create(spec('copy-to'));
+      await s.runtime.putFile(from.id, '/tmp/copied/file', Buffer.from('from'), 0o640);
+      await s.runtime.suspend(from.id);
+      await s.runtime.suspend(to.id);
+      await s.runtime.copyChanges(from.id, to.id);
+      await s.runtime.resume(to.id);
+      await s.runtime.resume(from.id);
+      assert.equal((await s.runtime.getFile(to.id, '/tmp/copied/file')).toString(), 'from');
+      await s.runtime.exec(to.id, { cmd: ['rm', '/tmp/copied/file'] });
+      assert.equal((await s.runtime.getFile(from.id, '/tmp/copied/file')).toString(), 'from', 'the source is untouched');
+      const other = `boxd-test/ct-${run}:other`;
+      await s.runtime.commit(from.id, other, { 'boxd.instance': `ct-${run}` });
+      const third = await s.runtime.create(spec('copy-other', { image: other }));
+      await s.runtime.suspend(third.id);
+      await assert.rejects(s.runtime.copyChanges(from.id, third.id), (e) => codeOf(e) === 'NOT_SUPPORTED', 'different images');
+      for (const b of [from, to, third]) await s.runtime.destroy(b.id);
+      await s.runtime.removeImage(other);
+    });
+
+    it('tags an image under a second name', async () => {
+      const ref = `boxd-test/ct-${run}:tagged`;
+      await s.runtime.tagImage(s.image, ref);
+      assert.equal(await s.runtime.hasImage(ref), true);
+      assert.equal(await s.runtime.removeImage(ref), true);
+      assert.equal(await s.runtime.hasImage(s.image), true, 'the first name stays');
+      await assert.rejects(s.runtime.tagImage('boxd-test/none:nope', ref), (e) => codeOf(e) === 'IMAGE_NOT_FOUND');
+    });
+
     it('destroys idempotently', async () => {
       const box = await s.runtime.create(spec('destroy'));
       await s.runtime.destroy(box.id);

@@ -12,9 +12,10 @@
 from .aio import AsyncBox, AsyncCompute
 from .errors import BoxdApiError
 from .sync import Box, Compute
-from .types import BoxInfo, ExecEvent, ExecExit, ExecOutput, ExecResult, Golden, Hook, HookStep, PoolStats, Snapshot, Task, TaskBox, TaskStep
+from .types import Account, AccountLimits, AccountListed, KeyCreated, NetworkPolicy, BoxInfo, ExecEvent, ExecExit, ExecOutput, ExecResult, Golden, Hook, HookStep, PoolStats, Snapshot, Task, TaskBox, TaskStep
 
 __all__ = [
+    "Account", "AccountLimits", "AccountListed", "KeyCreated", "NetworkPolicy",
     "AsyncBox", "AsyncCompute", "Box", "BoxInfo", "BoxdApiError", "Compute", "ExecEvent", "ExecExit", "ExecOutput",
     "ExecResult", "Golden", "Hook", "HookStep", "PoolStats", "Snapshot", "Task", "TaskBox", "TaskStep",
 ]

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 from ._http import AsyncHttp, Settings, seg, stream_event
-from .types import BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
+from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
 class AsyncFiles:
@@ -57,12 +57,12 @@ class AsyncBox:
     async def refresh(self) -> "AsyncBox":
         return self._set(await self._http.json("GET", self._path()))
 
-    async def exec(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> ExecResult:
-        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
+    async def exec(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None, detach: Optional[bool] = None) -> ExecResult:
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms, detach=detach)))}
         return from_wire(ExecResult, await self._http.json("POST", self._path("/exec"), body))
 
-    async def stream(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> AsyncIterator[ExecEvent]:
-        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
+    async def stream(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None, detach: Optional[bool] = None) -> AsyncIterator[ExecEvent]:
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms, detach=detach)))}
         async for line in self._http.lines("POST", self._path("/exec"), body, {"Accept": "application/x-ndjson"}):
             m = stream_event(line)
             if m is not None:
@@ -89,8 +89,8 @@ class _AsyncBoxes:
     def __init__(self, http: AsyncHttp) -> None:
         self._http = http
 
-    async def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None) -> AsyncBox:
-        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public)))
+    async def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None, disk_mb: Optional[int] = None, network: Optional[NetworkPolicy] = None, agent: Optional[bool] = None) -> AsyncBox:
+        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public, disk_mb=disk_mb, network=network, agent=agent)))
         return AsyncBox(self._http, from_wire(BoxInfo, await self._http.json("POST", "/v1/boxes", body)))
 
     async def get(self, name: str) -> AsyncBox:
@@ -138,6 +138,36 @@ class _AsyncTasks:
         return [Task.from_wire(t) for t in (await self._http.json("GET", "/v1/tasks"))["tasks"]]
 
 
+class _AsyncAccounts:
+    """Accounts (admin key only)."""
+
+    def __init__(self, http: AsyncHttp) -> None:
+        self._http = http
+
+    async def create(self, name: str, *, max_boxes: Optional[int] = None, max_execs: Optional[int] = None, max_snapshots: Optional[int] = None, max_hooks: Optional[int] = None) -> Account:
+        """Raises FORBIDDEN (not an admin key), INVALID_REQUEST."""
+        body = to_wire(asdict(AccountOptions(name=name, max_boxes=max_boxes, max_execs=max_execs, max_snapshots=max_snapshots, max_hooks=max_hooks)))
+        return from_wire(Account, await self._http.json("POST", "/v1/accounts", body))
+
+    async def list(self) -> List[AccountListed]:
+        return [AccountListed.from_wire(x) for x in (await self._http.json("GET", "/v1/accounts"))["accounts"]]
+
+
+class _AsyncKeys:
+    """API keys (admin key only); a key is shown once, when created."""
+
+    def __init__(self, http: AsyncHttp) -> None:
+        self._http = http
+
+    async def create(self, account: str, role: Optional[str] = None) -> KeyCreated:
+        """Raises ACCOUNT_NOT_FOUND, FORBIDDEN."""
+        return from_wire(KeyCreated, await self._http.json("POST", f"/v1/accounts/{seg(account)}/keys", to_wire(asdict(KeyOptions(role=role)))))  # type: ignore[arg-type]
+
+    async def delete(self, id: str) -> None:
+        """Raises KEY_NOT_FOUND, FORBIDDEN."""
+        await self._http.request("DELETE", f"/v1/keys/{seg(id)}")
+
+
 class AsyncCompute:
     """``async with AsyncCompute() as c: box = await c.box.create(name=…)``."""
 
@@ -147,6 +177,8 @@ class AsyncCompute:
         self.snapshots = _AsyncSnapshots(self._http)
         self.hooks = _AsyncHooks(self._http)
         self.tasks = _AsyncTasks(self._http)
+        self.accounts = _AsyncAccounts(self._http)
+        self.keys = _AsyncKeys(self._http)
 
     @property
     def base_url(self) -> str:

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 from ._http import SyncHttp, Settings, seg, stream_event
-from .types import BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
+from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
 class Files:
@@ -62,15 +62,15 @@ class Box:
     def refresh(self) -> "Box":
         return self._set(self._http.json("GET", self._path()))
 
-    def exec(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> ExecResult:
+    def exec(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None, detach: Optional[bool] = None) -> ExecResult:
         """Runs argv to completion (a suspended box is resumed first). A non-zero exit is a result,
         not an error. Raises BoxdApiError BOX_NOT_FOUND, INVALID_REQUEST, BOX_STATE, TIMEOUT."""
-        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms, detach=detach)))}
         return from_wire(ExecResult, self._http.json("POST", self._path("/exec"), body))
 
-    def stream(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None) -> Iterator[ExecEvent]:
+    def stream(self, cmd: List[str], *, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout_ms: Optional[int] = None, detach: Optional[bool] = None) -> Iterator[ExecEvent]:
         """Runs argv and yields ExecOutput chunks as they come, then one ExecExit."""
-        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms)))}
+        body = {"cmd": list(cmd), **to_wire(asdict(ExecOptions(cwd=cwd, env=env, stdin=stdin, timeout_ms=timeout_ms, detach=detach)))}
         with self._http.lines("POST", self._path("/exec"), body, {"Accept": "application/x-ndjson"}) as lines:
             for line in lines:
                 m = stream_event(line)
@@ -103,10 +103,10 @@ class _Boxes:
     def __init__(self, http: SyncHttp) -> None:
         self._http = http
 
-    def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None) -> Box:
+    def create(self, name: Optional[str] = None, *, golden: Optional[str] = None, image: Optional[str] = None, snapshot: Optional[str] = None, ports: Optional[List[int]] = None, env: Optional[Dict[str, str]] = None, idle_timeout_ms: Optional[int] = None, public: Optional[bool] = None, disk_mb: Optional[int] = None, network: Optional[NetworkPolicy] = None, agent: Optional[bool] = None) -> Box:
         """Creates a running box. Raises BOX_EXISTS, LIMIT_EXCEEDED, GOLDEN_NOT_FOUND, IMAGE_NOT_FOUND,
         SNAPSHOT_NOT_FOUND, INVALID_REQUEST."""
-        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public)))
+        body = to_wire(asdict(CreateOptions(name=name, golden=golden, image=image, snapshot=snapshot, ports=ports, env=env, idle_timeout_ms=idle_timeout_ms, public=public, disk_mb=disk_mb, network=network, agent=agent)))
         return Box(self._http, from_wire(BoxInfo, self._http.json("POST", "/v1/boxes", body)))
 
     def get(self, name: str) -> Box:
@@ -160,6 +160,36 @@ class _Tasks:
         return [Task.from_wire(t) for t in self._http.json("GET", "/v1/tasks")["tasks"]]
 
 
+class _Accounts:
+    """Accounts (admin key only)."""
+
+    def __init__(self, http: SyncHttp) -> None:
+        self._http = http
+
+    def create(self, name: str, *, max_boxes: Optional[int] = None, max_execs: Optional[int] = None, max_snapshots: Optional[int] = None, max_hooks: Optional[int] = None) -> Account:
+        """Raises FORBIDDEN (not an admin key), INVALID_REQUEST."""
+        body = to_wire(asdict(AccountOptions(name=name, max_boxes=max_boxes, max_execs=max_execs, max_snapshots=max_snapshots, max_hooks=max_hooks)))
+        return from_wire(Account, self._http.json("POST", "/v1/accounts", body))
+
+    def list(self) -> List[AccountListed]:
+        return [AccountListed.from_wire(x) for x in (self._http.json("GET", "/v1/accounts"))["accounts"]]
+
+
+class _Keys:
+    """API keys (admin key only); a key is shown once, when created."""
+
+    def __init__(self, http: SyncHttp) -> None:
+        self._http = http
+
+    def create(self, account: str, role: Optional[str] = None) -> KeyCreated:
+        """Raises ACCOUNT_NOT_FOUND, FORBIDDEN."""
+        return from_wire(KeyCreated, self._http.json("POST", f"/v1/accounts/{seg(account)}/keys", to_wire(asdict(KeyOptions(role=role)))))  # type: ignore[arg-type]
+
+    def delete(self, id: str) -> None:
+        """Raises KEY_NOT_FOUND, FORBIDDEN."""
+        self._http.request("DELETE", f"/v1/keys/{seg(id)}")
+
+
 class Compute:
     """The entry point: ``Compute(api_key=…, base_url=…)``; both default to env BOXD_API_KEY and
     BOXD_URL (then http://localhost:8080). Every failed call raises BoxdApiError."""
@@ -170,6 +200,8 @@ class Compute:
         self.snapshots = _Snapshots(self._http)
         self.hooks = _Hooks(self._http)
         self.tasks = _Tasks(self._http)
+        self.accounts = _Accounts(self._http)
+        self.keys = _Keys(self._http)
 
     @property
     def base_url(self) -> str:

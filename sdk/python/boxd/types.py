@@ -15,6 +15,8 @@ T = TypeVar("T")
 
 BoxState = Literal["creating", "running", "suspended", "destroyed", "error", "lost"]
 TaskState = Literal["queued", "running", "succeeded", "failed"]
+#: Egress policy of a box: "open", "none", or {"allow": ["10.0.0.0/8:443", …]}.
+NetworkPolicy = Union[str, Dict[str, List[str]]]
 
 
 def snake(name: str) -> str:
@@ -51,8 +53,10 @@ class BoxInfo:
     ports: List[int]
     public: bool
     idle_timeout_ms: int
+    network: NetworkPolicy
     created_at: str
     last_activity_at: str
+    disk_mb: Optional[int] = None
     golden: Optional[str] = None
     image: Optional[str] = None
     snapshot: Optional[str] = None
@@ -210,6 +214,10 @@ class CreateOptions:
     env: Optional[Dict[str, str]] = None
     idle_timeout_ms: Optional[int] = None
     public: Optional[bool] = None
+    disk_mb: Optional[int] = None
+    network: Optional[NetworkPolicy] = None
+    #: BOXD_URL, a box-scoped BOXD_API_KEY and BOXD_BOX in the box's env, ``boxd`` on its PATH.
+    agent: Optional[bool] = None
 
 
 @dataclass
@@ -220,6 +228,8 @@ class ExecOptions:
     env: Optional[Dict[str, str]] = None
     stdin: Optional[str] = None
     timeout_ms: Optional[int] = None
+    #: Keep the command running when the client disconnects from the stream.
+    detach: Optional[bool] = None
 
 
 @dataclass
@@ -231,3 +241,74 @@ class HookOptions:
     golden: Optional[str] = None
     secret: Optional[str] = None
     keep_ms: Optional[int] = None
+
+
+@dataclass
+class AccountLimits:
+    max_boxes: int
+    max_snapshots: int
+    max_hooks: int
+    #: None: the operator's BOXD_MAX_EXECS applies.
+    max_execs: Optional[int] = None
+
+
+@dataclass
+class Account:
+    """An account as created (the limits it was given; the rest take defaults)."""
+
+    id: str
+    name: str
+    created_at: str
+    max_boxes: Optional[int] = None
+    max_execs: Optional[int] = None
+    max_snapshots: Optional[int] = None
+    max_hooks: Optional[int] = None
+
+
+@dataclass
+class AccountListed:
+    """An account as listed: its effective ``limits`` and how many ``keys`` it has."""
+
+    id: str
+    name: str
+    created_at: str
+    limits: AccountLimits
+    keys: int
+    max_boxes: Optional[int] = None
+    max_execs: Optional[int] = None
+    max_snapshots: Optional[int] = None
+    max_hooks: Optional[int] = None
+
+    @classmethod
+    def from_wire(cls, data: Dict[str, Any]) -> "AccountListed":
+        a = from_wire(cls, data)
+        a.limits = from_wire(AccountLimits, data["limits"])
+        return a
+
+
+@dataclass
+class KeyCreated:
+    """A new API key: ``key`` is shown only here (stored hashed)."""
+
+    id: str
+    account: str
+    role: Literal["admin", "member"]
+    key: str
+
+
+@dataclass
+class AccountOptions:
+    """The body of ``POST /v1/accounts``."""
+
+    name: str
+    max_boxes: Optional[int] = None
+    max_execs: Optional[int] = None
+    max_snapshots: Optional[int] = None
+    max_hooks: Optional[int] = None
+
+
+@dataclass
+class KeyOptions:
+    """The body of ``POST /v1/accounts/:id/keys``."""
+
+    role: Optional[Literal["admin", "member"]] = None

@@ -59,6 +59,10 @@ PAIRS = [
     (t.TaskBox, ("Task", "box"), ()),
     (t.Golden, ("Golden",), ()),
     (t.PoolStats, ("PoolStats",), ()),
+    (t.Account, ("Account",), ()),
+    (t.AccountListed, ("AccountListed",), ()),
+    (t.AccountLimits, ("AccountLimits",), ()),
+    (t.KeyCreated, ("KeyCreated",), ()),
 ]
 
 
@@ -71,7 +75,7 @@ def test_answer_dataclass_matches_schema(doc: Schema, cls: Any, where: Tuple[str
     assert required == req, f"{cls.__name__} required fields vs {'.'.join(where)} required"
 
 
-@pytest.mark.parametrize("cls,component,skip", [(t.CreateOptions, "CreateBoxBody", ()), (t.ExecOptions, "ExecBody", ("cmd",)), (t.HookOptions, "HookBody", ())])
+@pytest.mark.parametrize("cls,component,skip", [(t.CreateOptions, "CreateBoxBody", ()), (t.ExecOptions, "ExecBody", ("cmd",)), (t.HookOptions, "HookBody", ()), (t.AccountOptions, "AccountBody", ()), (t.KeyOptions, "KeyBody", ())])
 def test_request_options_match_schema(doc: Schema, cls: Any, component: str, skip: Tuple[str, ...]) -> None:
     fields, _ = dc_shape(cls)
     props, _ = schema_shape(at(doc, component), skip)
@@ -79,6 +83,6 @@ def test_request_options_match_schema(doc: Schema, cls: Any, component: str, ski
 
 
 def test_every_wire_dataclass_is_checked() -> None:
-    checked: Set[Any] = {p[0] for p in PAIRS} | {t.CreateOptions, t.ExecOptions, t.HookOptions}
+    checked: Set[Any] = {p[0] for p in PAIRS} | {t.CreateOptions, t.ExecOptions, t.HookOptions, t.AccountOptions, t.KeyOptions}
     declared = {v for v in vars(t).values() if dataclasses.is_dataclass(v)}
     assert declared - checked == set()

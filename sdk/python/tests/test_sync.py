@@ -102,7 +102,7 @@ def test_hooks_and_tasks(compute: Compute, base_url: str) -> None:
 
     payload = json.dumps({"ref": "refs/heads/main"}).encode()
     sig = "sha256=" + hmac.new(hook.secret.encode(), payload, hashlib.sha256).hexdigest()
-    r = httpx.post(f"{base_url}/hooks/{hook.id}", content=payload, headers={"X-Boxd-Signature": sig})
+    r = httpx.post(f"{base_url}/hooks/{hook.id}", content=payload, headers={"X-Boxd-Signature": sig, "X-Boxd-Delivery": f"d-{hook.id}"})
     assert r.status_code == 202
     task_id = r.json()["task"]["id"]
     done = wait_for(lambda: (lambda t: t if t.state in ("succeeded", "failed") else None)(compute.tasks.get(task_id)), 90)
@@ -125,3 +125,25 @@ def test_goldens_and_pool(compute: Compute) -> None:
     assert 3000 in goldens["default"].ports
     pools = compute.pool()
     assert {p.golden for p in pools} >= {"tiny", "default"}
+
+
+def test_accounts_and_keys(compute: Compute, base_url: str, names) -> None:
+    team = names("team")
+    acct = compute.accounts.create(team, max_boxes=2)
+    assert (acct.name, acct.max_boxes) == (team, 2)
+    listed = {a.id: a for a in compute.accounts.list()}[acct.id]
+    assert (listed.limits.max_boxes, listed.keys) == (2, 0)
+    key = compute.keys.create(acct.id)
+    assert key.role == "member" and key.key
+    with Compute(api_key=key.key, base_url=base_url) as member:
+        assert member.box.list() == []  # its own account: nothing of the admin's
+        with pytest.raises(BoxdApiError) as e:
+            member.accounts.list()
+        assert (e.value.code, e.value.status) == ("FORBIDDEN", 403)
+        compute.keys.delete(key.id)
+        with pytest.raises(BoxdApiError) as e:
+            member.box.list()
+        assert e.value.code == "UNAUTHORIZED"
+    with pytest.raises(BoxdApiError) as e:
+        compute.keys.create("no-such-account")
+    assert e.value.code == "ACCOUNT_NOT_FOUND"
