@@ -117,8 +117,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       log,
     });
   let agentPort: number | undefined;
-  // Beat before reconciling: a sweeper that still saw the old heartbeat would declare the boxes
-  // this host is taking back lost again.
+  // Reconcile before the first beat, so that a host seen alive again has taken its lost boxes
+  // back. A sweeper that still saw the old heartbeat may lose one again in between: the next
+  // beat sees it and reconciles again (onLost).
   const heartbeat = new Heartbeat({
     redis, store, runtime, prefix, hostId, goldens: () => goldens, log,
     capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
@@ -130,8 +131,18 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     // boxes back, and drop containers of boxes deleted meanwhile.
     onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
   });
-  await heartbeat.beat();
+  const agent = await startAgent({
+    lifecycle,
+    secret: clusterSecret(config),
+    addr: config.BOXD_HOST_ADDR,
+    port: config.BOXD_HOST_AGENT_PORT,
+    maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+    log: log.child({ part: 'agent' }),
+  });
+
+  agentPort = agent.port;
   await reconcileNow();
+  await heartbeat.beat();
   // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
   const accountPools = async () =>
     (await accountGoldens.all())
@@ -143,20 +154,10 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
-  const ptySub = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const ptySub = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   ptySub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
   const ptys = new PtySessions({ redis, sub: ptySub, prefix, lifecycle, touch: (n) => store.touch(n), log: log.child({ part: 'pty' }) });
-  const agent = await startAgent({
-    lifecycle,
-    secret: clusterSecret(config),
-    addr: config.BOXD_HOST_ADDR,
-    port: config.BOXD_HOST_AGENT_PORT,
-    maxFileBytes: config.BOXD_MAX_FILE_BYTES,
-    log: log.child({ part: 'agent' }),
-  });
 
-  agentPort = agent.port;
-  await heartbeat.beat(); // now with the agent's port
   heartbeat.start(config.BOXD_HEARTBEAT_MS);
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
   sweeper.start();
