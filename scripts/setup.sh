@@ -26,6 +26,7 @@ command -v losetup >/dev/null || need+=(mount)
 # The Python SDK's tests (test/python-sdk.test.ts) run on Debian's python3 with its httpx and pytest.
 /usr/bin/python3 -c 'import httpx' 2>/dev/null || need+=(python3-httpx)
 /usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
+/usr/bin/python3 -c 'import websockets' 2>/dev/null || need+=(python3-websockets)   # box.pty()
 if [ "${BOXD_SETUP_BENCH:-0}" = 1 ]; then
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v wrk >/dev/null || need+=(wrk)

@@ -11,12 +11,13 @@
 
 from .aio import AsyncBox, AsyncCompute
 from .errors import BoxdApiError
+from .pty import AsyncTerminal, Terminal
 from .sync import Box, Compute
 from .types import Account, AccountLimits, AccountListed, KeyCreated, NetworkPolicy, BoxInfo, ExecEvent, ExecExit, ExecOutput, ExecResult, Golden, Hook, HookStep, PoolStats, Snapshot, Task, TaskBox, TaskStep
 
 __all__ = [
     "Account", "AccountLimits", "AccountListed", "KeyCreated", "NetworkPolicy",
-    "AsyncBox", "AsyncCompute", "Box", "BoxInfo", "BoxdApiError", "Compute", "ExecEvent", "ExecExit", "ExecOutput",
+    "AsyncBox", "AsyncCompute", "AsyncTerminal", "Terminal", "Box", "BoxInfo", "BoxdApiError", "Compute", "ExecEvent", "ExecExit", "ExecOutput",
     "ExecResult", "Golden", "Hook", "HookStep", "PoolStats", "Snapshot", "Task", "TaskBox", "TaskStep",
 ]
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 from ._http import AsyncHttp, Settings, seg, stream_event
+from .pty import AsyncTerminal
 from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
@@ -67,6 +68,12 @@ class AsyncBox:
             m = stream_event(line)
             if m is not None:
                 yield exec_event(m)
+
+    async def pty(self, cols: int = 80, rows: int = 24, cmd: Optional[List[str]] = None) -> AsyncTerminal:
+        """An interactive terminal running ``cmd`` (default a login bash, or sh) in the box:
+        ``async with await box.pty() as term``. Raises BoxdApiError BOX_NOT_FOUND (404),
+        INVALID_REQUEST (400), UNAUTHORIZED (401), NETWORK_ERROR, NO_WEBSOCKETS."""
+        return await AsyncTerminal.open(self._http.s, self.info.name, cols, rows, cmd)
 
     async def suspend(self) -> "AsyncBox":
         return self._set(await self._http.json("POST", self._path("/suspend")))

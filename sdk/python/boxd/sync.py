@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 from ._http import SyncHttp, Settings, seg, stream_event
+from .pty import Terminal
 from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
@@ -76,6 +77,12 @@ class Box:
                 m = stream_event(line)
                 if m is not None:
                     yield exec_event(m)
+
+    def pty(self, cols: int = 80, rows: int = 24, cmd: Optional[List[str]] = None) -> Terminal:
+        """An interactive terminal running ``cmd`` (default a login bash, or sh) in the box (a
+        suspended box is resumed first). Raises BoxdApiError BOX_NOT_FOUND (404), INVALID_REQUEST (400),
+        UNAUTHORIZED (401), NETWORK_ERROR, NO_WEBSOCKETS; see Terminal for the rest."""
+        return Terminal(self._http.s, self.info.name, cols, rows, cmd)
 
     def suspend(self) -> "Box":
         """Freezes the box (processes and memory kept). Raises BOX_NOT_FOUND, BOX_STATE."""
