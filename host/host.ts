@@ -138,6 +138,12 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     port: config.BOXD_HOST_AGENT_PORT,
     maxFileBytes: config.BOXD_MAX_FILE_BYTES,
     log: log.child({ part: 'agent' }),
+    prefix,
+    images: {
+      has: (ref) => runtime.hasImage(ref),
+      save: runtime.saveImage ? (ref) => runtime.saveImage!(ref) : undefined,
+      load: runtime.loadImage ? (tar) => runtime.loadImage!(tar) : undefined,
+    },
   });
 
   agentPort = agent.port;
