@@ -1,6 +1,6 @@
 /**
  * Images across hosts: a snapshot made on host A starts a box on host B when A is full, and
- * again when A is dead. Host A is a `host/main.ts` child process (so it can be killed with -9);
+ * again when A is dead (from B's copy); a box on the full host A forks onto B. Host A is a `host/main.ts` child process (so it can be killed with -9);
  * host B runs in this process. Both use this machine's one dockerd, so B is given a view of it
  * that hides snapshot images B did not load itself, as a second machine's Docker would: the
  * image really travels A's agent → gateway → B's agent (`docker save` streamed into
@@ -121,7 +121,7 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
       freezer: config.BOXD_FREEZER, prefix, stateDir: config.BOXD_STATE_DIR, egressDeny: config.BOXD_EGRESS_DENY, log,
     });
     await dr.prepare();
-    const ours = (ref: string) => ref.startsWith(`boxd-snap/${prefix}`);
+    const ours = (ref: string) => ref.startsWith(`boxd-snap/${prefix}`) || ref.startsWith(`boxd-fork/${prefix}`);
     const view = new Proxy(dr, {
       get(target, key) {
         if (key === 'hasImage') return async (ref: string) => (ours(ref) ? seenByB.has(ref) && target.hasImage(ref) : target.hasImage(ref));
@@ -130,7 +130,7 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
             const count = new Transform({ transform: (c: Buffer, _e, cb) => ((loadedBytes += c.length), cb(null, c)) });
             tar.pipe(count);
             await target.loadImage(count);
-            for (const i of await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`] } })) for (const t of i.RepoTags ?? []) seenByB.add(t);
+            for (const i of await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-fork/${prefix}*`] } })) for (const t of i.RepoTags ?? []) seenByB.add(t);
           };
         }
         const v = Reflect.get(target, key, target) as unknown;
@@ -154,6 +154,23 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
     assert.equal(await gw.agents.hasImage(ids.b, snapImage), true);
     const r = await api.post('/v1/boxes/c1/exec').set(auth).send({ cmd: ['sh', '-c', 'cat /root/note; wc -c < /root/big'] }).expect(200);
     assert.equal(r.body.stdout.replace(/\s+/g, ' ').trim(), 'kept 16777216');
+  });
+
+  it('forks a box of a full host onto another host: committed there, moved, run here', async () => {
+    assert.ok(snapImage, 'the previous test started host B');
+    const bytes = loadedBytes;
+    const f = await api.post('/v1/boxes/src/fork').set(auth).send({ name: 'kid' });
+    assert.equal(f.status, 201, JSON.stringify(f.body));
+    const kid = await gw.store.require('kid');
+    assert.equal(kid.hostId, ids.b, 'the parent’s host is full');
+    assert.equal(kid.parent, 'src');
+    assert.ok(loadedBytes - bytes > 16 * 1024 * 1024, `the fork's image went to B (${loadedBytes - bytes} bytes)`);
+    const r = await api.post('/v1/boxes/kid/exec').set(auth).send({ cmd: ['sh', '-c', 'cat /root/note; wc -c < /root/big'] }).expect(200);
+    assert.equal(r.body.stdout.replace(/\s+/g, ' ').trim(), 'kept 16777216');
+    // The parent runs on, untouched, on its own host.
+    const p = await api.post('/v1/boxes/src/exec').set(auth).send({ cmd: ['cat', '/root/note'] }).expect(200);
+    assert.equal(p.body.stdout, 'kept\n');
+    await api.delete('/v1/boxes/kid').set(auth).expect(204);
   });
 
   it('starts a box from the snapshot when its host is dead, from the copy another host holds', async () => {
