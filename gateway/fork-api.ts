@@ -163,8 +163,10 @@ export function forkApi(d: ForkApiDeps): Router {
     const { snapshot } = parse(snapshotBody, { snapshot: req.params.snapshot }, 'snapshot name');
     const s = await d.snapshots.require(account, snapshot);
     await d.snapshots.remove(account, snapshot);
-    // The image goes now if no box uses it, else with the last box made from it.
-    await d.hosts.call(s.hostId, { op: 'deleteSnapshot', snapshot, account }).catch(() => undefined);
+    // The image goes now if no box uses it, else with the last box made from it; on every live
+    // host, since copies of it may have been moved to others (images across hosts).
+    const hosts = new Set([s.hostId, ...(await d.hosts.aliveHosts()).map((h) => h.id)]);
+    await Promise.all([...hosts].map((h) => d.hosts.call(h, { op: 'deleteSnapshot', snapshot, account }).catch(() => undefined)));
     res.status(204).end();
   });
 

@@ -185,6 +185,9 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
     const r = await api.post('/v1/boxes/c2/exec').set(auth).send({ cmd: ['cat', '/root/note'] }).expect(200);
     assert.equal(r.body.stdout, 'kept\n');
     for (const n of ['c1', 'c2']) await api.delete(`/v1/boxes/${n}`).set(auth).expect(204);
+    // Deleting the snapshot removes the copy on B as well (A is dead).
+    await api.delete('/v1/snapshots/snap1').set(auth).expect(204);
+    await waitFor(async () => !(await docker.getImage(snapImage).inspect().then(() => true, () => false)), 30_000, 200);
   });
 });
 
