@@ -22,7 +22,7 @@ import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
 import { clusterSecret } from '../core/secrets.ts';
-import { Snapshots } from '../core/snapshots.ts';
+import { forkImage, Snapshots } from '../core/snapshots.ts';
 import { PtySessions } from './pty-sessions.ts';
 import { openApiDoor, type ApiDoor } from './api-door.ts';
 import { fileURLToPath } from 'node:url';
@@ -138,6 +138,12 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     port: config.BOXD_HOST_AGENT_PORT,
     maxFileBytes: config.BOXD_MAX_FILE_BYTES,
     log: log.child({ part: 'agent' }),
+    prefix,
+    images: {
+      has: (ref) => runtime.hasImage(ref),
+      save: runtime.saveImage ? (ref) => runtime.saveImage!(ref) : undefined,
+      load: runtime.loadImage ? (tar) => runtime.loadImage!(tar) : undefined,
+    },
   });
 
   agentPort = agent.port;
@@ -172,6 +178,12 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
       case 'fork-pool':
         return view(await lifecycle.forkFromPool(job.name, job.child));
+      case 'fork-image':
+        await lifecycle.snapshot(job.name, forkImage(prefix, job.account, job.child), { 'boxd.fork-of': job.name });
+        return { image: forkImage(prefix, job.account, job.child) };
+      case 'drop-image':
+        if (!job.image.startsWith(forkImage(prefix, '', '').split(':')[0]!)) throw new BoxdError('IMAGE_NOT_ALLOWED', `not a fork image of this installation: ${job.image}`);
+        return { removed: await runtime.removeImage(job.image) };
       case 'golden-commit':
         return lifecycle.snapshot(job.name, job.image, { 'boxd.golden-of': job.name });
       case 'golden-tag':
