@@ -47,13 +47,14 @@ class AsyncTerminal:
         (BOX_NOT_FOUND 404, UNAUTHORIZED 401, INVALID_REQUEST 400…), NETWORK_ERROR (status 0) when
         the gateway cannot be reached, NO_WEBSOCKETS when the websockets package is missing."""
         try:
-            import websockets
+            # The asyncio client of websockets 10.4 (Debian 12), kept as websockets.legacy in later releases.
             import websockets.exceptions as wse
+            from websockets.legacy.client import connect
         except ImportError:
             raise BoxdApiError("NO_WEBSOCKETS", 0, "box.pty() needs the websockets package (Debian: python3-websockets)") from None
         url = pty_url(settings, box, cols, rows, cmd)
         try:
-            ws = await websockets.connect(  # type: ignore[attr-defined]
+            ws = await connect(
                 url,
                 extra_headers={"Authorization": f"Bearer {settings.api_key}"},
                 compression=None,

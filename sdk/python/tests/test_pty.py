@@ -66,7 +66,11 @@ def test_sync_pty(names) -> None:
             assert b"30 100" in buf, buf
             term.write("end\n")
             assert term.wait() == 7
-        # A second terminal in the same box, closed before its command ends.
+        with pytest.raises(BoxdApiError) as e:
+            box.pty(cols=0)
+        assert (e.value.code, e.value.status) == ("INVALID_REQUEST", 400)
+        # A suspended box is resumed; a second terminal, closed before its command ends.
+        box.suspend()
         term2 = box.pty(cmd=["sh", "-c", "echo ready; sleep 600"])
         read_until(term2, b"ready")
         term2.close()
