@@ -100,12 +100,12 @@ http {
     return { port, proc };
   };
   /** The gateway as `npm start` runs it: gateway/main.ts with `workers` processes sharing a port. */
-  const startGateway = async (workers: number) => {
+  const startGateway = async (workers: number, fastpath = false) => {
     const port = await freePort();
     // BENCH_CPU_PROF=<dir>: every gateway process writes a V8 profile there (see bench/flame.ts).
     const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
     const proc = spawn(process.execPath, [...prof, '--import', 'tsx', 'gateway/main.ts'], {
-      env: { ...process.env, BOXD_PREFIX: config.BOXD_PREFIX, BOXD_PORT: String(port), BOXD_GATEWAY_WORKERS: String(workers), LOG_LEVEL: 'warn', BOXD_POOL: 'false' },
+      env: { ...process.env, BOXD_PREFIX: config.BOXD_PREFIX, BOXD_PORT: String(port), BOXD_GATEWAY_WORKERS: String(workers), LOG_LEVEL: 'warn', BOXD_POOL: 'false', BOXD_PREVIEW_FASTPATH: String(fastpath) },
       stdio: 'ignore',
     });
     gateways.push(proc);
@@ -131,6 +131,15 @@ http {
   await wrk(`http://127.0.0.1:${gwN.port}/`, hostName); // warm-up (every worker compiles its code)
   const viaGatewayN = await wrk(`http://127.0.0.1:${gwN.port}/`, hostName);
   await stop(gwN.proc);
+  // The experimental raw-socket fast path (BOXD_PREVIEW_FASTPATH=true), 1 and N processes.
+  const fast1 = await startGateway(1, true);
+  await wrk(`http://127.0.0.1:${fast1.port}/`, hostName); // warm-up
+  const viaFast = await wrk(`http://127.0.0.1:${fast1.port}/`, hostName);
+  await stop(fast1.proc);
+  const fastN = await startGateway(WORKERS, true);
+  await wrk(`http://127.0.0.1:${fastN.port}/`, hostName); // warm-up
+  const viaFastN = await wrk(`http://127.0.0.1:${fastN.port}/`, hostName);
+  await stop(fastN.proc);
   const nginxN = await startNginx(WORKERS);
   const viaNginxN = await wrk(`http://127.0.0.1:${nginxN.port}/`, hostName);
   await stop(nginxN.proc);
@@ -146,9 +155,10 @@ http {
   const w = [16, 12, 10, 10, 10];
   console.log(`\nthroughput: wrk -t1 -c${CONNS} -d${DURATION}, node http server in a box (2 cores shared by everything)\n`);
   console.log(row(['path', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx'], w));
-  const rows = [['direct', direct], ['gateway x1', viaGateway], ['nginx x1', viaNginx], [`gateway x${WORKERS}`, viaGatewayN], [`nginx x${WORKERS}`, viaNginxN]] as const;
+  const rows = [['direct', direct], ['gateway x1', viaGateway], ['nginx x1', viaNginx], [`gateway x${WORKERS}`, viaGatewayN], [`nginx x${WORKERS}`, viaNginxN], ['fastpath x1', viaFast], [`fastpath x${WORKERS}`, viaFastN]] as const;
   for (const [name, r] of rows) console.log(row([name, r.rps, r.p50, r.p99, r.errors], w));
   console.log(`\n  gateway/nginx throughput ${(viaGateway.rps / viaNginx.rps).toFixed(2)}x with 1 worker each, ${(viaGatewayN.rps / viaNginxN.rps).toFixed(2)}x with ${WORKERS} each`);
+  console.log(`  fastpath/nginx throughput ${(viaFast.rps / viaNginx.rps).toFixed(2)}x with 1 worker each, ${(viaFastN.rps / viaNginxN.rps).toFixed(2)}x with ${WORKERS} each; fastpath/gateway x1 ${(viaFast.rps / viaGateway.rps).toFixed(2)}x`);
   console.log(`  gateway x${WORKERS} / gateway x1 ${(viaGatewayN.rps / viaGateway.rps).toFixed(2)}x; gateway/direct ${(viaGateway.rps / direct.rps).toFixed(2)}x`);
   console.log(`  gateway/nginx p50 latency ${(viaGateway.p50 / viaNginx.p50).toFixed(2)}x, p99 ${(viaGateway.p99 / viaNginx.p99).toFixed(2)}x`);
   console.log(`\nfirst byte through the gateway, N=${N} (ms)\n`);

@@ -112,6 +112,8 @@ export const configSchema = z.object({
   BOXD_HOST_DEAD_MS: int(15_000),
   /** Gateway processes sharing the port (node:cluster); 0: one per core. */
   BOXD_GATEWAY_WORKERS: int(0),
+  /** EXPERIMENTAL: serve preview requests on the raw socket (head-only parsing, pooled upstreams) instead of Node's HTTP stack. */
+  BOXD_PREVIEW_FASTPATH: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   /** Images (exact references, comma-separated) any account may create boxes from, besides goldens and its own snapshots. */
   BOXD_ALLOWED_IMAGES: z.string().default('').transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean)),
   /** Bound of every Redis command of the gateway, in ms: past it the API answers 503 instead of hanging on a frozen Redis. */

@@ -1,5 +1,6 @@
 import express from 'express';
 import { createServer, type Server } from 'node:http';
+import { FastPath } from './fastpath.ts';
 import { Redis } from 'ioredis';
 import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
 import { BoxStore, type BoxRecord } from '../core/boxes.ts';
@@ -194,6 +195,8 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     else socket.destroy();
   });
 
+  const fast = config.BOXD_PREVIEW_FASTPATH ? FastPath.attach(server, config, preview, log) : null;
+
   server.on('upgrade', (req, socket: import('node:net').Socket, head: Buffer) => {
     socket.on('error', () => undefined);
     const target = resolveTarget(req.headers.host, config.BOXD_BASE_DOMAIN);
@@ -229,6 +232,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     async close() {
       const closed = new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
       server.closeIdleConnections();
+      fast?.close();
       preview.dropWebSockets();
       let timer: NodeJS.Timeout | undefined;
       const graceOver = new Promise<void>((r) => (timer = setTimeout(r, config.BOXD_CLOSE_GRACE_MS)));

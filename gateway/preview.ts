@@ -37,6 +37,17 @@ class Refusal extends Error {
   }
 }
 
+export interface FastRoute {
+  url: string;
+  headers: Record<string, string>;
+  hostAddr: string;
+  hostPort: number;
+  /** Ends the request's activity hold; call once. */
+  release: () => void;
+  /** Response head lines with Set-Cookie lines for other domains dropped. */
+  rewriteCookies: (lines: string[]) => string[];
+}
+
 interface Routed {
   box: BoxRecord;
   port: number;
@@ -201,6 +212,39 @@ export class Preview {
         .finally(() => (checking = false));
     });
     socket.on('data', (chunk: Buffer) => frames.push(chunk));
+  }
+
+  /**
+   * The same passes for the experimental fast path (gateway/fastpath.ts), on a parsed head.
+   * Null when the HTTP path must answer instead (a refusal, a page, a redirect): it re-runs them.
+   */
+  async fastRoute(head: { method: string; url: string; headers: Record<string, string> }, boxName: string, port: number | null, socket: Socket): Promise<FastRoute | null> {
+    const req = { method: head.method, url: head.url, headers: head.headers, socket } as unknown as IncomingMessage;
+    let routed: Routed;
+    try {
+      const box = await this.route(boxName, port);
+      this.boxNames.set(req, box.name);
+      if (!box.public) this.checkToken(box, this.tokenOf(req, new URL(head.url, 'http://x')));
+      routed = await this.awake(box, port);
+    } catch {
+      return null;
+    }
+    this.d.metrics.inc('boxd_preview_requests_total');
+    const release = this.d.activity.hold(routed.box.name);
+    await this.sanitize(req);
+    const host = canonicalHost(head.headers.host) ?? '';
+    return {
+      url: req.url ?? head.url,
+      headers: req.headers as Record<string, string>,
+      hostAddr: routed.hostAddr,
+      hostPort: routed.hostPort,
+      release,
+      rewriteCookies: (lines) => {
+        const cookies = lines.filter((l) => /^set-cookie:/i.test(l));
+        const kept = new Set(hostOnlyCookies(cookies.map((l) => l.slice(l.indexOf(':') + 1).trim()), host));
+        return lines.filter((l) => !/^set-cookie:/i.test(l) || kept.has(l.slice(l.indexOf(':') + 1).trim()));
+      },
+    };
   }
 
   /** Pass 1: the box and the port, from the cache. */
