@@ -121,6 +121,7 @@ const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trai
 export class FastPath {
   private readonly idle = new Map<string, Socket[]>();
   private readonly clients = new Set<Socket>();
+  private readonly drops = new WeakMap<Socket, () => void>();
   private closed = false;
 
   constructor(
@@ -135,8 +136,6 @@ export class FastPath {
     const listeners = server.listeners('connection') as ((s: Socket) => void)[];
     server.removeAllListeners('connection');
     const fast = new FastPath(config, preview, log, (socket, buffered) => {
-      socket.removeAllListeners('data');
-      socket.removeAllListeners('end');
       socket.pause();
       // Node's HTTP parser would read the handle directly and miss the bytes read so far.
       const handle = (socket as unknown as { _handle?: { _consumed?: boolean } })._handle;
@@ -179,6 +178,7 @@ export class FastPath {
     };
     const giveUp = (pending?: Buffer) => {
       client.off('data', onData);
+      client.off('end', onEnd);
       stopTimer();
       this.clients.delete(client);
       const rest = pending ? (buf.length ? Buffer.concat([pending, buf]) : pending) : buf;
@@ -241,10 +241,11 @@ export class FastPath {
           },
         );
     };
-    client.on('data', onData);
-    client.on('end', () => {
+    const onEnd = () => {
       if (!busy) client.end();
-    });
+    };
+    client.on('data', onData);
+    client.on('end', onEnd);
   }
 
   private take(key: string): Socket | undefined {
@@ -252,9 +253,13 @@ export class FastPath {
     while (list?.length) {
       const s = list.pop()!;
       if (!list.length) this.idle.delete(key);
-      s.removeAllListeners('close');
-      s.removeAllListeners('error');
-      s.removeAllListeners('timeout');
+      const drop = this.drops.get(s);
+      if (drop) {
+        s.off('close', drop);
+        s.off('error', drop);
+        s.off('end', drop);
+        s.off('timeout', drop);
+      }
       s.setTimeout(0);
       if (!s.destroyed && s.writable) return s;
     }
@@ -263,8 +268,6 @@ export class FastPath {
 
   private give(key: string, s: Socket): void {
     if (this.closed) return void s.destroy();
-    s.removeAllListeners('data');
-    s.removeAllListeners('end');
     let list = this.idle.get(key);
     if (!list) this.idle.set(key, (list = []));
     if (list.length >= 64) return void s.destroy();
@@ -275,10 +278,12 @@ export class FastPath {
       const i = l?.indexOf(s) ?? -1;
       if (i >= 0) l!.splice(i, 1);
     };
+    this.drops.set(s, drop);
     s.once('close', drop);
     s.once('error', drop);
     s.once('end', drop);
-    s.setTimeout(1000, drop);
+    s.setTimeout(1000);
+    s.once('timeout', drop);
   }
 
   private forward(
@@ -324,6 +329,7 @@ export class FastPath {
       upstream.off('end', onUpstreamEnd);
       upstream.off('error', onUpstreamError);
       upstream.off('close', onUpstreamEnd);
+      upstream.off('timeout', onUpstreamTimeout);
       upstream.setTimeout(0);
       if (ok && reusable) this.give(key, upstream);
       else upstream.destroy();
@@ -464,6 +470,10 @@ export class FastPath {
       }
       onUpstreamError(Object.assign(new Error('upstream closed'), { code: 'ECONNRESET' }));
     };
+    const onUpstreamTimeout = () => {
+      timedOut = true;
+      onUpstreamError(new Error('upstream timeout'));
+    };
     const onUpstreamError = (err: Error & { code?: string }) => {
       if (finished) return;
       if (!responded && bodyless && !timedOut) {
@@ -472,6 +482,7 @@ export class FastPath {
         r.release();
         client.off('data', onClientData);
         client.off('close', onClientClose);
+        upstream.off('timeout', onUpstreamTimeout);
         upstream.destroy();
         retry(leftover);
         return;
@@ -490,10 +501,8 @@ export class FastPath {
     upstream.on('end', onUpstreamEnd);
     upstream.on('close', onUpstreamEnd);
     upstream.on('error', onUpstreamError);
-    upstream.setTimeout(this.config.BOXD_UPSTREAM_TIMEOUT_MS, () => {
-      timedOut = true;
-      onUpstreamError(new Error('upstream timeout'));
-    });
+    upstream.setTimeout(this.config.BOXD_UPSTREAM_TIMEOUT_MS);
+    upstream.on('timeout', onUpstreamTimeout);
     client.on('data', onClientData);
     client.once('close', onClientClose);
     upstream.write(Buffer.from(out, 'latin1'));
