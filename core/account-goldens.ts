@@ -42,7 +42,7 @@ export class AccountGoldens {
   ) {}
 
   private get hash(): string {
-    return `${this.prefix}:agoldens`;
+    return `{${this.prefix}}:agoldens`;
   }
 
   /** The image of an account's golden (deterministic, so a retried job reuses it). */

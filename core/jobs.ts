@@ -11,6 +11,10 @@ export type HostJob =
   | { op: 'destroy'; name: string }
   | { op: 'fork'; name: string; child: string }
   | { op: 'fork-pool'; name: string; child: string }
+  /** Commits a box to the image of a fork `child` of `account`, made on another host (the image is moved there). */
+  | { op: 'fork-image'; name: string; child: string; account: string }
+  /** Removes one of this installation's fork images (a copy moved elsewhere, or a failed fork's). */
+  | { op: 'drop-image'; image: string }
   | { op: 'snapshot'; name: string; snapshot: string; account: string }
   | { op: 'deleteSnapshot'; snapshot: string; account: string }
   | { op: 'golden-commit'; name: string; image: string }
@@ -36,6 +40,8 @@ export const ATTEMPTS: Record<HostOp, number> = {
   destroy: 5,
   fork: 2,
   'fork-pool': 1,
+  'fork-image': 2,
+  'drop-image': 3,
   'golden-commit': 2,
   'golden-tag': 2,
   'golden-drop': 3,

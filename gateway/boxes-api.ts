@@ -86,9 +86,9 @@ export function boxesApi(d: BoxesApiDeps): Router {
       if (claimed) return send(res, claimed, 201, { ...(preview ? { previewToken: preview.token } : {}), pooled: true });
     }
 
-    // A snapshot lives on one host; anything else goes where there is room (core/placement.ts).
-    if (settings.hostId) await d.hosts.assertAlive(settings.hostId);
-    const hostId = settings.hostId ?? (await d.hosts.pickHost({ cpus: settings.cpus, memoryMb: settings.memoryMb, golden: settings.golden }));
+    // A box goes where there is room (core/placement.ts). A snapshot's image is made on one
+    // host: that host is preferred while it has room, else the best live host gets a copy first.
+    const hostId = await placeFor(d, settings);
     const agent = wantsAgent ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.config.BOXD_PREFIX }, hostId, account, name) : undefined;
     if (agent) Object.assign(env, agent.env);
     await d.store.create(
@@ -238,8 +238,10 @@ function parseMode(raw: unknown): number | undefined {
 
 interface Source {
   golden?: string;
-  /** The host that must run the box (a snapshot lives on one host). */
+  /** The host that holds the image (a snapshot is made on one host). */
   hostId?: string;
+  /** The image may be copied to another host (a snapshot's); else the box must run on hostId. */
+  movable?: boolean;
   imageRef: string;
   ports: number[];
   idleTimeoutMs: number;
@@ -260,17 +262,43 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
     if (golden) return boxSettings(golden);
     if (d.config.BOXD_ALLOWED_IMAGES.includes(body.image)) return { imageRef: body.image, ports: [], ...defaults };
     const snap = (await d.snapshotsOf?.(account))?.find((s) => s.image === body.image);
-    if (snap) return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
+    if (snap) return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, movable: true, ...defaults };
     throw new BoxdError('IMAGE_NOT_ALLOWED', `image "${body.image}" is not allowed: use a golden (GET /v1/goldens), one of your snapshots, or an image the operator lists in BOXD_ALLOWED_IMAGES`);
   }
   if (body.snapshot) {
     if (!d.snapshot) throw new BoxdError('NOT_IMPLEMENTED', 'snapshots are not available');
     const snap = await d.snapshot(account, body.snapshot);
-    return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, ...defaults };
+    return { imageRef: snap.image, ports: snap.ports, hostId: snap.hostId, movable: true, ...defaults };
   }
   const name = body.golden ?? 'default';
   const g = await d.golden(account, name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
   // An account golden's image is on one host only.
   return g.hostId ? { ...boxSettings(g), hostId: g.hostId } : boxSettings(g);
+}
+
+/**
+ * The host a new box of `s` goes to. Without a holding host: placement. An account golden's
+ * image stays on its host. A snapshot's: its own host when alive with room, else the best live
+ * host by placement, which first gets the image (HostAgents.ensureImage: agent to agent through
+ * this gateway, from the snapshot's host or any other live host that holds a copy).
+ */
+async function placeFor(d: BoxesApiDeps, s: Source): Promise<string> {
+  const need = { cpus: s.cpus, memoryMb: s.memoryMb };
+  if (!s.hostId) return d.hosts.pickHost({ ...need, golden: s.golden });
+  if (!s.movable) {
+    await d.hosts.assertAlive(s.hostId);
+    return s.hostId;
+  }
+  const alive = (await d.hosts.aliveHosts()).map((h) => h.id);
+  if (alive.includes(s.hostId)) {
+    const onHolder = await d.hosts.pickHost({ ...need, exclude: alive.filter((h) => h !== s.hostId) }).catch(() => undefined);
+    if (onHolder) return onHolder;
+  }
+  const hostId = await d.hosts.pickHost(need);
+  if (hostId !== s.hostId) {
+    const sources = [s.hostId, ...alive.filter((h) => h !== s.hostId && h !== hostId)].filter((h) => alive.includes(h));
+    await d.agents.ensureImage(s.imageRef, hostId, sources);
+  }
+  return hostId;
 }

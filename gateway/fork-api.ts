@@ -7,7 +7,9 @@ import type { GoldenInfo } from '../host/goldens.ts';
 import { claimPooled } from '../pool/claim.ts';
 import { samePolicy } from '../core/network-policy.ts';
 import type { HostClient } from '../core/host-client.ts';
-import type { Snapshots } from '../core/snapshots.ts';
+import { forkImage, type Snapshots } from '../core/snapshots.ts';
+import { BoxdError } from '../core/errors.ts';
+import type { HostAgents } from './host-agents.ts';
 import { accountOf } from './auth.ts';
 import { agentEnv, isAgentEnv } from './agent-env.ts';
 import { boxJson } from './box-view.ts';
@@ -27,6 +29,8 @@ export interface ForkApiDeps {
   /** For forks of agent boxes (each child gets its own box-scoped key). */
   redis?: Redis;
   prefix?: string;
+  /** With agents, a fork whose parent's host is full goes to another host (the image moves there). */
+  agents?: HostAgents;
 }
 
 /**
@@ -81,7 +85,17 @@ export function forkApi(d: ForkApiDeps): Router {
         return;
       }
     }
-    // The child lives on the parent's host: that is where the parent's filesystem is.
+    // The child lives on the parent's host (that is where the parent's filesystem is), unless
+    // that host is full and another can take it: then it is committed there, moved, made here.
+    const elsewhere = await otherHost(d, parent);
+    if (elsewhere) {
+      await forkElsewhere(d, parent, child, account, elsewhere, { limit, tokenHash: preview?.tokenHash, env: agent ? { ...parent.env, ...agent.env } : parent.env }).catch(async (e: unknown) => {
+        await agent?.undo();
+        throw e;
+      });
+      res.status(201).json({ ...boxJson(await d.store.require(child), d.urls), ...extra });
+      return;
+    }
     await d.store.create(
       {
         name: child,
@@ -149,8 +163,10 @@ export function forkApi(d: ForkApiDeps): Router {
     const { snapshot } = parse(snapshotBody, { snapshot: req.params.snapshot }, 'snapshot name');
     const s = await d.snapshots.require(account, snapshot);
     await d.snapshots.remove(account, snapshot);
-    // The image goes now if no box uses it, else with the last box made from it.
-    await d.hosts.call(s.hostId, { op: 'deleteSnapshot', snapshot, account }).catch(() => undefined);
+    // The image goes now if no box uses it, else with the last box made from it; on every live
+    // host, since copies of it may have been moved to others (images across hosts).
+    const hosts = new Set([s.hostId, ...(await d.hosts.aliveHosts()).map((h) => h.id)]);
+    await Promise.all([...hosts].map((h) => d.hosts.call(h, { op: 'deleteSnapshot', snapshot, account }).catch(() => undefined)));
     res.status(204).end();
   });
 
@@ -159,4 +175,61 @@ export function forkApi(d: ForkApiDeps): Router {
 
 function snapshotJson(s: { name: string; box: string; ports: number[]; golden?: string; createdAt: number }): SnapshotInfo {
   return { name: s.name, box: s.box, ports: s.ports, golden: s.golden, createdAt: new Date(s.createdAt).toISOString() };
+}
+
+/**
+ * Another host for a fork when the parent's host has no room for the child: undefined when the
+ * parent's host has room, or when no other live host does either (the fork then stays on the
+ * parent's host as before, within its overcommit).
+ */
+async function otherHost(d: ForkApiDeps, parent: BoxRecord): Promise<string | undefined> {
+  if (!d.agents || !d.prefix) return undefined;
+  const need = { cpus: parent.cpus, memoryMb: parent.memoryMb };
+  const alive = (await d.hosts.aliveHosts()).map((h) => h.id);
+  if (alive.length < 2 || !alive.includes(parent.hostId)) return undefined;
+  try {
+    await d.hosts.pickHost({ ...need, exclude: alive.filter((h) => h !== parent.hostId) });
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof BoxdError) || e.code !== 'NO_CAPACITY') return undefined;
+  }
+  return d.hosts.pickHost({ ...need, exclude: [parent.hostId] }).catch(() => undefined);
+}
+
+/**
+ * A fork on another host: the parent's host commits it to the child's fork image, the image is
+ * streamed agent to agent (HostAgents.ensureImage), the child is created on `hostId` from it,
+ * and the parent's host drops its copy. On failure the record and both copies go.
+ */
+async function forkElsewhere(
+  d: ForkApiDeps,
+  parent: BoxRecord,
+  child: string,
+  account: string,
+  hostId: string,
+  o: { limit: number; tokenHash?: string; env: Record<string, string> },
+): Promise<void> {
+  const image = forkImage(d.prefix!, account, child);
+  await d.store.create(
+    {
+      name: child, account, golden: parent.golden, image: parent.image, snapshot: parent.snapshot, imageRef: image, origin: 'fork-commit',
+      ports: parent.ports, public: parent.public, tokenHash: o.tokenHash, parent: parent.name, env: o.env, idleTimeoutMs: parent.idleTimeoutMs,
+      cpus: parent.cpus, memoryMb: parent.memoryMb, diskMb: parent.diskMb, network: parent.network, hostId,
+    },
+    o.limit,
+  );
+  let made = false;
+  try {
+    await d.hosts.call(parent.hostId, { op: 'fork-image', name: parent.name, child, account });
+    await d.agents!.ensureImage(image, hostId, [parent.hostId]);
+    await d.hosts.call(hostId, { op: 'create', name: child });
+    made = true;
+  } catch (e) {
+    await d.store.remove(child).catch(() => undefined);
+    if (!made) await d.hosts.call(parent.hostId, { op: 'drop-image', image }).catch(() => undefined);
+    await d.hosts.call(hostId, { op: 'drop-image', image }).catch(() => undefined);
+    throw e;
+  }
+  // The child runs from its own host's copy (which goes with the child); the parent's host's goes now.
+  if (made) await d.hosts.call(parent.hostId, { op: 'drop-image', image }).catch(() => undefined);
 }

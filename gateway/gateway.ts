@@ -151,7 +151,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     }),
   );
   v1.use(forkApi({
-    store, accounts, hosts, snapshots, urls, redis, prefix,
+    store, accounts, hosts, snapshots, urls, redis, prefix, agents,
     pool: config.BOXD_POOL ? { redis, prefix, golden: async (key) => goldenByKey(await goldens(), accountGoldens, key) } : undefined,
   }));
   v1.use(hooksApi(hookDeps));

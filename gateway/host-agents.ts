@@ -139,6 +139,51 @@ export class HostAgents {
     return JSON.parse(text) as T;
   }
 
+  /** Whether host `hostId` holds image `ref` (asks its agent). */
+  async hasImage(hostId: string, ref: string): Promise<boolean> {
+    const res = await this.request(hostId, { method: 'HEAD', path: `/v1/images/${encodeURIComponent(ref)}` });
+    res.resume();
+    if (res.statusCode === 200) return true;
+    if (res.statusCode === 404) return false;
+    throw new UnavailableError(`host ${hostId} could not say whether it holds image ${ref} (${res.statusCode})`);
+  }
+
+  /**
+   * Makes sure host `to` holds image `ref`, copying it from the first of `from` that has it:
+   * the gateway streams the source agent's `docker save` straight into the destination agent's
+   * `docker load` (relayed chunk by chunk with backpressure; never buffered whole, never through
+   * Redis). Resolves once the destination has loaded it.
+   */
+  async ensureImage(ref: string, to: string, from: string[]): Promise<'present' | 'copied'> {
+    if (await this.hasImage(to, ref)) return 'present';
+    const enc = encodeURIComponent(ref);
+    let last: unknown;
+    for (const src of from.filter((h) => h !== to)) {
+      let up: IncomingMessage | undefined;
+      try {
+        up = await this.request(src, { method: 'GET', path: `/v1/images/${enc}` });
+        if (up.statusCode !== 200) {
+          last = errorOf(up.statusCode ?? 500, await readText(up));
+          continue;
+        }
+        const down = await this.request(to, {
+          method: 'POST',
+          path: `/v1/images?ref=${enc}`,
+          headers: { 'Content-Type': 'application/x-tar', 'Transfer-Encoding': 'chunked' },
+          body: up,
+        });
+        const text = await readText(down);
+        if ((down.statusCode ?? 500) >= 300) throw errorOf(down.statusCode ?? 500, text);
+        return 'copied';
+      } catch (e) {
+        up?.destroy();
+        last = e;
+      }
+    }
+    const why = last instanceof Error ? `: ${last.message}` : '';
+    throw new UnavailableError(`image ${ref} could not be copied to host ${to}; no live host holding it answered${why}`);
+  }
+
   close(): void {
     this.agent.destroy();
   }

@@ -5,6 +5,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { BoxdError, ValidationError } from '../core/errors.ts';
@@ -30,6 +31,26 @@ export interface AgentDeps {
   port: number;
   maxFileBytes: number;
   log: Logger;
+  /** BOXD_PREFIX: only this installation's own images (snapshots, forks, account goldens) move. */
+  prefix?: string;
+  /** Image transfer between hosts (`GET`/`HEAD /v1/images/:ref`, `POST /v1/images?ref=`). */
+  images?: {
+    has(ref: string): Promise<boolean>;
+    save?(ref: string): Promise<Readable>;
+    load?(tar: Readable): Promise<void>;
+  };
+}
+
+/**
+ * Whether `ref` is an image boxd made for this installation and may move between hosts: a
+ * snapshot (boxd-snap/<prefix>-…), a fork (boxd-fork/<prefix>-…) or an account golden
+ * (boxd-ugolden/<prefix>-…). Goldens are built on each host; anything else is not ours.
+ */
+export function movableImage(ref: string, prefix: string): boolean {
+  const p = prefix.toLowerCase().replace(/[^a-z0-9._-]/g, '');
+  if (!p || ref.length > 255) return false;
+  const m = /^boxd-(snap|fork|ugolden)\/([a-z0-9][a-z0-9._-]*):([A-Za-z0-9_][A-Za-z0-9._-]{0,127})$/.exec(ref);
+  return !!m && m[2]!.startsWith(`${p}-`);
 }
 
 export interface AgentHandle {
@@ -94,6 +115,10 @@ export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
     if (!authorized(req)) return fail(res, new BoxdError('UNAUTHORIZED', 'the host agent needs the cluster secret'), d.log);
     const url = new URL(req.url ?? '/', 'http://agent');
     if (url.pathname === '/healthz') return sendJson(res, 200, { ok: true });
+    if (url.pathname === '/v1/images' && req.method === 'POST') return loadImage(req, res, url);
+    if (url.pathname.startsWith('/v1/images/') && (req.method === 'GET' || req.method === 'HEAD')) {
+      return saveImage(req, res, url.pathname.slice('/v1/images/'.length));
+    }
     const m = ROUTE.exec(url.pathname);
     if (!m) return fail(res, new BoxdError('NOT_FOUND', `no route ${req.method} ${url.pathname}`), d.log);
     const [, name, op] = m as unknown as [string, string, string];
@@ -210,6 +235,57 @@ export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
     res.writeHead(204).end();
   };
 
+  const ownRef = (raw: string | null): string => {
+    let ref = '';
+    try {
+      ref = decodeURIComponent(raw ?? '');
+    } catch {
+      /* invalid escape: refused below */
+    }
+    if (!movableImage(ref, d.prefix ?? '')) {
+      throw new BoxdError('IMAGE_NOT_ALLOWED', `only this installation's snapshot, fork and account-golden images move between hosts, not "${ref.slice(0, 200)}"`);
+    }
+    return ref;
+  };
+
+  // `docker save` of one of our images, streamed as it is made (never held whole). HEAD answers
+  // 200 or 404: whether this host holds it.
+  const saveImage = async (req: IncomingMessage, res: ServerResponse, raw: string): Promise<void> => {
+    req.resume();
+    const ref = ownRef(raw);
+    if (!d.images) throw new BoxdError('NOT_IMPLEMENTED', 'this host cannot move images');
+    if (!(await d.images.has(ref))) throw new BoxdError('IMAGE_NOT_FOUND', `no image ${ref} on this host`);
+    if (req.method === 'HEAD') return void res.writeHead(200).end();
+    if (!d.images.save) throw new BoxdError('NOT_IMPLEMENTED', 'this host cannot move images');
+    const tar = await d.images.save(ref);
+    res.writeHead(200, { 'Content-Type': 'application/x-tar', 'Cache-Control': 'no-store' });
+    await pipeline(tar, res).catch(() => {
+      tar.destroy();
+      res.destroy();
+    });
+  };
+
+  // `docker load` of a tar streamed in (the engine reads it as it arrives); answers once the
+  // image `ref` names is there.
+  const loadImage = async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
+    let ref: string;
+    try {
+      ref = ownRef(url.searchParams.get('ref'));
+      if (!d.images?.load) throw new BoxdError('NOT_IMPLEMENTED', 'this host cannot move images');
+    } catch (e) {
+      req.resume();
+      throw e;
+    }
+    if (await d.images.has(ref)) {
+      req.resume();
+      return sendJson(res, 200, { ref, loaded: false });
+    }
+    await d.images.load(req);
+    if (!(await d.images.has(ref))) throw new ValidationError(`the uploaded tar did not hold image ${ref}`);
+    d.log.info({ ref }, 'image loaded from another host');
+    sendJson(res, 200, { ref, loaded: true });
+  };
+
   const getFile = async (req: IncomingMessage, res: ServerResponse, name: string, url: URL): Promise<void> => {
     req.resume();
     const path = url.searchParams.get('path') ?? '';
@@ -246,6 +322,9 @@ const STATUS: Record<string, number> = {
   UNAUTHORIZED: 401,
   BOX_NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
+  IMAGE_NOT_FOUND: 404,
+  IMAGE_NOT_ALLOWED: 403,
+  NOT_IMPLEMENTED: 501,
   NOT_FOUND: 404,
   BOX_STATE: 409,
   BOX_BUSY: 409,

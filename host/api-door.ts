@@ -17,7 +17,7 @@ export interface ApiDoor {
   close(): Promise<void>;
 }
 
-export const boxApiUrlKey = (prefix: string, hostId: string): string => `${prefix}:box-api-url:${hostId}`;
+export const boxApiUrlKey = (prefix: string, hostId: string): string => `{${prefix}}:box-api-url:${hostId}`;
 
 export async function openApiDoor(o: {
   bridge: { iface: string; ip: string };

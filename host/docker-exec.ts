@@ -8,6 +8,9 @@ import type { ContainerProcs } from './container-procs.ts';
 import { reason, status } from './engine-errors.ts';
 import { OutputBuffer, type ExecRequest, type ExecResult } from './runtime.ts';
 
+/** How long a killed exec's output stream may stay open before the exec answers anyway, in ms. */
+const KILL_GRACE_MS = 2000;
+
 export interface ExecContext {
   procs: ContainerProcs;
   /** Held from the exec's creation until the engine started it; a freeze waits for it. */
@@ -85,7 +88,10 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
       return undefined;
     }
   };
+  let finish!: () => void;
+  let backstop: NodeJS.Timeout | undefined;
   const done = new Promise<void>((resolve) => {
+    finish = resolve;
     let pending: Buffer = Buffer.alloc(0);
     stream.on('data', (chunk: Buffer) => {
       seen = true;
@@ -131,7 +137,14 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
     }
   });
   if (hasStdin) stream.end(req.stdin);
-  const kill = () => void ctx.procs.killTagged(id, execId).catch((e) => ctx.log.warn({ err: reason(e) }, 'could not kill an exec'));
+  // A killed exec answers even if some process we could not find keeps the stream open.
+  const kill = () =>
+    void ctx.procs
+      .killTagged(id, execId)
+      .catch((e) => ctx.log.warn({ err: reason(e) }, 'could not kill an exec'))
+      .finally(() => {
+        backstop ??= setTimeout(finish, KILL_GRACE_MS);
+      });
   if (req.timeoutMs && req.timeoutMs > 0) {
     timer = setTimeout(() => {
       timedOut = true;
@@ -144,6 +157,7 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
   };
   req.signal?.addEventListener('abort', onAbort, { once: true });
   await done;
+  if (backstop) clearTimeout(backstop);
   if (timer) clearTimeout(timer);
   if (poll) clearTimeout(poll);
   req.signal?.removeEventListener('abort', onAbort);

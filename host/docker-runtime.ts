@@ -513,6 +513,30 @@ export class DockerRuntime implements Runtime {
     }
   }
 
+  async saveImage(ref: string): Promise<Readable> {
+    try {
+      return (await this.docker.getImage(ref).get()) as unknown as Readable;
+    } catch (e) {
+      if (status(e) === 404) throw new BoxdError('IMAGE_NOT_FOUND', `no image ${ref} on this host`);
+      throw new RuntimeError(`saving image ${ref}: ${reason(e)}`, { cause: e });
+    }
+  }
+
+  async loadImage(tar: Readable): Promise<void> {
+    let out: NodeJS.ReadableStream;
+    try {
+      out = await this.docker.loadImage(tar, { quiet: true });
+    } catch (e) {
+      throw new RuntimeError(`loading an image: ${reason(e)}`, { cause: e });
+    }
+    // The engine answers with a JSON progress stream; an error line means the load failed.
+    const chunks: Buffer[] = [];
+    for await (const c of out) chunks.push(Buffer.from(c as Buffer));
+    const text = Buffer.concat(chunks).toString('utf8');
+    const bad = /"error(?:Detail)?"\s*:\s*(?:\{[^}]*"message"\s*:\s*)?"([^"]*)"/.exec(text);
+    if (bad) throw new RuntimeError(`loading an image: ${bad[1]}`);
+  }
+
   async hasImage(ref: string): Promise<boolean> {
     try {
       await this.docker.getImage(ref).inspect();

@@ -21,7 +21,7 @@ import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
 import { clusterSecret } from '../core/secrets.ts';
-import { Snapshots } from '../core/snapshots.ts';
+import { forkImage, Snapshots } from '../core/snapshots.ts';
 import { openApiDoor, type ApiDoor } from './api-door.ts';
 import { fileURLToPath } from 'node:url';
 
@@ -115,8 +115,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       log,
     });
   let agentPort: number | undefined;
-  // Beat before reconciling: a sweeper that still saw the old heartbeat would declare the boxes
-  // this host is taking back lost again.
+  // Reconcile before the first beat, so that a host seen alive again has taken its lost boxes
+  // back. A sweeper that still saw the old heartbeat may lose one again in between: the next
+  // beat sees it and reconciles again (onLost).
   const heartbeat = new Heartbeat({
     redis, store, runtime, prefix, hostId, goldens: () => goldens, log,
     capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
@@ -128,8 +129,25 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     // boxes back, and drop containers of boxes deleted meanwhile.
     onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
   });
-  await heartbeat.beat();
+  const agent = await startAgent({
+    lifecycle,
+    touch: (n) => store.touch(n),
+    secret: clusterSecret(config),
+    addr: config.BOXD_HOST_ADDR,
+    port: config.BOXD_HOST_AGENT_PORT,
+    maxFileBytes: config.BOXD_MAX_FILE_BYTES,
+    log: log.child({ part: 'agent' }),
+    prefix,
+    images: {
+      has: (ref) => runtime.hasImage(ref),
+      save: runtime.saveImage ? (ref) => runtime.saveImage!(ref) : undefined,
+      load: runtime.loadImage ? (tar) => runtime.loadImage!(tar) : undefined,
+    },
+  });
+
+  agentPort = agent.port;
   await reconcileNow();
+  await heartbeat.beat();
   // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
   const accountPools = async () =>
     (await accountGoldens.all())
@@ -141,18 +159,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
-  const agent = await startAgent({
-    lifecycle,
-    touch: (n) => store.touch(n),
-    secret: clusterSecret(config),
-    addr: config.BOXD_HOST_ADDR,
-    port: config.BOXD_HOST_AGENT_PORT,
-    maxFileBytes: config.BOXD_MAX_FILE_BYTES,
-    log: log.child({ part: 'agent' }),
-  });
 
-  agentPort = agent.port;
-  await heartbeat.beat(); // now with the agent's port
   heartbeat.start(config.BOXD_HEARTBEAT_MS);
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
   sweeper.start();
@@ -167,6 +174,12 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return view(await lifecycle.fork(job.name, job.child, finalAttempt));
       case 'fork-pool':
         return view(await lifecycle.forkFromPool(job.name, job.child));
+      case 'fork-image':
+        await lifecycle.snapshot(job.name, forkImage(prefix, job.account, job.child), { 'boxd.fork-of': job.name });
+        return { image: forkImage(prefix, job.account, job.child) };
+      case 'drop-image':
+        if (!job.image.startsWith(forkImage(prefix, '', '').split(':')[0]!)) throw new BoxdError('IMAGE_NOT_ALLOWED', `not a fork image of this installation: ${job.image}`);
+        return { removed: await runtime.removeImage(job.image) };
       case 'golden-commit':
         return lifecycle.snapshot(job.name, job.image, { 'boxd.golden-of': job.name });
       case 'golden-tag':

@@ -57,6 +57,10 @@ export interface Runtime {
   list(labels: Record<string, string>): Promise<BoxInstance[]>;
   /** Whether an image exists locally. */
   hasImage(ref: string): Promise<boolean>;
+  /** `docker save` of one image as a tar stream (moving a snapshot's image to another host). Optional. */
+  saveImage?(ref: string): Promise<Readable>;
+  /** `docker load` of a tar stream made by saveImage; resolves once the image is loaded. Optional. */
+  loadImage?(tar: Readable): Promise<void>;
   /**
    * Starts `cmd` on a pseudo-terminal in a running box (an interactive shell). Optional: a
    * runtime without it answers NOT_IMPLEMENTED for `GET /v1/boxes/:name/pty`.

@@ -107,7 +107,7 @@ describe('many hosts on one Redis (real Docker)', { timeout: 240_000 }, () => {
 
   it('takes its boxes back when the host returns and removes the container of a box deleted meanwhile', async () => {
     startHostProc('b');
-    await waitFor(async () => (await gw.store.require('x1')).state === 'running', 60_000, 200);
+    await waitFor(async () => (await gw.store.require('x1')).state === 'running' && (await alive()).includes(ids.b), 60_000, 200);
     const x1 = await gw.store.require('x1');
     assert.equal(x1.error, undefined);
     const r = await api.post('/v1/boxes/x1/exec').set(auth).send({ cmd: ['echo', 'back'] }).expect(200);

@@ -140,9 +140,9 @@ describe('interactive terminals (GET /v1/boxes/:name/pty)', () => {
     const session = `boxd-pty-${randomBytes(4).toString('hex')}`;
     const tmux = (...a: string[]) => run('tmux', a, { timeout: 20_000 });
     const screen = async () => (await tmux('capture-pane', '-p', '-J', '-t', session)).stdout;
-    const until = async (re: RegExp) => {
+    const until = async (re: RegExp, ms = 30_000) => {
       try {
-        await waitFor(async () => re.test(await screen()), 30_000, 100);
+        await waitFor(async () => re.test(await screen()), ms, 100);
       } catch {
         assert.fail(`${re} never showed in tmux; the screen:\n${await screen()}`);
       }
@@ -150,9 +150,11 @@ describe('interactive terminals (GET /v1/boxes/:name/pty)', () => {
     const cli = `BOXD_URL=${url} BOXD_API_KEY=${s.config.BOXD_API_KEY} node cli/boxd.js shell term; echo "local-exit=$?"; sleep 600`;
     await tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile');
     try {
+      await until(/^bash-[\d.]+# *$/m); // type only once the local shell is ready
       await tmux('send-keys', '-t', session, '-l', cli);
       await tmux('send-keys', '-t', session, 'Enter');
-      await until(/root@term[^\n]*# *$/m);
+      // The CLI starts through tsx, which compiles on a cold cache: give a loaded machine time.
+      await until(/root@term[^\n]*# *$/m, 90_000);
       // Raw mode: Ctrl-C goes to the remote shell (it stops the sleep), not to the local CLI,
       // which would otherwise die and print local-exit. Wait for the next prompt before typing:
       // the terminal drops typed-ahead input on a SIGINT.
