@@ -72,7 +72,8 @@ describe('interactive terminals (GET /v1/boxes/:name/pty)', () => {
     const sentinel = `sentinel-${randomBytes(6).toString('hex')}`;
     const seen: string[] = [];
     const psub = new Redis(s.config.REDIS_URL, { lazyConnect: true });
-    const mon = await new Redis(s.config.REDIS_URL).monitor();
+    const base = new Redis(s.config.REDIS_URL);
+    const mon = await base.monitor(); // a connection of its own: `base` must be closed too
     const probe = new Redis(s.config.REDIS_URL);
     const queue = new Queue(hostQueueName(s.config.BOXD_HOST_ID), { connection: probe, prefix: queuePrefix(s.config.BOXD_PREFIX) });
     try {
@@ -97,7 +98,7 @@ describe('interactive terminals (GET /v1/boxes/:name/pty)', () => {
       assert.equal(jobs.find((j) => j.name.includes('pty') || JSON.stringify(j.data).includes(cmdToken)), undefined, 'no job opened the terminal');
     } finally {
       await queue.close().catch(() => undefined);
-      for (const r of [psub, mon, probe]) r.disconnect();
+      for (const r of [psub, mon, base, probe]) r.disconnect();
     }
   });
 
