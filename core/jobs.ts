@@ -4,7 +4,7 @@ import type { WireError } from './errors.ts';
 /**
  * The control plane: durable lifecycle work a host runs from its BullMQ queue (`host-<id>`),
  * retried and idempotent. Job data and results stay small (a few KiB). The data plane — exec,
- * files, suspend/resume, the preview wake — goes gateway → host agent directly (host/agent.ts).
+ * files, suspend/resume, the preview wake, terminals — goes gateway → host agent directly (host/agent.ts).
  */
 export type HostJob =
   | { op: 'create'; name: string }
@@ -21,7 +21,6 @@ export type HostJob =
   | { op: 'golden-tag'; from: string; image: string }
   | { op: 'golden-drop'; golden: string; image: string }
   | { op: 'pool-fill'; golden?: string }
-  | { op: 'pty-open'; name: string; ptyId: string; cmd: string[]; cols: number; rows: number; env?: Record<string, string> }
   | { op: 'task'; taskId: string };
 
 export type HostOp = HostJob['op'];
@@ -49,7 +48,6 @@ export const ATTEMPTS: Record<HostOp, number> = {
   snapshot: 2,
   deleteSnapshot: 3,
   'pool-fill': 1,
-  'pty-open': 1,
   task: 2,
 };
 

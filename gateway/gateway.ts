@@ -88,7 +88,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
       void routes.get(e.name).then((b) => (b?.state === 'suspended' && !b.manualSuspend ? waker.wake(b) : undefined)).catch(() => undefined);
     }
   });
-  const ptys = new PtyGateway({ store, hosts, activity, redis, sub, prefix, accountOfKey: (k) => accounts.accountOf(k), log: log.child({ part: 'pty' }) });
+  const ptys = new PtyGateway({ store, activity, target: (h, fresh) => agents.target(h, fresh), secret: clusterSecret(config), accountOfKey: (k) => accounts.accountOf(k), log: log.child({ part: 'pty' }) });
   const preview = new Preview({ config, routes, waker, activity, accounts, metrics, addrOf: (h) => agents.addrOf(h), log: log.child({ part: 'preview' }) });
 
   let goldenCache: { at: number; value: Map<string, GoldenInfo> } | undefined;

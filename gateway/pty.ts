@@ -1,15 +1,12 @@
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { BoxStore } from '../core/boxes.ts';
-import { BoxdError } from '../core/errors.ts';
-import type { HostClient } from '../core/host-client.ts';
+import { BoxdError, UnavailableError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { frame, PTY_PING_MS, ptyChannels, PtyTag } from '../core/pty-wire.ts';
 import type { Activity } from './activity.ts';
 import { statusOf } from './errors.ts';
+import { errorOf } from './host-agents.ts';
 import { refuseUpgrade } from './pages.ts';
 import { parseName } from './schemas.ts';
 
@@ -18,14 +15,16 @@ export const PTY_PATH = /^\/v1\/boxes\/([^/]+)\/pty$/;
 /** The shell a terminal runs when the request names no `cmd`: bash when the box has it, else sh. */
 export const DEFAULT_SHELL = ['/bin/sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi'];
 
+/** Bytes waiting in one socket beyond this pause reading from the other until they drain. */
+export const PTY_HIGH_WATER = 1024 * 1024;
+
 export interface PtyDeps {
   store: BoxStore;
-  hosts: HostClient;
   activity: Activity;
-  /** Publisher connection and the gateway's shared subscriber. */
-  redis: Redis;
-  sub: Redis;
-  prefix: string;
+  /** The agent address of a host (from its heartbeat); `fresh` re-reads it. */
+  target: (hostId: string, fresh?: boolean) => Promise<{ addr: string; port: number }>;
+  /** The cluster secret the host agents accept. */
+  secret: string;
   /** The account of an API key, or undefined for an unknown key. */
   accountOfKey: (key: string) => Promise<string | undefined>;
   log: Logger;
@@ -44,15 +43,15 @@ export interface PtyDeps {
  *   `{"type":"exit","exitCode":N}` and a normal close (1000). Errors are a text frame
  *   `{"type":"error","code","message"}` and close 1011.
  * A suspended box is resumed first; the box stays awake while the terminal is open.
+ *
+ * The bytes go client ⇄ gateway ⇄ the owning host's agent (a second WebSocket, host/agent-pty.ts):
+ * nothing of a terminal passes through Redis.
  */
 export class PtyGateway {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
-  private readonly handlers = new Map<string, (m: Buffer) => void>();
   private readonly sockets = new Set<WebSocket>();
 
-  constructor(private readonly d: PtyDeps) {
-    d.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.handlers.get(channel.toString())?.(message));
-  }
+  constructor(private readonly d: PtyDeps) {}
 
   /** Handles the upgrade when `req` is for a terminal; false otherwise (the caller refuses it). */
   handles(req: IncomingMessage): boolean {
@@ -77,45 +76,66 @@ export class PtyGateway {
       refuseUpgrade(socket, statusOf(err.code), err.code, err.message);
       return;
     }
-    // The command starts before the upgrade completes: a refusal is still an HTTP answer, and an
-    // open socket means a running command. Output that comes before the socket is kept.
-    const ptyId = randomUUID();
-    const ch = ptyChannels(this.d.prefix, ptyId);
-    const early: Buffer[] = [];
-    this.handlers.set(ch.output, (m) => early.push(m));
+    // The command starts (on the host) before the client's upgrade completes: a refusal is still
+    // an HTTP answer, and an open socket means a running command.
+    const q = new URLSearchParams({ cols: String(opts.cols), rows: String(opts.rows) });
+    for (const c of opts.cmd) q.append('cmd', c);
+    const path = `/v1/boxes/${encodeURIComponent(box.name)}/pty?${q}`;
+    const early: { data: Buffer; binary: boolean }[] = [];
+    let upstream: WebSocket;
     try {
-      await this.d.sub.subscribe(ch.output);
-      await this.d.hosts.call(box.hostId, { op: 'pty-open', name: box.name, ptyId, cmd: opts.cmd, cols: opts.cols, rows: opts.rows });
+      upstream = await this.connect(box.hostId, path, early);
     } catch (e) {
-      this.handlers.delete(ch.output);
-      void this.d.sub.unsubscribe(ch.output).catch(() => undefined);
-      const err = e instanceof BoxdError ? e : new BoxdError('INTERNAL', String(e));
+      const err = e instanceof BoxdError ? e : new UnavailableError(String(e));
       this.d.log.warn({ box: box.name, err: err.message }, 'terminal did not start');
       refuseUpgrade(socket, statusOf(err.code), err.code, err.message);
       return;
     }
     if (socket.destroyed) {
-      this.handlers.delete(ch.output);
-      void this.d.sub.unsubscribe(ch.output).catch(() => undefined);
-      void this.d.redis.publish(ch.input, frame(PtyTag.end)).catch(() => undefined);
+      upstream.close();
       return;
     }
     const name = box.name;
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.session(ws, name, ch, early));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.session(ws, upstream, name, early));
   }
 
-  private session(ws: WebSocket, name: string, ch: { input: string; output: string }, early: Buffer[]): void {
+  /** Opens the agent's WebSocket; messages that come before the session starts go to `early`. */
+  private async connect(hostId: string, path: string, early: { data: Buffer; binary: boolean }[]): Promise<WebSocket> {
+    for (let attempt = 0; ; attempt++) {
+      const t = await this.d.target(hostId, attempt > 0);
+      try {
+        return await new Promise<WebSocket>((resolve, reject) => {
+          const ws = new WebSocket(`ws://${t.addr.includes(':') ? `[${t.addr}]` : t.addr}:${t.port}${path}`, {
+            headers: { Authorization: `Bearer ${this.d.secret}` },
+            maxPayload: 1024 * 1024,
+            handshakeTimeout: 60_000,
+          });
+          ws.on('message', (data: RawData, binary: boolean) => early.push({ data: toBuffer(data), binary }));
+          ws.once('unexpected-response', (_req, res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.once('end', () => reject(errorOf(res.statusCode ?? 500, Buffer.concat(chunks).toString('utf8'))));
+            res.once('error', reject);
+          });
+          ws.once('open', () => resolve(ws));
+          ws.once('error', reject);
+        });
+      } catch (e) {
+        // A host that restarted on another port: re-read its heartbeat once.
+        if (attempt === 0 && (e as { code?: string }).code === 'ECONNREFUSED') continue;
+        if (e instanceof BoxdError) throw e;
+        throw new UnavailableError(`host ${hostId} did not open the terminal: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private session(ws: WebSocket, up: WebSocket, name: string, early: { data: Buffer; binary: boolean }[]): void {
     this.sockets.add(ws);
     const release = this.d.activity.hold(name);
     let done = false;
-    const send = (m: Buffer) => void this.d.redis.publish(ch.input, m).catch(() => undefined);
-    const ping = setInterval(() => send(frame(PtyTag.ping)), PTY_PING_MS);
     const cleanup = () => {
-      clearInterval(ping);
       release();
       this.sockets.delete(ws);
-      this.handlers.delete(ch.output);
-      void this.d.sub.unsubscribe(ch.output).catch(() => undefined);
     };
     const finish = (text: string, code: number) => {
       if (done) return;
@@ -124,33 +144,51 @@ export class PtyGateway {
         ws.send(text);
         ws.close(code);
       }
+      up.close();
       cleanup();
     };
-    const onOutput = (m: Buffer) => {
-      const payload = m.subarray(1);
-      if (m[0] === PtyTag.data) {
-        if (ws.readyState === ws.OPEN) ws.send(payload, { binary: true });
-      } else if (m[0] === PtyTag.control) {
-        const { exitCode } = JSON.parse(payload.toString()) as { exitCode: number };
-        finish(JSON.stringify({ type: 'exit', exitCode }), 1000);
-      } else if (m[0] === PtyTag.end) {
-        finish(JSON.stringify({ type: 'error', ...(JSON.parse(payload.toString()) as object) }), 1011);
+    // A reader that falls behind pauses the other side until its socket drains.
+    const relay = (to: WebSocket, from: WebSocket, data: Buffer | string, binary: boolean) => {
+      if (to.readyState !== to.OPEN) return;
+      to.send(data, { binary });
+      if (to.bufferedAmount > PTY_HIGH_WATER && !from.isPaused) {
+        from.pause();
+        const drain = setInterval(() => {
+          if (to.readyState !== to.OPEN || to.bufferedAmount < PTY_HIGH_WATER / 4) {
+            clearInterval(drain);
+            if (from.readyState === from.OPEN) from.resume();
+          }
+        }, 10);
       }
     };
-    this.handlers.set(ch.output, onOutput);
-    for (const m of early.splice(0)) onOutput(m);
+    const onUpstream = (data: Buffer, binary: boolean) => {
+      if (binary) return relay(ws, up, data, true);
+      let m: { type?: string; exitCode?: number; code?: string; message?: string };
+      try {
+        m = JSON.parse(data.toString('utf8')) as typeof m;
+      } catch {
+        return;
+      }
+      if (m.type === 'exit') finish(JSON.stringify({ type: 'exit', exitCode: m.exitCode }), 1000);
+      else if (m.type === 'error') finish(JSON.stringify({ type: 'error', code: m.code, message: m.message }), 1011);
+    };
+    up.removeAllListeners('message');
+    up.on('message', (data: RawData, binary: boolean) => onUpstream(toBuffer(data), binary));
+    for (const m of early.splice(0)) onUpstream(m.data, m.binary);
+    up.on('close', () => finish(JSON.stringify({ type: 'error', code: 'UNAVAILABLE', message: 'the host closed the terminal' }), 1011));
+    up.on('error', () => undefined);
     ws.on('message', (data: RawData, isBinary: boolean) => {
-      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      const buf = toBuffer(data);
       if (!isBinary) {
         const control = parseControl(buf);
-        if (control) return send(frame(PtyTag.control, control));
+        if (control) return relay(up, ws, JSON.stringify({ type: 'resize', ...control }), false);
       }
-      send(frame(PtyTag.data, buf));
+      relay(up, ws, buf, true);
     });
     ws.on('close', () => {
       if (!done) {
         done = true;
-        send(frame(PtyTag.end));
+        up.close(); // the agent hangs the command up
         cleanup();
       }
     });
@@ -162,6 +200,8 @@ export class PtyGateway {
     this.wss.close();
   }
 }
+
+const toBuffer = (data: RawData): Buffer => (Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data));
 
 function parseQuery(q: URLSearchParams): { cols: number; rows: number; cmd: string[] } {
   const dim = (key: string, def: number) => {

@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
@@ -10,19 +10,22 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { BoxdError, ValidationError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { AGENT_PTY_PATH, AgentPtys } from './agent-pty.ts';
 import type { Lifecycle } from './lifecycle.ts';
 
 /**
  * The host agent: the data-plane endpoint gateways call directly (no queue) for what must be
  * fast or carries bytes — exec (JSON or NDJSON stream, stdin), files (streamed both ways),
- * suspend and resume (also the preview wake). It listens on the host's own address and
+ * suspend and resume (also the preview wake), and terminals (a WebSocket, host/agent-pty.ts). It listens on the host's own address and
  * accepts only `Authorization: Bearer <cluster secret>`. Boxes cannot reach it: the host
  * drops new connections from the boxes' bridge (and it binds loopback by default).
  *
  * Wire: errors are `{error:{code,message}}` with a 4xx/5xx status; the gateway rebuilds them by code.
  */
 export interface AgentDeps {
-  lifecycle: Pick<Lifecycle, 'exec' | 'suspend' | 'resume' | 'putFileStream' | 'openFile'>;
+  lifecycle: Pick<Lifecycle, 'exec' | 'suspend' | 'resume' | 'putFileStream' | 'openFile' | 'pty'>;
+  /** Marks a box used while a terminal on it is open. */
+  touch?: (name: string) => Promise<void>;
   secret: string;
   addr: string;
   port: number;
@@ -52,6 +55,8 @@ export function movableImage(ref: string, prefix: string): boolean {
 
 export interface AgentHandle {
   server: Server;
+  /** The terminals open on this host. */
+  ptys: AgentPtys;
   port: number;
   close(): Promise<void>;
 }
@@ -85,6 +90,26 @@ export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
     handle(req, res).catch((e) => fail(res, e, d.log));
   });
   server.keepAliveTimeout = 65_000;
+
+  const ptys = new AgentPtys({ lifecycle: d.lifecycle, touch: d.touch, log: d.log.child({ part: 'pty' }) });
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on('error', () => undefined);
+    const refuse = (e: unknown) => {
+      const err = e instanceof BoxdError ? e : new BoxdError('INTERNAL', 'internal error');
+      if (!(e instanceof BoxdError)) d.log.error({ err: e }, 'host agent terminal failure');
+      if (!socket.writable) return void socket.destroy();
+      const text = JSON.stringify({ error: err.toWire() });
+      const status = STATUS[err.code] ?? 500;
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+      );
+    };
+    if (!authorized(req)) return refuse(new BoxdError('UNAUTHORIZED', 'the host agent needs the cluster secret'));
+    const url = new URL(req.url ?? '/', 'http://agent');
+    const m = AGENT_PTY_PATH.exec(url.pathname);
+    if (!m || req.method !== 'GET') return refuse(new BoxdError('NOT_FOUND', `no WebSocket route ${req.method} ${url.pathname}`));
+    ptys.upgrade(req, socket, head, m[1]!, url).catch(refuse);
+  });
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (!authorized(req)) return fail(res, new BoxdError('UNAUTHORIZED', 'the host agent needs the cluster secret'), d.log);
@@ -282,7 +307,9 @@ export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
   return {
     server,
     port,
+    ptys,
     async close() {
+      await ptys.close();
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();
       await closed;

@@ -61,6 +61,12 @@ export async function dockerPty(docker: Docker, id: string, req: PtyRequest): Pr
     async resize(cols, rows) {
       await resize(cols, rows);
     },
+    pause() {
+      stream.pause();
+    },
+    resume() {
+      stream.resume();
+    },
     async kill() {
       if (killed) return;
       killed = true;

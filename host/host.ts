@@ -1,5 +1,4 @@
 import Docker from 'dockerode';
-import { Redis } from 'ioredis';
 import type { Worker } from 'bullmq';
 import { BoxStore } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
@@ -23,7 +22,6 @@ import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
 import { clusterSecret } from '../core/secrets.ts';
 import { forkImage, Snapshots } from '../core/snapshots.ts';
-import { PtySessions } from './pty-sessions.ts';
 import { openApiDoor, type ApiDoor } from './api-door.ts';
 import { fileURLToPath } from 'node:url';
 
@@ -133,6 +131,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   });
   const agent = await startAgent({
     lifecycle,
+    touch: (n) => store.touch(n),
     secret: clusterSecret(config),
     addr: config.BOXD_HOST_ADDR,
     port: config.BOXD_HOST_AGENT_PORT,
@@ -160,9 +159,6 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const pool = new WarmPool({ redis, store, lifecycle, runtime, goldens: () => goldens, extra: accountPools, prefix, hostId, log: log.child({ part: 'pool' }) });
   await pool.reconcile();
 
-  const ptySub = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
-  ptySub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
-  const ptys = new PtySessions({ redis, sub: ptySub, prefix, lifecycle, touch: (n) => store.touch(n), log: log.child({ part: 'pty' }) });
 
   heartbeat.start(config.BOXD_HEARTBEAT_MS);
   const sweeper = new HostSweeper({ redis, store, prefix, deadMs: config.BOXD_HOST_DEAD_MS, log: log.child({ part: 'sweeper' }) });
@@ -197,8 +193,6 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
         return lifecycle.snapshot(job.name, snapshots.imageFor(job.account, job.snapshot));
       case 'deleteSnapshot':
         return { removed: await runtime.removeImage(snapshots.imageFor(job.account, job.snapshot)) };
-      case 'pty-open':
-        return ptys.open(job);
       case 'pool-fill':
         void pool.fill();
         return null;
@@ -238,10 +232,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       await idle.stop();
       await tasks.close();
       await worker.close();
-      await ptys.close();
       await door?.close();
       await heartbeat.stop();
-      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit(), ptySub.quit()].map((p) => p.catch(() => undefined)));
+      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
     },
   };
 }

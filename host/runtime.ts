@@ -87,6 +87,9 @@ export interface PtyProcess {
   onData(cb: (data: Buffer) => void): void;
   write(data: Buffer): void;
   resize(cols: number, rows: number): Promise<void>;
+  /** Stops and restarts output (backpressure from a slow reader). */
+  pause?(): void;
+  resume?(): void;
   /** Ends the command and its process group. Idempotent. */
   kill(): Promise<void>;
   /** The exit code, once the command ended (128+signal when killed). */

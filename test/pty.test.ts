@@ -3,7 +3,11 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import WebSocket from 'ws';
+import { hostQueueName } from '../core/jobs.ts';
+import { queuePrefix } from '../core/keys.ts';
 import { parseControl } from '../gateway/pty.ts';
 import { Compute, type Pty } from '../sdk/index.ts';
 import { startStack, waitFor, type Stack } from './helpers.ts';
@@ -60,6 +64,42 @@ describe('interactive terminals (GET /v1/boxes/:name/pty)', () => {
     term.write('hello\r');
     await out.wait(/got:hello/);
     assert.equal(await term.exited, 3);
+  });
+
+  it('carries nothing of a terminal through Redis: no pub/sub message, no command, no job', async () => {
+    const [cmdToken, typed] = [`cmd${randomBytes(6).toString('hex')}`, `typed${randomBytes(6).toString('hex')}`];
+    const marker = `${cmdToken}${typed}`; // printed by the box only: neither side sends it as one piece
+    const sentinel = `sentinel-${randomBytes(6).toString('hex')}`;
+    const seen: string[] = [];
+    const psub = new Redis(s.config.REDIS_URL, { lazyConnect: true });
+    const base = new Redis(s.config.REDIS_URL);
+    const mon = await base.monitor(); // a connection of its own: `base` must be closed too
+    const probe = new Redis(s.config.REDIS_URL);
+    const queue = new Queue(hostQueueName(s.config.BOXD_HOST_ID), { connection: probe, prefix: queuePrefix(s.config.BOXD_PREFIX) });
+    try {
+      await psub.connect();
+      psub.on('pmessageBuffer', (_p: Buffer, channel: Buffer, message: Buffer) => seen.push(`${channel.toString('latin1')} ${message.toString('latin1')}`));
+      await psub.psubscribe('*');
+      mon.on('monitor', (_time: string, args: unknown[]) => seen.push(args.map(String).join(' ')));
+      const box = await c.box.get('term');
+      const term = await box.pty({ cmd: ['sh', '-c', `read line; printf '%s%s\\n' ${cmdToken} "$line"; exit 4`] });
+      const out = collect(term);
+      term.write(`${typed}\r`);
+      await out.wait(new RegExp(marker));
+      assert.equal(await term.exited, 4);
+      // Redis runs commands in order: once the sentinel shows on both, anything before it did too.
+      await probe.publish(`${s.config.BOXD_PREFIX}:pty-test`, sentinel);
+      await waitFor(async () => seen.filter((m) => m.includes(sentinel)).length >= 2, 20_000, 50);
+      assert.ok(seen.length > 2, 'the probes saw Redis traffic');
+      for (const token of [cmdToken, typed, marker]) {
+        assert.equal(seen.find((m) => m.includes(token)), undefined, `${token} passed through Redis`);
+      }
+      const jobs = await queue.getJobs(['active', 'completed', 'failed', 'waiting', 'delayed', 'prioritized']);
+      assert.equal(jobs.find((j) => j.name.includes('pty') || JSON.stringify(j.data).includes(cmdToken)), undefined, 'no job opened the terminal');
+    } finally {
+      await queue.close().catch(() => undefined);
+      for (const r of [psub, mon, base, probe]) r.disconnect();
+    }
   });
 
   it('hangs up the command when the client closes the socket', async () => {
