@@ -313,7 +313,17 @@ async function main(): Promise<number> {
 /** `boxd shell`: the local terminal in raw mode wired to a terminal in the box. */
 async function shell(box: Box, cmd: string[] | undefined): Promise<number> {
   const out = process.stdout;
-  const term = await box.pty({ cols: out.columns || 80, rows: out.rows || 24, cmd });
+  // A box that is being frozen or a host that is starting answers BOX_BUSY / UNAVAILABLE for a moment.
+  let term: Awaited<ReturnType<Box['pty']>> | undefined;
+  for (let attempt = 1; !term; attempt++) {
+    try {
+      term = await box.pty({ cols: out.columns || 80, rows: out.rows || 24, cmd });
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (attempt >= 4 || (code !== 'BOX_BUSY' && code !== 'UNAVAILABLE')) throw e;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
   const stdin = process.stdin;
   const raw = stdin.isTTY;
   if (raw) stdin.setRawMode(true);

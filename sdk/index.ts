@@ -320,14 +320,12 @@ export async function openPty(baseUrl: string, apiKey: string, box: string, opts
   let result: { exitCode: number } | { error: BoxdApiError } | undefined;
 
   await new Promise<void>((resolve, reject) => {
+    // A refusal (an HTTP answer instead of the upgrade) fires neither error nor close once
+    // `unexpected-response` has a listener: reject with the API's error as soon as it is read.
+    if (refused) void refused.then(reject);
     ws.onopen = () => resolve();
-    ws.onerror = () => {
-      if (refused) void refused.then(reject);
-      else reject(new BoxdApiError('NETWORK_ERROR', `could not open a terminal at ${url.origin}`, 0));
-    };
-    ws.onclose = (ev) => {
-      if (!refused) reject(new BoxdApiError('NETWORK_ERROR', `terminal refused (${ev.code})`, 0));
-    };
+    ws.onerror = () => reject(new BoxdApiError('NETWORK_ERROR', `could not open a terminal at ${url.origin}`, 0));
+    ws.onclose = (ev) => reject(new BoxdApiError('NETWORK_ERROR', `terminal refused (${ev.code})`, 0));
   });
   ws.onerror = () => undefined;
   ws.onmessage = (ev) => {
