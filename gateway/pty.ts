@@ -1,3 +1,4 @@
+import { parsePtyQuery } from '../core/pty-query.ts';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
@@ -70,7 +71,7 @@ export class PtyGateway {
       if (!account) throw new BoxdError('UNAUTHORIZED', 'unknown API key');
       const name = parseName(decodeURIComponent(PTY_PATH.exec(url.pathname)![1]!));
       box = await this.d.store.require(name, account);
-      opts = parseQuery(url.searchParams);
+      opts = parsePtyQuery(url.searchParams, DEFAULT_SHELL);
     } catch (e) {
       const err = e instanceof BoxdError ? e : new BoxdError('INTERNAL', String(e));
       refuseUpgrade(socket, statusOf(err.code), err.code, err.message);
@@ -202,20 +203,6 @@ export class PtyGateway {
 }
 
 const toBuffer = (data: RawData): Buffer => (Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data));
-
-function parseQuery(q: URLSearchParams): { cols: number; rows: number; cmd: string[] } {
-  const dim = (key: string, def: number) => {
-    const raw = q.get(key);
-    if (raw === null || raw === '') return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1 || n > 1000) throw new BoxdError('INVALID_REQUEST', `${key} must be an integer from 1 to 1000`);
-    return n;
-  };
-  const cmd = q.getAll('cmd');
-  if (cmd.some((c) => c.length > 4096) || cmd.length > 256) throw new BoxdError('INVALID_REQUEST', 'cmd is too long');
-  if (cmd.length && !cmd[0]) throw new BoxdError('INVALID_REQUEST', 'cmd must name a program');
-  return { cols: dim('cols', 80), rows: dim('rows', 24), cmd: cmd.length ? cmd : DEFAULT_SHELL };
-}
 
 /** A resize control message, or undefined for anything else (which is stdin). */
 export function parseControl(buf: Buffer): { cols: number; rows: number } | undefined {

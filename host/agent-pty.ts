@@ -1,3 +1,4 @@
+import { parsePtyQuery } from '../core/pty-query.ts';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
@@ -136,20 +137,6 @@ export class AgentPtys {
     await Promise.all(all.map((s) => s.proc.kill()));
     this.wss.close();
   }
-}
-
-export function parsePtyQuery(q: URLSearchParams): { cols: number; rows: number; cmd: string[] } {
-  const dim = (key: string, def: number) => {
-    const raw = q.get(key);
-    if (raw === null || raw === '') return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1 || n > 1000) throw new BoxdError('INVALID_REQUEST', `${key} must be an integer from 1 to 1000`);
-    return n;
-  };
-  const cmd = q.getAll('cmd');
-  if (cmd.some((c) => c.length > 4096) || cmd.length > 256) throw new BoxdError('INVALID_REQUEST', 'cmd is too long');
-  if (!cmd.length || !cmd[0]) throw new BoxdError('INVALID_REQUEST', 'cmd must name a program');
-  return { cols: dim('cols', 80), rows: dim('rows', 24), cmd };
 }
 
 /** A well-formed resize (sizes clamped to 1..1000), or undefined. */

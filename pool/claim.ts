@@ -1,3 +1,4 @@
+import type { PoolStats } from '../sdk/types.ts';
 import type { Redis } from 'ioredis';
 import { boxCountsKey, encodeFields, type BoxRecord } from '../core/boxes.ts';
 import { BoxExistsError, LimitError } from '../core/errors.ts';
@@ -115,14 +116,6 @@ async function recordClaim(redis: Redis, prefix: string, golden: string, hit: bo
   await redis.hincrby(poolStatsKey(prefix), `${golden}:${hit ? 'hits' : 'misses'}`, 1);
 }
 
-export interface PoolStats {
-  golden: string;
-  target: number;
-  ready: number;
-  hits: number;
-  misses: number;
-  hitRate: number | null;
-}
 
 /** Pool size, ready boxes (over every host) and hit rate per golden. */
 export async function poolStats(redis: Redis, prefix: string, goldens: { name: string; poolSize: number }[], hostIds: string[]): Promise<PoolStats[]> {
