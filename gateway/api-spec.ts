@@ -107,7 +107,7 @@ export const ROUTES: RouteSpec[] = [
   { method: 'post', path: '/v1/boxes/:name/suspend', summary: 'Freeze a box (processes and memory kept)', ok: { 200: r.box }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', ...HOST] },
   { method: 'post', path: '/v1/boxes/:name/resume', summary: 'Thaw a box', ok: { 200: r.box }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', ...HOST] },
   { method: 'delete', path: '/v1/boxes/:name', summary: 'Destroy a box', ok: { 204: null }, errors: ['BOX_NOT_FOUND', ...HOST] },
-  { method: 'post', path: '/v1/boxes/:name/exec', summary: 'Run a command (resumes a suspended box); NDJSON lines with Accept: application/x-ndjson', body: execBody, ok: { 200: { 'application/json': r.execResult, 'application/x-ndjson': r.execEvent } }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', 'LIMIT_EXCEEDED', ...HOST] },
+  { method: 'post', path: '/v1/boxes/:name/exec', summary: 'Run a command (resumes a suspended box); NDJSON lines with Accept: application/x-ndjson', body: execBody, ok: { 200: { 'application/json': r.execResult, 'application/x-ndjson': r.execEvent } }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', 'LIMIT_EXCEEDED', 'EXEC_LOST', ...HOST] },
   { method: 'put', path: '/v1/boxes/:name/files', summary: 'Write a file (parent folders are created)', query: { ...path, ...mode }, body: { 'application/octet-stream': 'binary' }, ok: { 204: null }, errors: ['BOX_NOT_FOUND', 'BOX_STATE', 'PAYLOAD_TOO_LARGE', 'FILE_TOO_LARGE', 'BLOB_EXPIRED', ...HOST] },
   {
     method: 'get',

@@ -38,6 +38,8 @@ const STATUS = {
   NOT_IMPLEMENTED: 501,
   NOT_SUPPORTED: 501,
   RUNTIME_ERROR: 502,
+  // The host went away while it ran an exec: not re-run, outcome unknown.
+  EXEC_LOST: 502,
   HOST_LOST: 503,
   UPSTREAM_UNAVAILABLE: 502,
   UNAVAILABLE: 503,

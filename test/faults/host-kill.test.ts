@@ -122,4 +122,20 @@ describe('host killed mid-operation', () => {
     // A new fork under the same name goes through.
     await api.post('/v1/boxes/parent/fork').set(auth).send({ name: 'child' }).expect(201);
   });
+  it('mid-exec: the caller gets 502 EXEC_LOST and the command is not run again', async () => {
+    await api.post('/v1/boxes').set(auth).send({ name: 'ex', golden: 'tiny' }).expect(201);
+    const running = async () => {
+      const top = await docker.getContainer(`${prefix}-ex`).top().catch(() => undefined);
+      return !!(top?.Processes as string[][] | undefined)?.some((p) => p.join(' ').includes('sleep 31'));
+    };
+    const res = await killDuring(() => api.post('/v1/boxes/ex/exec').set(auth).send({ cmd: ['sh', '-c', 'echo ran >> /tmp/count; sleep 31'] }), running);
+    assert.equal(res.status, 502, JSON.stringify(res.body));
+    assert.equal(res.body.error.code, 'EXEC_LOST');
+    await startHostProcess();
+    const out = await waitFor(async () => {
+      const r = await api.post('/v1/boxes/ex/exec').set(auth).send({ cmd: ['cat', '/tmp/count'] });
+      return r.status === 200 ? r : undefined;
+    }, 60_000, 500);
+    assert.equal(out.body.stdout, 'ran\n', 'the command ran once');
+  });
 });
