@@ -78,9 +78,10 @@ if ! docker_ok; then
     fi
     # Without the userland proxy a published port is an iptables rule instead of one docker-proxy
     # process (~3.5 MB) per port: what lets one host keep a thousand suspended boxes.
-    # BOXD_USERLAND_PROXY=false turns it off. Only applies when this script starts dockerd.
-    proxy_flag="--userland-proxy=true"
-    [ "${BOXD_USERLAND_PROXY:-true}" = false ] && proxy_flag="--userland-proxy=false"
+    # It is off by default; BOXD_USERLAND_PROXY=true turns docker-proxy back on. Only applies
+    # when this script starts dockerd.
+    proxy_flag="--userland-proxy=false"
+    [ "${BOXD_USERLAND_PROXY:-false}" = true ] && proxy_flag="--userland-proxy=true"
     log "starting dockerd $proxy_flag (log: $STATE_DIR/dockerd.log)"
     # In a session of its own (setsid): Ctrl-C on `npm start` signals npm's whole process group,
     # and dockerd is a system service that must outlive it, or every box dies with the gateway.
