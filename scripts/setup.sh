@@ -61,6 +61,11 @@ else
 fi
 
 # --- Docker Engine ---------------------------------------------------------------
+# Every box's shim and processes take pids from one kernel-wide space: Debian's default of 32768
+# runs out near a thousand boxes, and dockerd cannot start threads then. Raise it (never lower).
+if [ "$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 0)" -lt 4194304 ]; then
+  sysctl -qw kernel.pid_max=4194304 2>/dev/null || log "note: could not raise kernel.pid_max"
+fi
 docker_ok() { curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; }
 if ! docker_ok; then
   # A stopped session leaves a stale pid file behind (and its pid may since belong to another
