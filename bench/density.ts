@@ -48,9 +48,26 @@ let closing: Promise<void> | undefined;
 function cleanup(): Promise<void> {
   closing ??= (async () => {
     console.log('  cleaning up: removing boxes…');
+    // Through the host's runtime, which thaws a frozen box before removing it, a few at a time:
+    // removing frozen containers can hang the engine, and a thousand parallel force-removes of
+    // them once coincided with dockerd and containerd going down.
+    if (stack) {
+      const mine = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${stack.config.BOXD_PREFIX}`] } }).catch(() => []);
+      const names = mine.map((c) => (c.Names[0] ?? c.Id).replace(/^\//, ''));
+      const runtime = stack.host.runtime;
+      let done = 0;
+      await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          for (let name = names.shift(); name; name = names.shift()) {
+            await runtime.destroy(name).catch((e) => console.error(`  removing ${name}: ${(e as Error).message.slice(0, 200)}`));
+            if (++done % 200 === 0) console.log(`    ${done} removed`);
+          }
+        }),
+      );
+    }
     await stack?.close().catch((e) => console.error(`  close: ${(e as Error).message}`));
     const left = await docker.listContainers({ all: true, filters: { network: [network] } }).catch(() => []);
-    await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
+    for (const c of left) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
     await docker.getNetwork(network).remove().catch(() => undefined);
     await new Promise((r) => execFile('iptables', ['-w', '-D', 'INPUT', '-i', bridge, '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP'], r));
     console.log('  cleaned up');
