@@ -53,6 +53,10 @@ export interface BoxRecord {
   version: number;
 }
 
+/** What `BoxStore.summaries` reads of a box: defaults as in a full record. */
+export type BoxSummary = Pick<BoxRecord, 'name' | 'state' | 'cpus' | 'memoryMb' | 'idleTimeoutMs' | 'lastActivityAt' | 'hostId' | 'runtimeId'>;
+const SUMMARY_FIELDS = ['name', 'state', 'cpus', 'memoryMb', 'idleTimeoutMs', 'lastActivityAt', 'hostId', 'runtimeId'] as const;
+
 /** What a new record needs; the rest has defaults. */
 export type NewBox = Omit<BoxRecord, 'state' | 'version' | 'hostPorts' | 'createdAt' | 'lastActivityAt'> &
   Partial<Pick<BoxRecord, 'hostPorts' | 'createdAt' | 'lastActivityAt'>>;
@@ -299,6 +303,35 @@ export class BoxStore {
     for (const n of names) pipe.hgetall(this.key(n));
     const rows = (await pipe.exec()) ?? [];
     return rows.map(([, h]) => decode(h as Record<string, string>)).filter((b): b is BoxRecord => !!b);
+  }
+
+  /**
+   * The few fields a host's periodic passes read (idle sweep, heartbeat, drift check), for every
+   * box of one host: one HMGET of eight short fields per box instead of a whole record and its JSON (a
+   * thousand suspended boxes are read every second by the idle sweep).
+   */
+  async summaries(hostId: string): Promise<BoxSummary[]> {
+    const names = await this.redis.smembers(this.hostKey(hostId));
+    if (!names.length) return [];
+    const pipe = this.redis.pipeline();
+    for (const n of names) pipe.hmget(this.key(n), ...SUMMARY_FIELDS);
+    const rows = (await pipe.exec()) ?? [];
+    const out: BoxSummary[] = [];
+    for (const [, v] of rows) {
+      const [name, state, cpus, memoryMb, idleTimeoutMs, lastActivityAt, host, runtimeId] = (v ?? []) as (string | null)[];
+      if (!name) continue;
+      out.push({
+        name,
+        state: (state ?? 'error') as BoxState,
+        cpus: Number(cpus ?? 2),
+        memoryMb: Number(memoryMb ?? 8192),
+        idleTimeoutMs: Number(idleTimeoutMs ?? 0),
+        lastActivityAt: Number(lastActivityAt ?? 0),
+        hostId: host ?? '',
+        runtimeId: runtimeId || undefined,
+      });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { BoxRecord, BoxStore } from '../core/boxes.ts';
+import type { BoxRecord, BoxStore, BoxSummary } from '../core/boxes.ts';
 import type { Logger } from '../core/log.ts';
 import type { BoxLocks } from './locks.ts';
 import type { BoxInstance, BoxSpec, Runtime } from './runtime.ts';
@@ -12,22 +12,23 @@ export interface DriftFix {
 }
 
 export interface DriftDeps {
-  store: Pick<BoxStore, 'list' | 'get' | 'transition'>;
+  store: Pick<BoxStore, 'summaries' | 'get' | 'transition'>;
   runtime: Pick<Runtime, 'list' | 'inspect' | 'create' | 'suspend'>;
   locks: Pick<BoxLocks, 'active' | 'exclusive'>;
   /** Labels of every box this host runs. */
   labels: Record<string, string>;
   spec: (box: BoxRecord) => BoxSpec;
-  idOf: (box: BoxRecord) => string;
+  idOf: (box: Pick<BoxRecord, 'name' | 'runtimeId'>) => string;
   hostId: string;
   log: Logger;
 }
 
 /**
  * Keeps this host's records true to its runtime while it runs (start-up has `reconcile`). Every
- * tick costs one labeled list of the runtime and one read of the host's records; only a box whose
- * two sides disagree is looked at again, under its lock, so a suspend or create in flight (which
- * holds the lock between its runtime step and its record step) is never taken for drift.
+ * tick costs one labeled list of the runtime and one read of a few fields of the host's records;
+ * only a box whose two sides disagree is looked at again, under its lock, so a suspend or create
+ * in flight (which holds the lock between its runtime step and its record step) is never taken
+ * for drift.
  *
  * - container gone → record `error` ("its container was removed outside boxd")
  * - paused while the record says running → record `suspended` (and the reverse → `running`)
@@ -60,7 +61,7 @@ export class DriftWatch {
   }
 
   private async pass(): Promise<DriftFix[]> {
-    const [containers, records] = await Promise.all([this.d.runtime.list(this.d.labels), this.d.store.list({ hostId: this.d.hostId })]);
+    const [containers, records] = await Promise.all([this.d.runtime.list(this.d.labels), this.d.store.summaries(this.d.hostId)]);
     const byId = new Map(containers.map((c) => [c.id, c]));
     const fixes: DriftFix[] = [];
     const stopped = new Set<string>();
@@ -121,7 +122,7 @@ export class DriftWatch {
   }
 }
 
-function agrees(box: BoxRecord, c: BoxInstance | undefined): boolean {
+function agrees(box: Pick<BoxSummary, 'state'>, c: BoxInstance | undefined): boolean {
   if (!c) return false;
   return box.state === 'running' ? c.state === 'running' : c.state === 'paused';
 }

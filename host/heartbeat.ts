@@ -49,7 +49,7 @@ export class Heartbeat {
   constructor(
     private readonly d: {
       redis: Redis;
-      store: Pick<BoxStore, 'list'>;
+      store: Pick<BoxStore, 'summaries'>;
       runtime: Pick<Runtime, 'hasImage'>;
       prefix: string;
       hostId: string;
@@ -70,7 +70,7 @@ export class Heartbeat {
 
   /** The record as it would be written now. */
   async info(): Promise<HostInfo> {
-    const mine = await this.d.store.list({ hostId: this.d.hostId });
+    const mine = await this.d.store.summaries(this.d.hostId);
     this.sawLost = mine.some((b) => b.state === 'lost');
     const held: string[] = [];
     for (const [name, g] of this.d.goldens()) if (await this.d.runtime.hasImage(g.tag).catch(() => false)) held.push(name);

@@ -39,6 +39,28 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# --- kernel limits for a thousand boxes ------------------------------------------
+# Raised when lower, never lowered; skipped when not root (or in a container without the right).
+# - neigh gc_thresh1/2/3 (default 128/512/1024): the host keeps one neighbour (ARP) entry per box
+#   it talks to on the bridge; past gc_thresh3 the kernel logs "neighbour table overflow" and
+#   drops packets, i.e. previews of some boxes fail around 1,000 boxes.
+# - kernel.pid_max (32768 on many kernels) counts threads: each box's containerd shim has ~11,
+#   its own processes 2-3 more, so 1,000 boxes take ~15,000 on top of everything else.
+# - fs.inotify.max_user_instances (128): dockerd, containerd and tools watching files share it.
+raise_sysctl() {
+  local cur
+  cur="$(sysctl -n "$1" 2>/dev/null)" || return 0
+  [ "$cur" -ge "$2" ] 2>/dev/null && return 0
+  sysctl -qw "$1=$2" 2>/dev/null || log "could not raise $1 to $2 (it is $cur)"
+}
+if [ "$(id -u)" = 0 ]; then
+  raise_sysctl net.ipv4.neigh.default.gc_thresh1 4096
+  raise_sysctl net.ipv4.neigh.default.gc_thresh2 8192
+  raise_sysctl net.ipv4.neigh.default.gc_thresh3 16384
+  raise_sysctl kernel.pid_max 4194304
+  raise_sysctl fs.inotify.max_user_instances 8192
+fi
+
 # --- node modules --------------------------------------------------------------
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing node modules (npm ci)"

@@ -84,6 +84,17 @@ describe('BoxStore on real Redis', () => {
     assert.equal((await store.require('ws')).version, 1 + 1 + 20 * 2);
   });
 
+  it('summarises a host\'s boxes with the same fields as their whole records', async () => {
+    await store.create({ ...record('sum-a'), hostId: 'sum-host', runtimeId: 'rt-a', cpus: 0.5, memoryMb: 256, idleTimeoutMs: 0 }, 10);
+    await store.create({ ...record('sum-b'), hostId: 'sum-host' }, 10);
+    await store.transition('sum-b', ['creating'], 'suspended');
+    const whole = await store.list({ hostId: 'sum-host' });
+    const pickOf = (b: BoxRecord) => ({ name: b.name, state: b.state, cpus: b.cpus, memoryMb: b.memoryMb, idleTimeoutMs: b.idleTimeoutMs, lastActivityAt: b.lastActivityAt, hostId: b.hostId, runtimeId: b.runtimeId });
+    assert.deepEqual(await store.summaries('sum-host'), whole.map(pickOf));
+    assert.deepEqual((await store.summaries('sum-host')).map((b) => [b.name, b.state, b.runtimeId]), [['sum-a', 'creating', 'rt-a'], ['sum-b', 'suspended', undefined]]);
+    assert.deepEqual(await store.summaries('nobody'), []);
+  });
+
   it('never moves activity backwards and removes idempotently', async () => {
     await store.create(record('act'), 10);
     await store.touch('act', 500);
