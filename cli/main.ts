@@ -26,7 +26,7 @@ usage: boxd <command> [args] [--json]
   goldens build [NAME…]      build golden images on this machine (progress on stderr)
   golden create NAME (--from-box B | --from-snapshot S) [--pool-size N] [--port P]…
   golden ls · golden rm NAME  your goldens (promoted boxes/snapshots with a warm pool)
-  hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] · hooks rm ID
+  hooks [ls] · hooks create NAME --golden G --step CMD… [--keep-ms N] [--signature timestamped] · hooks rm ID
   tasks [ID]                 list tasks, or show one
   completion bash            a bash completion script: eval "$(boxd completion bash)"
   accounts [ls] · accounts create NAME [--max-boxes N] [--max-execs N] [--max-snapshots N] [--max-hooks N]
@@ -245,7 +245,9 @@ async function main(): Promise<number> {
       if (a === 'create') {
         const steps = flags('step').map((cmd) => ({ cmd }));
         const keep = flag('keep-ms');
-        const h = await c().hooks.create({ name: need(b, 'hook name'), golden: flag('golden'), steps, keepMs: keep ? Number(keep) : undefined });
+        const signature = flag('signature');
+        if (signature !== undefined && signature !== 'any' && signature !== 'timestamped') throw new Error('--signature is "any" or "timestamped"');
+        const h = await c().hooks.create({ name: need(b, 'hook name'), golden: flag('golden'), steps, keepMs: keep ? Number(keep) : undefined, signature });
         console.log(json ? JSON.stringify(h, null, 2) : `hook ${h.id}\nurl     ${h.url}\nsecret  ${h.secret}  (shown once)`);
         return 0;
       }
@@ -356,7 +358,7 @@ _boxd() {
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=( $(compgen -W "${COMMANDS}" -- "$cur") ); return
   fi
-  case "$cur" in -*) COMPREPLY=( $(compgen -W "--json --quiet --golden --image --snapshot --port --env --private --step --keep-ms" -- "$cur") ); return;; esac
+  case "$cur" in -*) COMPREPLY=( $(compgen -W "--json --quiet --golden --image --snapshot --port --env --private --step --keep-ms --signature" -- "$cur") ); return;; esac
   case "$cmd" in
     exec|shell|suspend|resume|fork|snapshot|rm|url)
       COMPREPLY=( $(compgen -W "$(boxd ls --json 2>/dev/null | sed -n 's/^ *"name": "\\([^"]*\\)".*/\\1/p')" -- "$cur") );;

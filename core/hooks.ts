@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { BoxdError, LimitError } from './errors.ts';
 
@@ -8,6 +8,29 @@ if limit >= 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 'LIMIT' end
 redis.call('SET', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
 return 'OK'`;
+
+/**
+ * Records one delivery under its id and under the digest of its verified signature, or answers
+ * the task of the first delivery that had either. KEYS: delivery id key, signature key.
+ * ARGV: task id, id TTL (s), signature TTL (s).
+ */
+const FIRST_DELIVERY = `
+local seen = redis.call('GET', KEYS[1]) or redis.call('GET', KEYS[2])
+if seen then return seen end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[3]))
+return true`;
+
+/** How long a delivery id is remembered (a repeat within it runs nothing), in seconds. */
+export const DELIVERY_TTL_S = 86_400;
+/**
+ * How long a signature without a timestamp (`sha256=`) is remembered, in seconds: the same signed
+ * body sent again within it (under any delivery id) is a replay and runs nothing.
+ */
+export const BARE_SIGNATURE_TTL_S = 7 * 86_400;
+
+/** Which signature forms a hook accepts: both (the default), or only `t=…,v1=…`. */
+export type SignaturePolicy = 'any' | 'timestamped';
 
 export interface HookStep {
   /** argv, or a string run with `sh -c`. */
@@ -23,6 +46,8 @@ export interface Hook {
   secret: string;
   /** Keep the task's box this long after the run (0: destroy at once). */
   keepMs: number;
+  /** Unset on hooks made before the option: `any`. */
+  signature?: SignaturePolicy;
   createdAt: number;
 }
 
@@ -83,11 +108,19 @@ export class HookStore {
     await this.redis.multi().del(`{${this.prefix}}:hook:${id}`).zrem(`{${this.prefix}}:hooks:${account}`, id).exec();
   }
 
-  /** Records a delivery id; false when it was seen in the last day (a replay). */
-  async firstDelivery(hookId: string, delivery: string, taskId: string): Promise<string | true> {
-    const key = `{${this.prefix}}:delivery:${hookId}:${delivery}`;
-    const ok = await this.redis.set(key, taskId, 'EX', 86_400, 'NX');
-    return ok ? true : ((await this.redis.get(key)) ?? '');
+  /**
+   * Records a delivery: true when it is new, else the id of the first task of the same delivery.
+   * A delivery is the same when its id was seen in the last day, or when its verified signature
+   * (`digest`, the HMAC it carried) was: within its window (7 days for `sha256=`, twice the
+   * timestamp tolerance for `t=…,v1=…`) a captured body and signature sent again under a new
+   * delivery id is a replay. Atomic.
+   */
+  async firstDelivery(hookId: string, delivery: string, taskId: string, sig: { digest: string; timestamped: boolean }): Promise<string | true> {
+    const idKey = `{${this.prefix}}:delivery:${hookId}:${delivery}`;
+    const sigKey = `{${this.prefix}}:delivery-sig:${hookId}:${createHash('sha256').update(sig.digest).digest('hex')}`;
+    const sigTtl = sig.timestamped ? 2 * SIGNATURE_TOLERANCE_S : BARE_SIGNATURE_TTL_S;
+    const out = await this.redis.eval(FIRST_DELIVERY, 2, idKey, sigKey, taskId, String(DELIVERY_TTL_S), String(sigTtl));
+    return out === 1 ? true : String(out ?? '');
   }
 
   async saveTask(t: Task): Promise<void> {
@@ -121,7 +154,8 @@ export class HookStore {
 /** How far a timestamped signature's `t` may be from now, in seconds (Stripe's default). */
 export const SIGNATURE_TOLERANCE_S = 300;
 
-export type SignatureCheck = { ok: true; timestamped: boolean } | { ok: false; reason: string };
+/** `digest`: hex of the HMAC that matched (what a replay would carry again). */
+export type SignatureCheck = { ok: true; timestamped: boolean; digest: string } | { ok: false; reason: string };
 
 /**
  * Checks `X-Boxd-Signature`, in one of two forms, in constant time:
@@ -137,7 +171,8 @@ export function checkSignature(secret: string, body: Buffer, header: string | un
     return got.length === want.length && timingSafeEqual(got, want);
   };
   if (/^sha256=[0-9a-f]{64}$/i.test(h)) {
-    return equal(h.slice(7), createHmac('sha256', secret).update(body).digest()) ? { ok: true, timestamped: false } : { ok: false, reason: 'signature does not match' };
+    const want = createHmac('sha256', secret).update(body).digest();
+    return equal(h.slice(7), want) ? { ok: true, timestamped: false, digest: want.toString('hex') } : { ok: false, reason: 'signature does not match' };
   }
   const parts = h.split(',').map((p) => p.trim().split('=') as [string, string?]);
   const t = parts.find(([k]) => k === 't')?.[1];
@@ -145,7 +180,7 @@ export function checkSignature(secret: string, body: Buffer, header: string | un
   if (!t || !/^\d{1,12}$/.test(t) || !v1.length) return { ok: false, reason: 'missing signature' };
   if (Math.abs(now / 1000 - Number(t)) > SIGNATURE_TOLERANCE_S) return { ok: false, reason: `timestamp outside the ${SIGNATURE_TOLERANCE_S} s tolerance` };
   const want = createHmac('sha256', secret).update(`${t}.`).update(body).digest();
-  return v1.some((v) => equal(v, want)) ? { ok: true, timestamped: true } : { ok: false, reason: 'signature does not match' };
+  return v1.some((v) => equal(v, want)) ? { ok: true, timestamped: true, digest: want.toString('hex') } : { ok: false, reason: 'signature does not match' };
 }
 
 /** Whether `header` is a valid signature of `body` (either form). */

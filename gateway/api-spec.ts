@@ -94,7 +94,7 @@ export const ROUTES: RouteSpec[] = [
   { method: 'get', path: '/readyz', summary: 'Readiness: 200 when Redis answers and a host is registered, else 503 with the reason', public: true, ok: { 200: readiness, 503: readiness }, errors: [] },
   { method: 'get', path: '/metrics', summary: 'Prometheus metrics (admin key)', ok: { 200: { 'text/plain': 'text' } }, errors: ['FORBIDDEN'] },
   { method: 'get', path: '/v1/openapi.json', summary: 'This document', public: true, ok: { 200: openApiDocumentSchema }, errors: [] },
-  { method: 'post', path: '/hooks/:id', summary: 'Trigger a webhook (signed: X-Boxd-Signature "t=…,v1=…" or "sha256=…"; X-Boxd-Delivery required)', public: true, body: { 'application/octet-stream': 'binary' }, ok: { 202: r.taskQueued, 200: r.taskDuplicate }, errors: ['HOOK_NOT_FOUND', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE'] },
+  { method: 'post', path: '/hooks/:id', summary: 'Trigger a webhook (signed: X-Boxd-Signature "t=…,v1=…", or "sha256=…" unless the hook is timestamped-only; X-Boxd-Delivery required; a repeated delivery id or signed body answers 200 duplicate)', public: true, body: { 'application/octet-stream': 'binary' }, ok: { 202: r.taskQueued, 200: r.taskDuplicate }, errors: ['HOOK_NOT_FOUND', 'UNAUTHORIZED', 'PAYLOAD_TOO_LARGE'] },
   { method: 'get', path: '/v1/goldens', summary: "Golden images: the operator's and the account's own", ok: { 200: r.goldenList }, errors: [] },
   {
     method: 'post', path: '/v1/goldens', summary: 'Promote a box or a snapshot of the account to a golden with a warm pool', body: goldenBody,

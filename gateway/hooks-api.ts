@@ -23,6 +23,10 @@ export const hookBody = z
     steps: z.array(z.object({ cmd: z.union([z.string().min(1).max(65_536), z.array(z.string().max(65_536)).min(1).max(1000)]) }).strict()).min(1).max(50),
     secret: z.string().min(16, 'secrets have at least 16 characters').max(256).optional(),
     keepMs: z.number().int().min(0).max(24 * 3600 * 1000).default(0),
+    signature: z
+      .enum(['any', 'timestamped'])
+      .default('any')
+      .describe('which X-Boxd-Signature forms the hook accepts: `any` (`t=…,v1=…` or `sha256=…`) or only `timestamped` (`t=…,v1=…`)'),
   })
   .strict();
 
@@ -54,14 +58,23 @@ export function publicHooks(d: HooksDeps, queue: Queue): Router {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const signature = req.header('x-boxd-signature') ?? req.header('x-hub-signature-256');
     const check = checkSignature(hook.secret, body, signature);
+    const timestampedOnly = hook.signature === 'timestamped';
     if (!check.ok) {
-      throw new BoxdError('UNAUTHORIZED', `${check.reason}: send X-Boxd-Signature "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">" (or "sha256=<hex HMAC-SHA256 of the raw body>")`);
+      const bare = timestampedOnly ? '' : ' (or "sha256=<hex HMAC-SHA256 of the raw body>")';
+      throw new BoxdError('UNAUTHORIZED', `${check.reason}: send X-Boxd-Signature "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">"${bare}`);
     }
-    // Every delivery names itself, so a replay of a signed body is recognised and runs nothing.
+    if (timestampedOnly && !check.timestamped) {
+      throw new BoxdError(
+        'UNAUTHORIZED',
+        'this hook accepts only timestamped signatures (it was created with "signature": "timestamped"): send X-Boxd-Signature "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">", not "sha256=…"',
+      );
+    }
+    // Every delivery names itself, and a signature is remembered too (a `sha256=` one has no
+    // timestamp): a repeat, or a captured body replayed under a new id, runs nothing.
     const delivery = (req.header('x-boxd-delivery') ?? req.header('x-github-delivery'))?.trim();
     if (!delivery) throw new BoxdError('INVALID_REQUEST', 'missing X-Boxd-Delivery: a unique id per delivery (used to drop repeats)');
     const taskId = `tk-${randomBytes(8).toString('hex')}`;
-    const first = await d.hooks.firstDelivery(hook.id, delivery.slice(0, 200), taskId);
+    const first = await d.hooks.firstDelivery(hook.id, delivery.slice(0, 200), taskId, check);
     if (first !== true) {
       res.status(200).json({ task: first, duplicate: true });
       return;
@@ -106,7 +119,7 @@ export function hooksApi(d: HooksDeps): Router {
 }
 
 function hookJson(h: Hook, urls: Urls): HookInfo {
-  return { id: h.id, url: `${urls.api}/hooks/${h.id}`, name: h.name, golden: h.golden, steps: h.steps, keepMs: h.keepMs, createdAt: new Date(h.createdAt).toISOString() };
+  return { id: h.id, url: `${urls.api}/hooks/${h.id}`, name: h.name, golden: h.golden, steps: h.steps, keepMs: h.keepMs, signature: h.signature ?? 'any', createdAt: new Date(h.createdAt).toISOString() };
 }
 
 function taskJson(t: Task, urls: Urls): TaskInfo {

@@ -73,6 +73,7 @@ export const hook = z
     golden: z.string(),
     steps: z.array(hookStep),
     keepMs: z.number().int(),
+    signature: z.enum(['any', 'timestamped']).describe('which signature forms the hook accepts'),
     createdAt: iso,
     secret: z.string().optional().describe('only in the answer to the create'),
   })
@@ -99,7 +100,7 @@ export const task = z
   .strict();
 export const taskList = z.object({ tasks: z.array(task) }).strict();
 export const taskQueued = z.object({ task }).strict();
-export const taskDuplicate = z.object({ task: z.string().describe('the id of the first task of this delivery'), duplicate: z.literal(true) }).strict();
+export const taskDuplicate = z.object({ task: z.string().describe('the id of the first task of this delivery (same delivery id, or the same signed body replayed)'), duplicate: z.literal(true) }).strict();
 
 export const golden = z
   .object({

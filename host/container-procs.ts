@@ -39,6 +39,12 @@ export class ContainerProcs {
     return info;
   }
 
+  /** A renamed container: known under both names (an exec started under the old one still finds its processes). */
+  alias(from: string, to: string): void {
+    const hit = this.cache.get(from);
+    if (hit) this.cache.set(to, hit);
+  }
+
   forget(id: string): void {
     this.cache.delete(id);
   }

@@ -58,6 +58,17 @@ export class LoopDiskQuota {
     await chmod(layerDir, 0o710);
   }
 
+  /**
+   * Gives the image of container `from` (whatever its instance) the name of `to`: a renamed
+   * container keeps its disk (a mounted loop file may be renamed). Idempotent; no image: nothing.
+   */
+  async rename(from: string, to: string): Promise<void> {
+    for (const instance of await readdir(this.root).catch(() => [] as string[])) {
+      const image = this.imagePath(instance, from);
+      if (await exists(image)) await rename(image, this.imagePath(instance, to));
+    }
+  }
+
   /** Unmounts (if still mounted), frees the loop device and deletes the image, whatever its instance. Idempotent. */
   async release(container: string): Promise<void> {
     for (const instance of await readdir(this.root).catch(() => [] as string[])) {

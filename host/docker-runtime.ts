@@ -192,7 +192,7 @@ export class DockerRuntime implements Runtime {
       await this.docker.createContainer({
         name: spec.name,
         Image: spec.image,
-        Hostname: spec.labels['boxd.box']?.slice(0, 63) ?? undefined,
+        Hostname: (spec.labels['boxd.box'] ?? spec.labels['boxd.slot'])?.slice(0, 63) ?? undefined,
         // The box lives as long as we want it to, whatever the image's own command does.
         Entrypoint: ['sleep', 'infinity'],
         Cmd: [],
@@ -258,6 +258,29 @@ export class DockerRuntime implements Runtime {
     const ip = info.NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
     if (!ip) throw new RuntimeError(`${id} has no address on network ${this.opts.network}`);
     await this.egress.apply(spec.labels['boxd.instance'] ?? this.opts.prefix ?? 'boxd', info.Name.replace(/^\//, ''), ip, spec.network ?? 'open');
+  }
+
+  /**
+   * `docker rename`, then the disk image and the egress rules (both keyed by container name)
+   * follow, and what this process remembers of the box moves to the new name. Labels cannot
+   * change after create: a pool box keeps its `boxd.slot` label and has no `boxd.box`.
+   */
+  async rename(id: string, spec: BoxSpec): Promise<void> {
+    const to = spec.name;
+    if (id !== to) {
+      try {
+        await this.docker.getContainer(id).rename({ name: to });
+      } catch (e) {
+        // Gone under `id` but there under `to`: renamed before (a retry); finish the moving.
+        if (status(e) !== 404 || !(await this.inspect(to))) throw this.lifecycleError(e, id, 'rename');
+      }
+      await this.quota.rename(id, to);
+      this.procs.alias(id, to);
+      for (const set of [this.frozeHere, this.enginePaused]) if (set.delete(id)) set.add(to);
+      this.layerCache.delete(id);
+    }
+    // The rules match the box's address; installing them under the new name drops the old ones.
+    await this.applyPolicy(to, spec);
   }
 
   /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */

@@ -1,4 +1,5 @@
 import type { BoxRecord, BoxStore, BoxSummary } from '../core/boxes.ts';
+import { BoxdError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { BoxLocks } from './locks.ts';
 import type { BoxInstance, BoxSpec, Runtime } from './runtime.ts';
@@ -6,7 +7,7 @@ import type { BoxInstance, BoxSpec, Runtime } from './runtime.ts';
 /** What one drift check changed, box by box. */
 export interface DriftFix {
   box: string;
-  kind: 'vanished' | 'paused-by-hand' | 'resumed-by-hand' | 'died-restarted' | 'died-unrecoverable';
+  kind: 'vanished' | 'paused-by-hand' | 'resumed-by-hand' | 'died-restarted' | 'died-unrecoverable' | 'renamed';
   /** The state the record was left in. */
   state: BoxRecord['state'];
 }
@@ -19,6 +20,10 @@ export interface DriftDeps {
   labels: Record<string, string>;
   spec: (box: BoxRecord) => BoxSpec;
   idOf: (box: Pick<BoxRecord, 'name' | 'runtimeId'>) => string;
+  /** Whether a box's container has a name other than its box's (a claimed pool box not renamed yet). */
+  misnamed?: (box: Pick<BoxRecord, 'name' | 'runtimeId'>) => boolean;
+  /** Renames such a container and records it (Lifecycle.adoptName; takes the box's lock). */
+  adopt?: (name: string) => Promise<unknown>;
   hostId: string;
   log: Logger;
 }
@@ -67,6 +72,24 @@ export class DriftWatch {
     const stopped = new Set<string>();
     for (const box of records) {
       if (box.state !== 'running' && box.state !== 'suspended') continue;
+      if (this.d.adopt && this.d.misnamed?.(box) && !this.d.locks.active(box.name)) {
+        // A claim renames its container right after answering; one that did not get to it (the
+        // host died in between, the engine refused) is renamed here. A container gone under
+        // its old name is drift like any other.
+        const renamed = await this.d.adopt(box.name).then(
+          (r) => r !== false,
+          (err) => {
+            if (!(err instanceof BoxdError && err.code === 'BOX_NOT_FOUND')) this.d.log.warn({ box: box.name, err }, 'could not rename a container to its box');
+            return false;
+          },
+        );
+        if (renamed) {
+          const fix: DriftFix = { box: box.name, kind: 'renamed', state: box.state };
+          fixes.push(fix);
+          this.d.log.info(fix, `box drifted: ${describe(fix)}`);
+          continue;
+        }
+      }
       const c = byId.get(this.d.idOf(box));
       if (agrees(box, c) || this.d.locks.active(box.name)) continue;
       // A container being removed (`docker rm -f`) looks stopped for a moment: wait for a second look.
@@ -137,6 +160,8 @@ function describe(f: DriftFix): string {
       return 'its container was unpaused outside boxd; the box is now running';
     case 'died-restarted':
       return 'its container stopped; it was started again (its processes were lost, its files kept)';
+    case 'renamed':
+      return 'its container still had its pool name; it was renamed to the box';
     case 'died-unrecoverable':
       return 'its container stopped and could not be started again; the box is now error';
   }

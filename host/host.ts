@@ -101,6 +101,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
   const drift = new DriftWatch({
     store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
+    misnamed: (box) => lifecycle.misnamed(box), adopt: (name) => lifecycle.adoptName(name),
     log: log.child({ part: 'drift' }),
   });
   const goldens = await publishGoldens(redis, prefix, config.BOXD_GOLDEN_DIR, runtime);
@@ -111,6 +112,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       labels: hostLabels,
       spec: (box) => lifecycle.spec(box),
       idOf: (box) => lifecycle.idOf(box),
+      runtimeName: (name) => lifecycle.runtimeName(name),
+      adopt: (name) => lifecycle.adoptName(name),
       hostId,
       log,
     });

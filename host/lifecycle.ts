@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { BoxRecord, BoxStore } from '../core/boxes.ts';
+import { POOL_ACCOUNT, type BoxRecord, type BoxStore } from '../core/boxes.ts';
 import { forkImage, type Snapshots } from '../core/snapshots.ts';
 import type { AccountGoldens } from '../core/account-goldens.ts';
 import { BoxdError, BoxStateError } from '../core/errors.ts';
@@ -69,14 +69,56 @@ export class Lifecycle {
     return box.runtimeId ?? this.runtimeName(box.name);
   }
 
-  labels(box: Pick<BoxRecord, 'name' | 'account'>): Record<string, string> {
-    return {
-      'boxd.managed': 'true',
-      'boxd.instance': this.d.prefix,
-      'boxd.host': this.d.hostId,
-      'boxd.box': box.name,
-      'boxd.account': box.account,
-    };
+  /**
+   * Labels are fixed when a container is made, and a pool box becomes a user's box later under
+   * another name and account. So only a box made for its user names its box and account; a pool
+   * box names its pool (`boxd.pool`, the golden) and its slot (`boxd.slot`, its pool name, never
+   * a box's). Which box a container serves is its name (`<prefix>-<box>`, renamed at the claim)
+   * and the record's `runtimeId`, never a label.
+   */
+  labels(box: Pick<BoxRecord, 'name' | 'account' | 'golden'>): Record<string, string> {
+    const own = { 'boxd.managed': 'true', 'boxd.instance': this.d.prefix, 'boxd.host': this.d.hostId };
+    if (box.account === POOL_ACCOUNT) return { ...own, 'boxd.pool': box.golden ?? '', 'boxd.slot': box.name };
+    return { ...own, 'boxd.box': box.name, 'boxd.account': box.account };
+  }
+
+  /** Boxes whose container is being renamed to their name, and the rename's end. */
+  private readonly renaming = new Map<string, Promise<void>>();
+
+  /**
+   * Gives the container of `name` its box's runtime name when it has another (a claimed pool box
+   * keeps its pool name until then), and records it. Takes the box's lock; idempotent; a box
+   * that is gone or not running/suspended is left alone. Returns whether it renamed.
+   */
+  async adoptName(name: string): Promise<boolean> {
+    const rename = this.d.runtime.rename?.bind(this.d.runtime);
+    if (!rename) return false;
+    return this.d.locks.exclusive(name, async () => {
+      const box = await this.d.store.get(name);
+      if (!box || (box.state !== 'running' && box.state !== 'suspended')) return false;
+      const to = this.runtimeName(name);
+      if (this.idOf(box) === to) return false;
+      await rename(this.idOf(box), this.spec(box));
+      await this.d.store.update(name, { runtimeId: to });
+      return true;
+    });
+  }
+
+  /** adoptName once the caller's lock is released, without waiting; execs racing it retry. */
+  private adoptSoon(name: string): void {
+    if (!this.d.runtime.rename || this.renaming.has(name)) return;
+    const run = (async () => {
+      await new Promise((r) => setImmediate(r));
+      await this.adoptName(name);
+    })()
+      .catch((err) => this.d.log.warn({ box: name, err }, 'could not rename a claimed container (the drift check tries again)'))
+      .finally(() => this.renaming.delete(name));
+    this.renaming.set(name, run);
+  }
+
+  /** Whether the container of `box` still has a name other than its box's. */
+  misnamed(box: Pick<BoxRecord, 'name' | 'runtimeId'>): boolean {
+    return this.idOf(box) !== this.runtimeName(box.name);
   }
 
   spec(box: BoxRecord): BoxSpec {
@@ -173,6 +215,8 @@ export class Lifecycle {
     await this.d.runtime.resume(this.idOf(box));
     const lastActivityAt = Date.now();
     await this.d.store.transition(name, ['suspended'], 'running', { lastActivityAt, manualSuspend: false });
+    // A claimed pool box: answer first, rename its container right after.
+    if (this.misnamed(box)) this.adoptSoon(name);
     // The record as the transition left it (its version moved by one), without reading it back.
     return { ...box, state: 'running', lastActivityAt, manualSuspend: false, version: box.version + 1 };
   }
@@ -206,7 +250,16 @@ export class Lifecycle {
           return out;
         } catch (e) {
           if (work.signal.reason === 'destroyed') throw destroyedWhileRunning(name);
-          if (e instanceof BoxdError && e.code === 'BOX_NOT_FOUND' && !(await this.d.store.get(name))) throw destroyedWhileRunning(name);
+          if (e instanceof BoxdError && e.code === 'BOX_NOT_FOUND') {
+            const now = await this.d.store.get(name);
+            if (!now) throw destroyedWhileRunning(name);
+            // The container was renamed under us (a claimed pool box taking its name): again by the new name.
+            const renamed = this.renaming.get(name);
+            if (i < 5 && (renamed || this.idOf(now) !== this.idOf(box))) {
+              await renamed;
+              continue;
+            }
+          }
           if (i < 5 && e instanceof BoxdError && e.code === 'BOX_STATE') {
             await new Promise((r) => setTimeout(r, 10 * (i + 1))); // a suspend is landing: let its record catch up
             continue;
@@ -224,9 +277,17 @@ export class Lifecycle {
   async pty(name: string, req: PtyRequest): Promise<PtyProcess> {
     const start = this.d.runtime.pty?.bind(this.d.runtime);
     if (!start) throw new BoxdError('NOT_IMPLEMENTED', 'this host’s runtime has no terminals');
-    const box = await this.running(name, 'open a terminal');
-    this.touch(name);
-    return start(this.idOf(box), { ...req, env: { ...box.env, ...req.env } });
+    for (let i = 0; ; i++) {
+      const box = await this.running(name, 'open a terminal');
+      this.touch(name);
+      try {
+        return await start(this.idOf(box), { ...req, env: { ...box.env, ...req.env } });
+      } catch (e) {
+        const renamed = this.renaming.get(name);
+        if (i > 2 || !(e instanceof BoxdError && e.code === 'BOX_NOT_FOUND') || !renamed) throw e;
+        await renamed;
+      }
+    }
   }
 
   /** Execs and file transfers running on `name`. */
@@ -395,6 +456,7 @@ export class Lifecycle {
           await Promise.all([thaw ? this.d.runtime.resume(from) : undefined, failed ? undefined : this.d.runtime.resume(to)]);
           if (failed) throw failed;
           await this.d.store.transition(child, ['suspended'], 'running', { lastActivityAt: Date.now(), origin: 'fork-pool' });
+          if (this.misnamed(c)) this.adoptSoon(child);
         }),
       );
     } catch (e) {

@@ -8,6 +8,8 @@ export interface ReconcileReport {
   restarted: string[];
   /** Lost boxes taken back. */
   found: string[];
+  /** Containers renamed to their box (claimed from a pool before the host stopped). */
+  renamed: string[];
 }
 
 /**
@@ -25,15 +27,22 @@ export async function reconcile(deps: {
   spec: (box: BoxRecord) => BoxSpec;
   /** Runtime id of a record's box. */
   idOf: (box: BoxRecord) => string;
+  /** The runtime name a box's container should have (Lifecycle.runtimeName). */
+  runtimeName?: (name: string) => string;
+  /** Renames a container still under another name to its box's and records it (Lifecycle.adoptName). */
+  adopt?: (name: string) => Promise<unknown>;
   hostId: string;
   log: Logger;
 }): Promise<ReconcileReport> {
-  const report: ReconcileReport = { removedContainers: [], erroredBoxes: [], restarted: [], found: [] };
+  const report: ReconcileReport = { removedContainers: [], erroredBoxes: [], restarted: [], found: [], renamed: [] };
   const containers = await deps.runtime.list(deps.labels);
   const records = await deps.store.list({ hostId: deps.hostId });
   // Matched by runtime id, not by label: a claimed pool box keeps its container under a new name.
   const byId = new Map(containers.map((c) => [c.id, c]));
-  const known = new Set(records.map((r) => deps.idOf(r)));
+  // A claimed box's container may already carry the box's name while its record still names the
+  // pool one (the host stopped between the rename and the record): it is known under both.
+  const named = (r: BoxRecord) => deps.runtimeName?.(r.name) ?? deps.idOf(r);
+  const known = new Set(records.flatMap((r) => [deps.idOf(r), named(r)]));
 
   for (const c of containers) {
     if (!known.has(c.id)) {
@@ -57,7 +66,7 @@ export async function reconcile(deps: {
     }
   }
   for (const box of records) {
-    const c = byId.get(deps.idOf(box));
+    const c = byId.get(deps.idOf(box)) ?? byId.get(named(box));
     if (box.state === 'creating' || box.state === 'error') continue; // a creating box's job is still queued and will finish it
     if (!c) {
       if (box.state === 'running' || box.state === 'suspended') {
@@ -84,7 +93,14 @@ export async function reconcile(deps: {
     if (box.state === 'suspended' && c.state === 'running') await deps.runtime.suspend(c.id);
     if (box.state === 'running' && c.state === 'paused') await deps.runtime.resume(c.id);
   }
-  if (report.removedContainers.length || report.erroredBoxes.length || report.restarted.length || report.found.length) {
+  // Claimed pool boxes whose container was not renamed to the box yet.
+  if (deps.adopt) {
+    for (const box of records) {
+      if ((box.state !== 'running' && box.state !== 'suspended') || deps.idOf(box) === named(box)) continue;
+      if (await deps.adopt(box.name).then((r) => r !== false, (err) => void deps.log.warn({ box: box.name, err }, 'could not rename a container to its box'))) report.renamed.push(box.name);
+    }
+  }
+  if (report.removedContainers.length || report.erroredBoxes.length || report.renamed.length || report.restarted.length || report.found.length) {
     deps.log.info(report, 'reconciled Docker with Redis');
   }
   return report;

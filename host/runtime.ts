@@ -51,6 +51,13 @@ export interface Runtime {
   removeImage(ref: string): Promise<boolean>;
   /** Removes the box and its anonymous volumes. Idempotent: a missing box is not an error. */
   destroy(id: string): Promise<void>;
+  /**
+   * Gives box `id` the runtime name `spec.name` (a claimed pool box takes its user's name), with
+   * whatever the runtime keys by name (disk image, egress rules) moved along; its labels stay as
+   * made. Idempotent: when `id` is already gone and `spec.name` exists, only the moving is done
+   * again. Throws BOX_NOT_FOUND when neither exists. Optional: without it boxes keep their name.
+   */
+  rename?(id: string, spec: BoxSpec): Promise<void>;
   /** Current state of a box, or undefined when it does not exist. */
   inspect(id: string): Promise<BoxInstance | undefined>;
   /** Every box carrying all of `labels`. */

@@ -139,8 +139,8 @@ export class WarmPool {
     // Drain boxes of an older build of this golden, and any beyond the size.
     for (const name of names) {
       const box = await this.d.store.get(name);
-      // No record: claimed since we listed (its container now serves the claimer under the
-      // same runtime name, so it must not be destroyed by this name) or deleted.
+      // No record: claimed since we listed (its container now serves the claimer, renamed to
+      // the claimer's box once woken, so it must not be destroyed by this name) or deleted.
       if (!box) await this.d.redis.lrem(this.key(golden.key), 0, name);
       else if (box.imageRef !== golden.tag || box.state !== 'suspended') await this.remove(golden.key, name);
     }

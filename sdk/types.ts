@@ -112,7 +112,12 @@ export interface HookBody {
   steps: HookStep[];
   secret?: string;
   keepMs?: number;
+  /** Which X-Boxd-Signature forms the hook accepts (default `any`); `timestamped` refuses `sha256=…`. */
+  signature?: HookSignature;
 }
+
+/** `any`: `t=…,v1=…` or `sha256=…`; `timestamped`: only `t=…,v1=…`. */
+export type HookSignature = 'any' | 'timestamped';
 
 /** A hook as listed; its create answer also holds the `secret` (shown once). */
 export interface HookInfo {
@@ -122,6 +127,7 @@ export interface HookInfo {
   golden: string;
   steps: HookStep[];
   keepMs: number;
+  signature: HookSignature;
   createdAt: string;
   secret?: string;
 }

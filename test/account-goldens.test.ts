@@ -54,8 +54,11 @@ describe('goldens of an account (real Docker, real Redis)', () => {
     }
     for (let i = 1; i <= 5; i++) {
       assert.equal((await run(`g${i}`, 'mytool && cat /opt/marker')).stdout, 'tool-ok\nv1\n');
-      const rec = await s.gateway.store.require(`g${i}`);
-      assert.match(rec.runtimeId ?? '', /pool-default-mygold-/, 'the container is a pool box of the golden');
+      const id = `${s.config.BOXD_PREFIX}-g${i}`;
+      await waitFor(async () => (await s.gateway.store.require(`g${i}`)).runtimeId === id, 10_000, 50);
+      const labels = (await docker.getContainer(id).inspect()).Config.Labels;
+      assert.match(labels['boxd.slot'] ?? '', /^pool-default-mygold-/, 'the container is a pool box of the golden, renamed to its box');
+      assert.equal(labels['boxd.pool'], 'default/mygold');
     }
     assert.equal((await pool('mygold'))?.hits, 5);
   });

@@ -185,6 +185,46 @@ describe('edges: credentials, cookies, slow clients, webhooks, metrics, bodies, 
     await waitFor(async () => (await s.gateway.store.list('all')).every((b) => b.name === 'auth' || b.name === 'priv'), 30_000, 200);
   });
 
+  it('webhooks: a signed body replayed under a new delivery id runs nothing; a timestamped-only hook refuses sha256=', async () => {
+    const taskIds = async () => ((await s.api.get('/v1/tasks').set(s.auth).expect(200)).body.tasks as { id: string }[]).map((t) => t.id);
+    const before = await taskIds();
+    const hook = (await s.api.post('/v1/hooks').set(s.auth).send({ name: 'replay', golden: 'tiny', steps: [{ cmd: 'true' }] }).expect(201)).body as { id: string; secret: string; signature: string };
+    assert.equal(hook.signature, 'any', 'both forms by default');
+    const fire = (id: string, body: string, headers: Record<string, string>) => fetch(url(`/hooks/${id}`), { method: 'POST', body, headers });
+    const body = '{"ref":"main","after":"replayed"}';
+    const captured = sign(hook.secret, body);
+    const first = await fire(hook.id, body, { 'X-Boxd-Signature': captured, 'X-Boxd-Delivery': 'rp-1' });
+    assert.equal(first.status, 202);
+    const task = ((await first.json()) as { task: { id: string } }).task.id;
+    // The attacker has the body and its signature, and makes up a fresh delivery id.
+    const replay = await fire(hook.id, body, { 'X-Boxd-Signature': captured, 'X-Boxd-Delivery': 'rp-attacker-2' });
+    assert.equal(replay.status, 200);
+    assert.deepEqual(await replay.json(), { task, duplicate: true }, 'the replay answers the first task');
+    const viaGithub = await fire(hook.id, body, { 'X-Hub-Signature-256': captured, 'X-GitHub-Delivery': 'rp-attacker-3' });
+    assert.deepEqual(await viaGithub.json(), { task, duplicate: true });
+    // Another body is another delivery; a timestamped signature of the same body is too.
+    const other = await fire(hook.id, '{"ref":"dev"}', { 'X-Boxd-Signature': sign(hook.secret, '{"ref":"dev"}'), 'X-Boxd-Delivery': 'rp-4' });
+    assert.equal(other.status, 202);
+    const stamped = await fire(hook.id, body, { 'X-Boxd-Signature': signTimestamped(hook.secret, body), 'X-Boxd-Delivery': 'rp-5' });
+    assert.equal(stamped.status, 202);
+
+    const strict = (await s.api.post('/v1/hooks').set(s.auth).send({ name: 'strict', golden: 'tiny', steps: [{ cmd: 'true' }], signature: 'timestamped' }).expect(201)).body as { id: string; secret: string; signature: string };
+    assert.equal(strict.signature, 'timestamped');
+    const listed = (await s.api.get('/v1/hooks').set(s.auth).expect(200)).body.hooks as { id: string; signature: string }[];
+    assert.equal(listed.find((h) => h.id === strict.id)?.signature, 'timestamped');
+    const bare = await fire(strict.id, body, { 'X-Boxd-Signature': sign(strict.secret, body), 'X-Boxd-Delivery': 'st-1' });
+    assert.equal(bare.status, 401, 'a valid sha256= signature is refused');
+    assert.match(((await bare.json()) as { error: { code: string; message: string } }).error.message, /only timestamped signatures.*t=<unix seconds>,v1=/);
+    const good = await fire(strict.id, body, { 'X-Boxd-Signature': signTimestamped(strict.secret, body), 'X-Boxd-Delivery': 'st-2' });
+    assert.equal(good.status, 202);
+    await s.api.post('/v1/hooks').set(s.auth).send({ name: 'bad', golden: 'tiny', steps: [{ cmd: 'true' }], signature: 'none' }).expect(400);
+
+    const added = (await taskIds()).filter((id) => !before.includes(id));
+    assert.equal(added.length, 4, 'rp-1, rp-4, rp-5 and st-2 ran; the replays and the refused bare signature queued nothing');
+    await waitFor(async () => ((await s.api.get('/v1/tasks').set(s.auth).expect(200)).body.tasks as { state: string }[]).every((x) => x.state === 'succeeded' || x.state === 'failed'), 60_000, 200);
+    await waitFor(async () => (await s.gateway.store.list('all')).every((b) => b.name === 'auth' || b.name === 'priv'), 30_000, 200);
+  });
+
   it('/metrics needs an admin key and counts boxes from counters, leaving pool boxes out', async () => {
     assert.equal((await fetch(url('/metrics'))).status, 401);
     const metric = async (state: string) => {

@@ -163,6 +163,19 @@ export class FakeRuntime implements Runtime {
     this.boxes.delete(id);
   }
 
+  async rename(id: string, spec: BoxSpec): Promise<void> {
+    this.calls.push(`rename ${id} ${spec.name}`);
+    const box = this.boxes.get(id);
+    if (!box) {
+      if (this.boxes.has(spec.name)) return;
+      throw new BoxdError('BOX_NOT_FOUND', `box ${id} is gone`);
+    }
+    if (id === spec.name) return;
+    if (this.boxes.has(spec.name)) throw new BoxdError('RUNTIME_ERROR', `${spec.name} exists`);
+    this.boxes.delete(id);
+    this.boxes.set(spec.name, box);
+  }
+
   async inspect(id: string): Promise<BoxInstance | undefined> {
     const box = this.boxes.get(id);
     return box ? this.view(id, box) : undefined;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { startStack, waitFor, type Stack } from './helpers.ts';
+import { docker, startStack, waitFor, type Stack } from './helpers.ts';
 
 const LISTING = readFileSync(new URL('./fixtures/tree-listing.py', import.meta.url), 'utf8');
 
@@ -76,7 +76,10 @@ describe('fork fidelity: the child’s filesystem is the parent’s, on both for
     assert.equal(child.body.origin, 'fork-pool');
     assert.equal(child.body.state, 'running');
     assert.equal(child.body.parent, 'pp');
-    assert.match((await s.gateway.store.require('pp-child')).runtimeId ?? '', /pool-default-/);
+    // A pool container (its slot label says so), renamed to the child once it runs.
+    const childId = `${s.config.BOXD_PREFIX}-pp-child`;
+    await waitFor(async () => (await s.gateway.store.require('pp-child')).runtimeId === childId, 10_000, 50);
+    assert.match((await docker.getContainer(childId).inspect()).Config.Labels['boxd.slot'] ?? '', /^pool-default-/);
     assert.equal((await s.api.get('/v1/boxes/pp').set(s.auth).expect(200)).body.state, 'running', 'the parent was thawed');
     await compare('pp', 'pp-child', { userXattrs: true });
     // And the two are independent afterwards.

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startHost } from '../host/host.ts';
+import type { DockerRuntime } from '../host/docker-runtime.ts';
 import { docker, log, startStack, waitFor, type Stack } from './helpers.ts';
 
 interface Pool { golden: string; target: number; ready: number; hits: number; misses: number; hitRate: number | null }
@@ -10,7 +11,8 @@ describe('warm pool (real Docker, real Redis)', () => {
   const pool = async (golden: string): Promise<Pool> =>
     ((await s.api.get('/v1/pool').set(s.auth).expect(200)).body.pools as Pool[]).find((p) => p.golden === golden)!;
   before(async () => {
-    s = await startStack({ BOXD_POOL: 'true', BOXD_POOL_FILL_MS: '300' });
+    // Drift checks run when a test asks (the rename test looks at what one pass does).
+    s = await startStack({ BOXD_POOL: 'true', BOXD_POOL_FILL_MS: '300', BOXD_DRIFT_CHECK_MS: '0' });
   });
   after(async () => {
     await s?.close();
@@ -44,6 +46,71 @@ describe('warm pool (real Docker, real Redis)', () => {
     assert.equal(burst.filter((r) => !r.body.pooled).length, 1, 'the third create was cold');
     assert.ok((await pool('tiny')).misses >= 1);
     for (const n of ['pa', 'pb', 'pc', 'pd', 'pe']) await s.api.delete(`/v1/boxes/${n}`).set(s.auth).expect(204);
+  });
+
+  it('renames a claimed pool container to its box: docker ps names the box, labels name no other box, drift and reconcile keep it, delete removes it', async () => {
+    const prefix = s.config.BOXD_PREFIX;
+    const runtime = s.host.runtime as DockerRuntime;
+    await waitFor(async () => (await pool('tiny')).ready === 2, 60_000);
+    const slot = (await s.host.pool.ready('tiny'))[0]!;
+    const slotName = (await s.gateway.store.require(slot)).runtimeId!;
+    assert.equal(slotName, `${prefix}-${slot}`);
+    const made = await docker.getContainer(slotName).inspect();
+    assert.equal(made.Config.Labels['boxd.slot'], slot, 'a pool container names its slot');
+    assert.equal(made.Config.Labels['boxd.pool'], 'tiny');
+    assert.equal(made.Config.Labels['boxd.box'], undefined, 'and no box: it has none yet');
+    assert.equal(made.Config.Labels['boxd.account'], undefined);
+
+    const r = await s.api.post('/v1/boxes').set(s.auth).send({ name: 'named', golden: 'tiny' }).expect(201);
+    assert.equal(r.body.pooled, true);
+    // Renamed right after the answer; meanwhile (and after) the box serves.
+    const exec = async () => (await s.api.post('/v1/boxes/named/exec').set(s.auth).send({ cmd: ['echo', 'hi'] }).expect(200)).body.stdout;
+    assert.equal(await exec(), 'hi\n');
+    const want = `${prefix}-named`;
+    await waitFor(async () => (await s.gateway.store.require('named')).runtimeId === want, 10_000, 50);
+    const ps = await docker.listContainers({ filters: { label: [`boxd.instance=${prefix}`] } });
+    const mine = ps.filter((c) => c.Names.includes(`/${want}`));
+    assert.equal(mine.length, 1, 'docker ps shows the box under its own name');
+    assert.equal(mine[0]!.Id, made.Id, 'the pool container, renamed');
+    assert.ok(!ps.some((c) => c.Names.includes(`/${slotName}`)), 'nothing goes by the pool name any more');
+    await assert.rejects(docker.getContainer(slotName).inspect());
+    const labels = mine[0]!.Labels;
+    assert.equal(labels['boxd.box'], undefined, 'no label names a box it is not');
+    assert.equal(labels['boxd.account'], undefined);
+    assert.equal(labels['boxd.slot'], slot);
+    assert.equal(await exec(), 'hi\n');
+    // What the host keys by container name moved along: egress rules and the disk image.
+    const rules = await runtime.egress.listed();
+    assert.ok(rules.some((x) => x.container === want), 'egress rules under the box name');
+    assert.ok(!rules.some((x) => x.container === slotName), 'none left under the pool name');
+    if (s.config.BOXD_BOX_DISK_MB > 0) {
+      assert.equal(await runtime.quota.hasImage(prefix, want), true, 'the disk image follows');
+      assert.equal(await runtime.quota.hasImage(prefix, slotName), false);
+    }
+
+    // A drift pass and a restart's reconcile see nothing wrong with it.
+    assert.deepEqual((await s.host.drift.check()).filter((f) => f.box === 'named'), []);
+    assert.equal((await s.gateway.store.require('named')).state, 'running');
+
+    // A claim whose rename did not happen (the host stopped first): the drift check renames it.
+    await docker.getContainer(want).rename({ name: slotName });
+    await s.gateway.store.update('named', { runtimeId: slotName });
+    assert.deepEqual((await s.host.drift.check()).filter((f) => f.box === 'named'), [{ box: 'named', kind: 'renamed', state: 'running' }]);
+    assert.equal((await s.gateway.store.require('named')).runtimeId, want);
+    assert.equal((await docker.getContainer(want).inspect()).Id, made.Id);
+    // Renamed but not recorded: a restart neither removes it nor calls it vanished.
+    await s.gateway.store.update('named', { runtimeId: slotName });
+    await s.host.close();
+    s.host = await startHost(s.config, log);
+    const back = await s.gateway.store.require('named');
+    assert.equal(back.state, 'running', 'the restart kept the box');
+    assert.equal(back.runtimeId, want, 'and recorded its container');
+    assert.equal((await docker.getContainer(want).inspect()).Id, made.Id, 'the same container');
+    assert.equal(await exec(), 'hi\n');
+
+    await s.api.delete('/v1/boxes/named').set(s.auth).expect(204);
+    await assert.rejects(docker.getContainer(want).inspect(), 'delete removes the renamed container');
+    assert.ok(!(await (s.host.runtime as DockerRuntime).egress.listed()).some((x) => x.container === want || x.container === slotName), 'and its egress rules');
   });
 
   it('keeps a full pool across a host restart and drains boxes of an old golden build', async () => {

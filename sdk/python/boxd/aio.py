@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 from ._http import AsyncHttp, Settings, seg, stream_event
 from .pty import AsyncTerminal
-from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
+from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, HookSignature, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
 class AsyncFiles:
@@ -122,9 +122,9 @@ class _AsyncHooks:
     def __init__(self, http: AsyncHttp) -> None:
         self._http = http
 
-    async def create(self, name: str, steps: List[Union[str, List[str], Dict[str, Any]]], *, golden: Optional[str] = None, secret: Optional[str] = None, keep_ms: Optional[int] = None) -> Hook:
+    async def create(self, name: str, steps: List[Union[str, List[str], Dict[str, Any]]], *, golden: Optional[str] = None, secret: Optional[str] = None, keep_ms: Optional[int] = None, signature: Optional[HookSignature] = None) -> Hook:
         wire_steps = [s if isinstance(s, dict) else {"cmd": s} for s in steps]
-        body = to_wire(asdict(HookOptions(name=name, steps=wire_steps, golden=golden, secret=secret, keep_ms=keep_ms)))
+        body = to_wire(asdict(HookOptions(name=name, steps=wire_steps, golden=golden, secret=secret, keep_ms=keep_ms, signature=signature)))
         return Hook.from_wire(await self._http.json("POST", "/v1/hooks", body))
 
     async def list(self) -> List[Hook]:

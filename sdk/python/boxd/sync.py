@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 from ._http import SyncHttp, Settings, seg, stream_event
 from .pty import Terminal
-from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
+from .types import Account, AccountListed, AccountOptions, KeyCreated, KeyOptions, NetworkPolicy, BoxInfo, CreateOptions, ExecEvent, ExecOptions, HookOptions, HookSignature, ExecResult, Golden, Hook, PoolStats, Snapshot, Task, exec_event, from_wire, to_wire
 
 
 class Files:
@@ -140,11 +140,12 @@ class _Hooks:
     def __init__(self, http: SyncHttp) -> None:
         self._http = http
 
-    def create(self, name: str, steps: List[Union[str, List[str], Dict[str, Any]]], *, golden: Optional[str] = None, secret: Optional[str] = None, keep_ms: Optional[int] = None) -> Hook:
+    def create(self, name: str, steps: List[Union[str, List[str], Dict[str, Any]]], *, golden: Optional[str] = None, secret: Optional[str] = None, keep_ms: Optional[int] = None, signature: Optional[HookSignature] = None) -> Hook:
         """A webhook running ``steps`` (strings run with ``sh -c``, or argv lists) on every signed
-        trigger. The answer's ``secret`` is shown once. Raises GOLDEN_NOT_FOUND, INVALID_REQUEST."""
+        trigger. The answer's ``secret`` is shown once; ``signature="timestamped"`` refuses
+        ``sha256=…`` signatures (only ``t=…,v1=…``). Raises GOLDEN_NOT_FOUND, INVALID_REQUEST."""
         wire_steps = [s if isinstance(s, dict) else {"cmd": s} for s in steps]
-        body = to_wire(asdict(HookOptions(name=name, steps=wire_steps, golden=golden, secret=secret, keep_ms=keep_ms)))
+        body = to_wire(asdict(HookOptions(name=name, steps=wire_steps, golden=golden, secret=secret, keep_ms=keep_ms, signature=signature)))
         return Hook.from_wire(self._http.json("POST", "/v1/hooks", body))
 
     def list(self) -> List[Hook]:

@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 BoxState = Literal["creating", "running", "suspended", "destroyed", "error", "lost"]
 TaskState = Literal["queued", "running", "succeeded", "failed"]
+# Which X-Boxd-Signature forms a hook accepts: "any" ("t=…,v1=…" or "sha256=…") or only "timestamped".
+HookSignature = Literal["any", "timestamped"]
 #: Egress policy of a box: "open", "none", or {"allow": ["10.0.0.0/8:443", …]}.
 NetworkPolicy = Union[str, Dict[str, List[str]]]
 
@@ -134,6 +136,7 @@ class Hook:
     golden: str
     steps: List[HookStep]
     keep_ms: int
+    signature: HookSignature
     created_at: str
     secret: Optional[str] = None
 
@@ -252,6 +255,7 @@ class HookOptions:
     golden: Optional[str] = None
     secret: Optional[str] = None
     keep_ms: Optional[int] = None
+    signature: Optional[HookSignature] = None
 
 
 @dataclass
