@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { BoxdError } from './errors.ts';
+import { Keys } from './keys.ts';
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
@@ -92,7 +93,8 @@ export class Accounts {
       .multi()
       .set(this.keyKey(hash), JSON.stringify(rec))
       .set(`{${this.prefix}}:keyid:${id}`, hash)
-      .sadd(`{${this.prefix}}:acct:${account}:keys`, id);
+      .sadd(`{${this.prefix}}:acct:${account}:keys`, id)
+      .publish(new Keys(this.prefix).keysChanged, hash);
     if (box) m.sadd(this.boxKeysKey(account, box), id);
     await m.exec();
     return rec;
@@ -131,7 +133,13 @@ export class Accounts {
     const raw = hash ? await this.redis.get(this.keyKey(hash)) : null;
     const rec = raw?.startsWith('{') ? (JSON.parse(raw) as KeyRecord) : undefined;
     if (!hash || !rec || (account !== undefined && rec.account !== account)) throw new BoxdError('KEY_NOT_FOUND', `no key ${id}`);
-    const m = this.redis.multi().del(this.keyKey(hash)).del(`{${this.prefix}}:keyid:${id}`).srem(`{${this.prefix}}:acct:${rec.account}:keys`, id);
+    // Gateways cache keys for a moment (gateway/key-cache.ts): the message drops it there.
+    const m = this.redis
+      .multi()
+      .del(this.keyKey(hash))
+      .del(`{${this.prefix}}:keyid:${id}`)
+      .srem(`{${this.prefix}}:acct:${rec.account}:keys`, id)
+      .publish(new Keys(this.prefix).keysChanged, hash);
     if (rec.box) m.srem(this.boxKeysKey(rec.account, rec.box), id);
     await m.exec();
   }

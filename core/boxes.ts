@@ -61,6 +61,12 @@ const SUMMARY_FIELDS = ['name', 'state', 'cpus', 'memoryMb', 'idleTimeoutMs', 'l
 export type NewBox = Omit<BoxRecord, 'state' | 'version' | 'hostPorts' | 'createdAt' | 'lastActivityAt'> &
   Partial<Pick<BoxRecord, 'hostPorts' | 'createdAt' | 'lastActivityAt'>>;
 
+/**
+ * What a caller saw of a record a moment ago (the gateway, when it sends an exec or a resume to
+ * the box's host): enough to act on the same record without reading it again.
+ */
+export type SeenRecord = Pick<BoxRecord, 'state' | 'version' | 'runtimeId'>;
+
 /** Emitted on `<prefix>:events` by every transition, atomically with it. */
 export interface BoxEvent {
   name: string;
@@ -105,6 +111,21 @@ if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then
 end
 redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[4], state = ARGV[3], from = state, version = version}))
 return {'OK', state}`;
+
+// KEYS: box, counts. ARGV: channel, name, state, version, runtimeId ('' for none) the record must
+// still have, state to go to, fields... Returns the record after the move (HGETALL), or false.
+const TRANSITION_SEEN = `
+local cur = redis.call('HMGET', KEYS[1], 'state', 'version', 'runtimeId')
+if cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4] or (cur[3] or '') ~= ARGV[5] then return false end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'state', ARGV[6])
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+if redis.call('HGET', KEYS[1], 'account') ~= '_pool' then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[6], 1)
+end
+redis.call('PUBLISH', ARGV[1], cjson.encode({name = ARGV[2], state = ARGV[6], from = ARGV[3], version = version}))
+return redis.call('HGETALL', KEYS[1])`;
 
 // KEYS: box, account's lost set, counts. ARGV: channel, name, account, 'lose' | 'found', reason | state to return to.
 // Losing keeps the state the box had (lostFrom); finding puts it back (or the state given).
@@ -354,6 +375,30 @@ export class BoxStore {
     if (outcome === 'MISSING') throw new BoxNotFoundError(name);
     if (outcome === 'CONFLICT') throw new BoxStateError(name, state, `go to ${to}`);
     return state as BoxState;
+  }
+
+  /**
+   * Like transition, from exactly the record `seen` (same state, version and runtime handle):
+   * the record after the move, or undefined (nothing written) when it is no longer that one.
+   */
+  async transitionSeen(name: string, seen: SeenRecord, to: BoxState, fields: Fields = {}): Promise<BoxRecord | undefined> {
+    const flat = (await this.redis.eval(
+      TRANSITION_SEEN,
+      2,
+      this.key(name),
+      this.countsKey,
+      this.eventsChannel,
+      name,
+      seen.state,
+      String(seen.version),
+      seen.runtimeId ?? '',
+      to,
+      ...encodeFields(fields),
+    )) as string[] | null;
+    if (!flat) return undefined;
+    const h: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
+    return decode(h);
   }
 
   /**

@@ -91,6 +91,10 @@ export class Keys {
   get events(): string {
     return `${this.prefix}:events`;
   }
+  /** Channel of the hashes of API keys deleted or rewritten (not a key): gateways drop them from their caches. */
+  get keysChanged(): string {
+    return `${this.prefix}:keys:changed`;
+  }
   /** Channel of one streaming exec (not a key). */
   exec(execId: string): string {
     return `${this.prefix}:exec:${execId}`;

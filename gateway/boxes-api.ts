@@ -137,7 +137,11 @@ export function boxesApi(d: BoxesApiDeps): Router {
   for (const op of ['suspend', 'resume'] as const) {
     r.post(`/boxes/:name/${op}`, async (req, res) => {
       const box = await own(req);
-      const done = await d.agents.json<{ box: BoxRecord }>(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/${op}` });
+      // A resume carries the record as read here: the host then reads it no more (Lifecycle.resume).
+      const seen = op === 'resume' ? { box: { state: box.state, version: box.version, runtimeId: box.runtimeId } } : undefined;
+      const body = seen && Buffer.from(JSON.stringify(seen));
+      const headers = body ? { 'Content-Type': 'application/json' } : undefined;
+      const done = await d.agents.json<{ box: BoxRecord }>(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/${op}`, headers, body });
       send(res, done.box);
     });
   }
@@ -164,13 +168,10 @@ export function boxesApi(d: BoxesApiDeps): Router {
     const timeoutMs = Math.min(body.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, d.config.BOXD_EXEC_MAX_MS);
     const execId = randomUUID();
     // The record and the account's exec slot (its own limit when it has one, POST /v1/accounts
-    // { maxExecs }, else the operator's) at the same time.
+    // { maxExecs }, else the operator's; read in the same script) at the same time.
     const [found, slot] = await Promise.allSettled([
       own(req),
-      d.accounts.accountLimits(account).then(async (l) => {
-        const cap = l.maxExecs ?? d.config.BOXD_MAX_EXECS;
-        return { cap, ok: await slots.take(account, execId, cap, timeoutMs + 60_000) };
-      }),
+      slots.take(account, execId, d.config.BOXD_MAX_EXECS, timeoutMs + 60_000),
     ]);
     if (found.status === 'rejected' || slot.status === 'rejected') {
       if (slot.status === 'fulfilled' && slot.value.ok) slots.release(account, execId);
@@ -184,7 +185,9 @@ export function boxesApi(d: BoxesApiDeps): Router {
       slots.release(account, execId);
       if (!res.writableFinished) gone.abort();
     });
-    const payload = Buffer.from(JSON.stringify({ ...body, timeoutMs, execId, stream: streaming, detach: body.detach ?? false }));
+    // The record as read here goes along: the host starts the command without reading it again.
+    const seen = { state: box.state, version: box.version, runtimeId: box.runtimeId, env: box.env };
+    const payload = Buffer.from(JSON.stringify({ ...body, timeoutMs, execId, stream: streaming, detach: body.detach ?? false, box: seen }));
     const up = await d.agents.request(box.hostId, { method: 'POST', path: `/v1/boxes/${box.name}/exec`, headers: { 'Content-Type': 'application/json' }, body: payload, once: true }, gone.signal);
     if ((up.statusCode ?? 500) >= 300) throw errorOf(up.statusCode ?? 500, await readText(up));
     res.writeHead(200, passHeaders(up.headers));

@@ -1,6 +1,7 @@
 import express from 'express';
 import { createServer, type Server } from 'node:http';
 import { FastPath } from './fastpath.ts';
+import { KeyCache } from './key-cache.ts';
 import { Redis } from 'ioredis';
 import { Accounts, DEFAULT_ACCOUNT } from '../core/accounts.ts';
 import { BoxStore, type BoxRecord } from '../core/boxes.ts';
@@ -77,6 +78,8 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
   const metrics = new Metrics();
   const routes = new RouteCache(store, sub);
   await routes.start();
+  const keys = new KeyCache(accounts, sub, prefix);
+  await keys.start();
   const activity = new Activity(store);
   activity.start(config.BOXD_ACTIVITY_FLUSH_MS);
   const waker = new Waker({ routes, resume, timeoutMs: config.BOXD_WAKE_TIMEOUT_MS, maxWaiters: config.BOXD_WAKE_MAX_WAITERS });
@@ -125,7 +128,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     res.json((openapi ??= openApiDocument(undefined, { serverUrl: urls.api })));
   });
   const v1 = express.Router();
-  v1.use(requireKey(accounts));
+  v1.use(requireKey(keys));
   v1.use(limitBoxKeys);
   // JSON bodies for everything but file uploads, which take raw bytes.
   v1.use(jsonBody('20mb'));

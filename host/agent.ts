@@ -71,9 +71,33 @@ export const agentExecBody = z
     timeoutMs: z.number().int().min(1),
     stream: z.boolean().default(false),
     detach: z.boolean().default(false),
+    /** The record as the gateway read it (Lifecycle's `seen`): spares the host reading it again. */
+    box: z
+      .object({
+        state: z.enum(['creating', 'running', 'suspended', 'destroyed', 'error', 'lost']),
+        version: z.number().int(),
+        runtimeId: z.string().optional(),
+        env: z.record(z.string(), z.string()),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type AgentExecBody = z.infer<typeof agentExecBody>;
+
+/** Optional body of a resume: the record as the gateway read it (Lifecycle.resume's `seen`). */
+export const agentResumeBody = z
+  .object({
+    box: z
+      .object({
+        state: z.enum(['creating', 'running', 'suspended', 'destroyed', 'error', 'lost']),
+        version: z.number().int(),
+        runtimeId: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
 
 const ROUTE = /^\/v1\/boxes\/([a-z0-9-]{1,63})\/(exec|files|suspend|resume)$/;
 
@@ -123,9 +147,19 @@ export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
     if (!m) return fail(res, new BoxdError('NOT_FOUND', `no route ${req.method} ${url.pathname}`), d.log);
     const [, name, op] = m as unknown as [string, string, string];
     if (op === 'exec' && req.method === 'POST') return exec(req, res, name);
-    if ((op === 'suspend' || op === 'resume') && req.method === 'POST') {
+    if (op === 'suspend' && req.method === 'POST') {
       req.resume();
-      return sendJson(res, 200, { box: await d.lifecycle[op](name) });
+      return sendJson(res, 200, { box: await d.lifecycle.suspend(name) });
+    }
+    if (op === 'resume' && req.method === 'POST') {
+      const raw = await readBody(req, 64 * 1024);
+      let seen: z.infer<typeof agentResumeBody>['box'];
+      try {
+        seen = raw.length ? agentResumeBody.parse(JSON.parse(raw.toString('utf8'))).box : undefined;
+      } catch (e) {
+        throw new ValidationError(`invalid resume request: ${(e as Error).message.slice(0, 200)}`);
+      }
+      return sendJson(res, 200, { box: await d.lifecycle.resume(name, seen) });
     }
     if (op === 'files' && req.method === 'PUT') return putFile(req, res, name, url);
     if (op === 'files' && req.method === 'GET') return getFile(req, res, name, url);
@@ -155,6 +189,7 @@ export async function startAgent(d: AgentDeps): Promise<AgentHandle> {
       stdin: body.stdin === undefined ? undefined : Buffer.from(body.stdin, 'utf8'),
       timeoutMs: body.timeoutMs,
       signal: gone.signal,
+      seen: body.box,
     };
     if (!body.stream) {
       const out = await d.lifecycle.exec(common);

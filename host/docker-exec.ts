@@ -13,8 +13,11 @@ const KILL_GRACE_MS = 2000;
 
 export interface ExecContext {
   procs: ContainerProcs;
-  /** Held from the exec's creation until the engine started it; a freeze waits for it. */
-  enterStart(id: string): Promise<() => void>;
+  /**
+   * Held from the exec's creation until the engine started it; a freeze waits for it. `started`
+   * says whether the exec's process runs yet: asked only while a freeze waits.
+   */
+  enterStart(id: string, started: () => Promise<boolean>): Promise<() => void>;
   log: Logger;
 }
 
@@ -44,7 +47,11 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
 
   let exec: Docker.Exec;
   let stream: Duplex;
-  const leave = await ctx.enterStart(id);
+  // The engine answers the start before runc has launched the process: the start is over only
+  // once a process of this exec runs (or its output came or ended), so a freeze never lands on
+  // it. Looking for the process costs a scan of the box's /proc entries: only a freeze that
+  // waits for this start asks (DockerRuntime.startsSettled); an exec alone never scans.
+  const leave = await ctx.enterStart(id, async () => (await ctx.procs.tagged(id, execId)).length > 0);
   try {
     exec = await container.exec({
       Cmd: cmd,
@@ -62,17 +69,6 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
     if (status(e) === 409) throw new BoxdError('BOX_STATE', `box ${id} is not running: ${reason(e)}`);
     throw new RuntimeError(`exec in ${id}: ${reason(e)}`, { cause: e });
   }
-  // The engine answers the start before runc has launched the process: the start is over only
-  // once a process of this exec runs (or its output came or ended), so a freeze never lands on it.
-  let seen = false;
-  void (async () => {
-    const until = Date.now() + 5000;
-    while (!seen && Date.now() < until) {
-      const pids = await ctx.procs.tagged(id, execId).catch(() => []);
-      if (pids.length) break;
-      await new Promise((r) => setTimeout(r, 1));
-    }
-  })().finally(leave);
 
   let timedOut = false;
   let killed = false;
@@ -94,7 +90,7 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
     finish = resolve;
     let pending: Buffer = Buffer.alloc(0);
     stream.on('data', (chunk: Buffer) => {
-      seen = true;
+      leave();
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
       // Engine frames: [stream type, 0, 0, 0, size (uint32 BE)] then the payload.
       while (pending.length >= 8) {
@@ -112,7 +108,7 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
       }
     });
     const ended = () => {
-      seen = true;
+      leave();
       resolve();
     };
     stream.once('end', ended);
@@ -157,6 +153,7 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
   };
   req.signal?.addEventListener('abort', onAbort, { once: true });
   await done;
+  leave();
   if (backstop) clearTimeout(backstop);
   if (timer) clearTimeout(timer);
   if (poll) clearTimeout(poll);

@@ -61,6 +61,16 @@ export class BusyError extends BoxdError {
   }
 }
 
+/** How long an exec start may hold off a freeze at most, in ms (a start that never shows). */
+const START_MAX_MS = 5000;
+
+/** One exec start in flight: over when its process runs, its output came, or it failed. */
+interface Start {
+  started: () => Promise<boolean>;
+  until: number;
+  leave: () => void;
+}
+
 /** Boxes as Docker containers, driven through the Engine API by dockerode. */
 export class DockerRuntime implements Runtime {
   /** Overlay layers of each box, read by every inspect: fixed for a container's life. */
@@ -69,9 +79,8 @@ export class DockerRuntime implements Runtime {
   readonly freezer: Freezer | undefined;
   readonly procs: ContainerProcs;
   private readonly files: DockerFiles;
-  /** Exec starts in flight per container, and freezes waiting for them to end. */
-  private readonly starting = new Map<string, number>();
-  private readonly startsDone = new Map<string, (() => void)[]>();
+  /** Exec starts in flight per container (a freeze waits for them to end). */
+  private readonly starting = new Map<string, Set<Start>>();
   private readonly freezing = new Map<string, Promise<void>>();
   /** Boxes this process froze through the freezer (anything else frozen was paused by someone else). */
   private readonly frozeHere = new Set<string>();
@@ -107,33 +116,38 @@ export class DockerRuntime implements Runtime {
     return this.freezer ? `freezer-v${this.freezer.version}` : 'docker-pause';
   }
 
-  /** Marks an exec start in flight; waits while the box is being frozen. */
-  private async enterStart(id: string): Promise<() => void> {
+  /**
+   * Marks an exec start in flight; waits while the box is being frozen. The start ends when the
+   * returned function is called, when `started` first answers true, or after START_MAX_MS.
+   * `started` (a look at the host's /proc) is only asked while a freeze waits: execs pay nothing.
+   */
+  private async enterStart(id: string, started?: () => Promise<boolean>): Promise<() => void> {
     const dir = this.freezer ? (await this.procs.info(id))?.dir : undefined;
     for (let f = this.freezing.get(id); f; f = this.freezing.get(id)) await f.catch(() => undefined);
     // Synchronously from here: an exec never starts in a frozen cgroup (its runc init would
     // freeze half-way and wedge the engine); the caller resumes the box and tries again.
     if (dir && this.freezer!.state(dir) !== 'thawed') throw new BoxdError('BOX_STATE', `box ${id} is suspended`);
-    this.starting.set(id, (this.starting.get(id) ?? 0) + 1);
-    let left = false;
-    return () => {
-      if (left) return;
-      left = true;
-      const n = (this.starting.get(id) ?? 1) - 1;
-      if (n > 0) return void this.starting.set(id, n);
-      this.starting.delete(id);
-      for (const w of this.startsDone.get(id) ?? []) w();
-      this.startsDone.delete(id);
+    let set = this.starting.get(id);
+    if (!set) this.starting.set(id, (set = new Set()));
+    const start: Start = { started: started ?? (async () => false), until: Date.now() + START_MAX_MS, leave: () => undefined };
+    start.leave = () => {
+      if (!set.delete(start)) return;
+      if (!set.size && this.starting.get(id) === set) this.starting.delete(id);
     };
+    set.add(start);
+    return start.leave;
   }
 
-  private startsSettled(id: string): Promise<void> {
-    if (!this.starting.get(id)) return Promise.resolve();
-    return new Promise((resolve) => {
-      const list = this.startsDone.get(id) ?? [];
-      list.push(resolve);
-      this.startsDone.set(id, list);
-    });
+  /** Resolves once no exec start is in flight in `id`, asking each whether its process runs yet. */
+  private async startsSettled(id: string): Promise<void> {
+    for (let set = this.starting.get(id); set?.size; set = this.starting.get(id)) {
+      await Promise.all(
+        [...set].map(async (s) => {
+          if (Date.now() > s.until || (await s.started().catch(() => false))) s.leave();
+        }),
+      );
+      if (set.size) await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   private get bridge(): string {
@@ -299,7 +313,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async exec(id: string, req: ExecRequest): Promise<ExecResult> {
-    return withStartFailures(req, (r) => dockerExec(this.docker, id, r, { procs: this.procs, enterStart: (c) => this.enterStart(c), log: this.opts.log }));
+    return withStartFailures(req, (r) => dockerExec(this.docker, id, r, { procs: this.procs, enterStart: (c, started) => this.enterStart(c, started), log: this.opts.log }));
   }
 
   async putFileStream(id: string, path: string, source: Readable, size: number, mode?: number): Promise<void> {
@@ -392,10 +406,11 @@ export class DockerRuntime implements Runtime {
     if (this.freezer) {
       const info = await this.procs.info(id);
       if (!info?.dir) throw new BoxdError('BOX_NOT_FOUND', `box ${id} is not running`);
-      if (this.freezer.state(info.dir) === 'thawed') return;
-      // Frozen by this process: thaw it. Frozen by someone else (a `docker pause` by hand, or
-      // a host process before a restart): let Docker unpause, so it stops refusing execs.
+      // Frozen by this process: thaw it (a write, idempotent). Frozen by someone else (a `docker
+      // pause` by hand, or a host process before a restart): let Docker unpause, so it stops
+      // refusing execs.
       if (this.frozeHere.delete(id)) return this.freezer.thaw(info.dir);
+      if (this.freezer.state(info.dir) === 'thawed') return;
       this.enginePaused.delete(id);
       try {
         await this.docker.getContainer(id).unpause();
