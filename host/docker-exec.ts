@@ -116,12 +116,26 @@ export async function dockerExec(docker: Docker, id: string, req: ExecRequest, c
     stream.once('error', ended);
     if (wrapped) {
       // The command may have exited while a background child holds stdout: look for the exit
-      // file with a backoff, then give the stream a moment to deliver the command's last output.
+      // file with a backoff. Once it is there, the answer waits for the stream to end while no
+      // process of the exec is left (the engine is still delivering output: on a loaded machine
+      // that can take longer than any fixed grace, and cutting it would lose output); only a
+      // process that outlives the command (a background child) ends the wait after a moment.
       let every = 2;
+      const settle = async () => {
+        for (let i = 0; i < 10; i++) {
+          const left = await ctx.procs.tagged(id, execId).catch(() => [] as number[]);
+          if (!left.length) {
+            setTimeout(resolve, 10_000).unref(); // bounded; the stream's end resolves first
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        resolve();
+      };
       const check = () => {
         exitFromFile = readExitFile();
         if (exitFromFile !== undefined) {
-          setTimeout(resolve, 100).unref();
+          void settle();
           return;
         }
         every = Math.min(every * 2, 250);
