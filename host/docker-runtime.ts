@@ -1,6 +1,8 @@
 import Docker from 'dockerode';
 import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { BoxdError, RuntimeError, ValidationError } from '../core/errors.ts';
@@ -26,6 +28,8 @@ import { Freezer } from './freezer.ts';
 import { reason, status } from './engine-errors.ts';
 import { copyOverlayDiff, CopyNotSupported, type CopyStats } from './overlay-copy.ts';
 import { LoopDiskQuota, layerDirOf } from './disk-quota.ts';
+
+const execFileP = promisify(execFile);
 import { Egress } from './egress.ts';
 
 export interface DockerRuntimeOptions {
@@ -295,6 +299,27 @@ export class DockerRuntime implements Runtime {
     }
     // The rules match the box's address; installing them under the new name drops the old ones.
     await this.applyPolicy(to, spec);
+    const host = spec.labels['boxd.box']?.slice(0, 63);
+    if (host) await this.setHostname(to, host).catch((e) => this.opts.log.warn({ box: to, err: reason(e) }, 'could not give a renamed box its hostname'));
+  }
+
+  /**
+   * Gives a running (or frozen) container a new hostname: the kernel's (its UTS namespace, entered
+   * from the host, so a frozen box needs no thaw) and the engine-written /etc/hostname and
+   * /etc/hosts. A restart of the container by the engine brings back the name it was created with.
+   */
+  private async setHostname(id: string, host: string): Promise<void> {
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(host)) return;
+    const info = await this.docker.getContainer(id).inspect();
+    const old = info.Config.Hostname;
+    if (!old || old === host) return;
+    if (info.HostnamePath) await writeFile(info.HostnamePath, `${host}\n`);
+    if (info.HostsPath) {
+      const hosts = await readFile(info.HostsPath, 'utf8').catch(() => undefined);
+      const escaped = old.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      if (hosts !== undefined) await writeFile(info.HostsPath, hosts.replace(new RegExp(`(?<=\\s)${escaped}(?=\\s|$)`, 'gm'), host));
+    }
+    if (info.State.Pid > 0) await execFileP('nsenter', ['-t', String(info.State.Pid), '-u', 'hostname', host]);
   }
 
   /** Puts the container's writable layer on a `sizeMb` loop ext4 (see LoopDiskQuota). Before start. */

@@ -79,6 +79,9 @@ describe('warm pool (real Docker, real Redis)', () => {
     assert.equal(labels['boxd.account'], undefined);
     assert.equal(labels['boxd.slot'], slot);
     assert.equal(await exec(), 'hi\n');
+    // Inside, the box goes by its name too: the kernel's hostname, /etc/hostname and /etc/hosts.
+    const names = (await s.api.post('/v1/boxes/named/exec').set(s.auth).send({ cmd: ['sh', '-c', 'hostname; cat /etc/hostname; grep -c named /etc/hosts; grep -c "' + slot + '" /etc/hosts || true'] }).expect(200)).body.stdout;
+    assert.equal(names, 'named\nnamed\n1\n0\n');
     // What the host keys by container name moved along: egress rules and the disk image.
     const rules = await runtime.egress.listed();
     assert.ok(rules.some((x) => x.container === want), 'egress rules under the box name');
