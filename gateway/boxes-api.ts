@@ -276,15 +276,16 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
   const name = body.golden ?? 'default';
   const g = await d.golden(account, name);
   if (!g) throw new BoxdError('GOLDEN_NOT_FOUND', `no golden image "${name}"; see GET /v1/goldens`);
-  // An account golden's image is on one host only.
-  return g.hostId ? { ...boxSettings(g), hostId: g.hostId } : boxSettings(g);
+  // An account golden's image is made on one host and copied to another when a box goes there.
+  return g.hostId ? { ...boxSettings(g), hostId: g.hostId, movable: true } : boxSettings(g);
 }
 
 /**
- * The host a new box of `s` goes to. Without a holding host: placement. An account golden's
- * image stays on its host. A snapshot's: its own host when alive with room, else the best live
- * host by placement, which first gets the image (HostAgents.ensureImage: agent to agent through
- * this gateway, from the snapshot's host or any other live host that holds a copy).
+ * The host a new box of `s` goes to. Without a holding host: placement. An image made on one
+ * host (a snapshot's, an account golden's) goes, in this order of preference, to: its own host
+ * when alive with room; another live host that already holds a copy, with room; else the best
+ * live host by placement, which first gets the image (HostAgents.ensureImage: agent to agent
+ * through this gateway, from a live host that holds it; never through Redis).
  */
 async function placeFor(d: BoxesApiDeps, s: Source): Promise<string> {
   const need = { cpus: s.cpus, memoryMb: s.memoryMb };
@@ -294,14 +295,22 @@ async function placeFor(d: BoxesApiDeps, s: Source): Promise<string> {
     return s.hostId;
   }
   const alive = (await d.hosts.aliveHosts()).map((h) => h.id);
-  if (alive.includes(s.hostId)) {
-    const onHolder = await d.hosts.pickHost({ ...need, exclude: alive.filter((h) => h !== s.hostId) }).catch(() => undefined);
-    if (onHolder) return onHolder;
+  const onlyOn = (holders: string[]) => d.hosts.pickHost({ ...need, exclude: alive.filter((h) => !holders.includes(h)) }).catch(() => undefined);
+  const origin = alive.includes(s.hostId) ? [s.hostId] : [];
+  if (origin.length) {
+    const onOrigin = await onlyOn(origin);
+    if (onOrigin) return onOrigin;
+  }
+  // Copies made by earlier creates: asked of each other live host (one HEAD each); a host that
+  // does not answer counts as not holding it.
+  const others = alive.filter((h) => h !== s.hostId);
+  const held = await Promise.all(others.map((h) => d.agents.hasImage(h, s.imageRef).catch(() => false)));
+  const copies = others.filter((_, i) => held[i]);
+  if (copies.length) {
+    const onCopy = await onlyOn(copies);
+    if (onCopy) return onCopy;
   }
   const hostId = await d.hosts.pickHost(need);
-  if (hostId !== s.hostId) {
-    const sources = [s.hostId, ...alive.filter((h) => h !== s.hostId && h !== hostId)].filter((h) => alive.includes(h));
-    await d.agents.ensureImage(s.imageRef, hostId, sources);
-  }
+  await d.agents.ensureImage(s.imageRef, hostId, [...origin, ...copies]);
   return hostId;
 }

@@ -98,7 +98,9 @@ export function goldensApi(d: GoldensApiDeps): Router {
       throw new BoxdError('NOT_FOUND', `no golden "${name}" in this account`);
     }
     await d.accountGoldens.remove(g.key);
-    await d.hosts.call(g.hostId, { op: 'golden-drop', golden: g.key, image: g.image }).catch(() => undefined);
+    // Its pool is on its host; copies of its image may be on any live host (images across hosts).
+    const hosts = new Set([g.hostId, ...(await d.hosts.aliveHosts()).map((h) => h.id)]);
+    await Promise.all([...hosts].map((h) => d.hosts.call(h, { op: 'golden-drop', golden: g.key, image: g.image }).catch(() => undefined)));
     res.status(204).end();
   });
 

@@ -197,7 +197,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       case 'deleteSnapshot':
         return { removed: await runtime.removeImage(snapshots.imageFor(job.account, job.snapshot)) };
       case 'pool-fill':
-        void pool.fill();
+        // Gateways ask after every claim and golden; a host with pools off makes none.
+        if (config.BOXD_POOL) void pool.fill();
         return null;
       default:
         throw new BoxdError('NOT_IMPLEMENTED', `operation ${job.op} is not available on this host yet`);

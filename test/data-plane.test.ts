@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { DockerRuntime } from '../host/docker-runtime.ts';
 import { startHost } from '../host/host.ts';
-import { log, startStack, waitFor, type Stack } from './helpers.ts';
+import { docker, log, startStack, waitFor, type Stack } from './helpers.ts';
+import { ExecSlots } from '../core/exec-slots.ts';
 import { Keys } from '../core/keys.ts';
 
 /** Exec, files and suspend/resume going gateway → host agent, on real Redis and Docker. */
@@ -158,7 +159,7 @@ describe('direct host data plane', () => {
     assert.equal(r.body.stdout, 'still here\n');
   });
 
-  it('caps concurrent execs per account with 429, and other operations go on meanwhile', async () => {
+  it('caps concurrent execs per account with 429', async () => {
     const held = Array.from({ length: 20 }, () => {
       const c = call('POST', '/v1/boxes/dp2/exec');
       c.req.end(JSON.stringify({ cmd: ['sleep', '3600'] }));
@@ -169,16 +170,72 @@ describe('direct host data plane', () => {
       await waitFor(async () => (await running('dp2', 'sleep 3600')) === 20, 60_000);
       const over = await exec('dp2', { cmd: ['true'] }).expect(429);
       assert.equal(over.body.error.code, 'LIMIT_EXCEEDED');
-      // The host still creates, suspends and resumes while 20 commands run.
-      await s.api.post('/v1/boxes').set(s.auth).send({ name: 'dp3', golden: 'tiny' }).expect(201);
-      await s.api.post('/v1/boxes/dp3/suspend').set(s.auth).expect(200);
-      assert.equal((await s.api.post('/v1/boxes/dp3/resume').set(s.auth).expect(200)).body.state, 'running');
-      await s.api.delete('/v1/boxes/dp3').set(s.auth).expect(204);
     } finally {
       for (const c of held) c.req.destroy();
     }
     await waitFor(async () => (await running('dp2', 'sleep 3600')) === 0, 30_000);
     await waitFor(async () => (await exec('dp2', { cmd: ['true'] })).status === 200);
+  });
+
+  it('a host creates, suspends, resumes and runs short commands while 64 `sleep 3600` run; DELETE kills them all', { timeout: 240_000 }, async () => {
+    // An account whose own cap (65) lets 64 commands run on this one host, plus the short one.
+    const acct = await s.api.post('/v1/accounts').set(s.auth).send({ name: 'wide', maxExecs: 65 }).expect(201);
+    const key = (await s.api.post(`/v1/accounts/${acct.body.id}/keys`).set(s.auth).send({}).expect(201)).body.key as string;
+    const auth = { Authorization: `Bearer ${key}` };
+    const boxes = ['w1', 'w2'];
+    for (const name of boxes) await s.api.post('/v1/boxes').set(auth).send({ name, golden: 'tiny' }).expect(201);
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const fds0 = fds();
+    const held = Array.from({ length: 64 }, (_, i) => {
+      const c = call('POST', `/v1/boxes/${boxes[i % 2]}/exec`, { headers: auth });
+      c.req.end(JSON.stringify({ cmd: ['sleep', '3600'] }));
+      return c.res.then(async (r) => ({ status: r.statusCode, body: await text(r) }), (e: Error) => ({ status: 0, body: e.message }));
+    });
+    const sleeps = async () => (await running('w1', 'sleep 3600')) + (await running('w2', 'sleep 3600'));
+    await waitFor(async () => (await sleeps()) === 64, 120_000, 250);
+    assert.ok(fds() - fds0 >= 128, `the 64 commands hold connections (${fds() - fds0} more fds)`);
+    const pids = new Set<number>();
+    for (const name of boxes) for (const pid of await procs().pids((await s.gateway.store.require(name)).runtimeId!)) pids.add(pid);
+
+    // Each answer must come while all 64 run: a host that queued lifecycle behind execs would
+    // not answer for an hour. Generous bounds, a loaded CI machine is slow.
+    const answered = <T>(what: string, p: PromiseLike<T>, ms = 60_000) => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms while 64 commands ran`)), ms)));
+      return Promise.race([Promise.resolve(p), late]).finally(() => clearTimeout(timer));
+    };
+    const made = await answered('create', s.api.post('/v1/boxes').set(auth).send({ name: 'w3', golden: 'tiny' }));
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const susp = await answered('suspend', s.api.post('/v1/boxes/w3/suspend').set(auth));
+    assert.equal(susp.body.state, 'suspended', JSON.stringify(susp.body));
+    const res = await answered('resume', s.api.post('/v1/boxes/w3/resume').set(auth));
+    assert.equal(res.body.state, 'running', JSON.stringify(res.body));
+    for (const box of ['w1', 'w3']) {
+      const short = await answered(`exec in ${box}`, s.api.post(`/v1/boxes/${box}/exec`).set(auth).send({ cmd: ['echo', 'answered'] }));
+      assert.equal(short.status, 200, JSON.stringify(short.body));
+      assert.equal(short.body.stdout, 'answered\n');
+    }
+    assert.equal(await sleeps(), 64, 'the long commands run on, untouched');
+
+    for (const name of [...boxes, 'w3']) await answered(`delete ${name}`, s.api.delete(`/v1/boxes/${name}`).set(auth).expect(204));
+    // Every held request is answered (the box went), no sleep is left, nothing leaks.
+    const ends = await answered('the held execs', Promise.all(held));
+    for (const e of ends) assert.equal(e.status, 404, e.body);
+    const left = [...pids].filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim() === 'sleep 3600';
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(left, [], 'no `sleep 3600` left of the boxes');
+    for (const name of boxes) assert.equal(await s.gateway.store.get(name), undefined);
+    const containers = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${s.config.BOXD_PREFIX}`] } });
+    assert.deepEqual(containers.map((c) => c.Names[0]).filter((n) => /-w[123]$/.test(n ?? '')), [], 'the containers are gone');
+    assert.equal(await new ExecSlots(s.gateway.redis, s.config.BOXD_PREFIX).running(acct.body.id), 0, 'every exec slot is released');
+    // Sockets of the 64 chains (client, gateway, agent, engine) close; kept-alive idle ones (at
+    // most 32 gateway → agent, both ends here) may stay.
+    await waitFor(async () => fds() - fds0 <= 72, 30_000, 250).catch(() => assert.fail(`${fds() - fds0} more fds than before the commands: sockets leak`));
   });
 
   it('DELETE during an exec kills it and answers promptly', async () => {

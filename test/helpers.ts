@@ -41,7 +41,7 @@ export function testConfig(over: Record<string, string> = {}): Config {
 export async function purge(prefix: string): Promise<void> {
   const containers = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${prefix}`] } });
   await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
-  const images = await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-fork/${prefix}*`, `boxd-test/${prefix}*`] } }).catch(() => []);
+  const images = await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-fork/${prefix}*`, `boxd-ugolden/${prefix}*`, `boxd-test/${prefix}*`] } }).catch(() => []);
   for (const i of images) await docker.getImage(i.Id).remove({ force: true }).catch(() => undefined);
   // Disk images and egress rules of the prefix's boxes, all gone now.
   const config = loadConfig();

@@ -4,7 +4,7 @@
  * host B runs in this process. Both use this machine's one dockerd, so B is given a view of it
  * that hides snapshot images B did not load itself, as a second machine's Docker would: the
  * image really travels A's agent → gateway → B's agent (`docker save` streamed into
- * `docker load`). The test runs on a Redis of its own so that its memory can be compared.
+ * `docker load`). Account goldens made on A move the same way. The test runs on a Redis of its own so that its memory can be compared.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -44,6 +44,10 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
   const seenByB = new Set<string>();
   let loadedBytes = 0;
   let snapImage = '';
+  let goldenImage = '';
+  /** Image names B's Docker hides until B loads them (this run's snapshots, forks, account goldens). */
+  const refs = ['snap', 'fork', 'ugolden'].map((k) => `boxd-${k}/${prefix}`);
+  const has = (ref: string) => docker.getImage(ref).inspect().then(() => true, () => false);
 
   const stopProc = async (c: ChildProcess | undefined, signal: NodeJS.Signals) => {
     if (!c || c.exitCode !== null || c.signalCode) return;
@@ -121,7 +125,7 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
       freezer: config.BOXD_FREEZER, prefix, stateDir: config.BOXD_STATE_DIR, egressDeny: config.BOXD_EGRESS_DENY, log,
     });
     await dr.prepare();
-    const ours = (ref: string) => ref.startsWith(`boxd-snap/${prefix}`) || ref.startsWith(`boxd-fork/${prefix}`);
+    const ours = (ref: string) => refs.some((r) => ref.startsWith(r));
     const view = new Proxy(dr, {
       get(target, key) {
         if (key === 'hasImage') return async (ref: string) => (ours(ref) ? seenByB.has(ref) && target.hasImage(ref) : target.hasImage(ref));
@@ -130,7 +134,7 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
             const count = new Transform({ transform: (c: Buffer, _e, cb) => ((loadedBytes += c.length), cb(null, c)) });
             tar.pipe(count);
             await target.loadImage(count);
-            for (const i of await docker.listImages({ filters: { reference: [`boxd-snap/${prefix}*`, `boxd-fork/${prefix}*`] } })) for (const t of i.RepoTags ?? []) seenByB.add(t);
+            for (const i of await docker.listImages({ filters: { reference: refs.map((r) => `${r}*`) } })) for (const t of i.RepoTags ?? []) seenByB.add(t);
           };
         }
         const v = Reflect.get(target, key, target) as unknown;
@@ -173,6 +177,32 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
     await api.delete('/v1/boxes/kid').set(auth).expect(204);
   });
 
+  it('starts a box from an account golden on another host when the golden’s host is full, and prefers hosts holding it', async () => {
+    assert.ok(snapImage, 'the previous tests started host B');
+    const g = await api.post('/v1/goldens').set(auth).send({ name: 'g1', fromBox: 'src', poolSize: 0 });
+    assert.equal(g.status, 201, JSON.stringify(g.body));
+    goldenImage = g.body.tag;
+    assert.ok(goldenImage.startsWith(`boxd-ugolden/${prefix}`), goldenImage);
+    assert.equal(await gw.agents.hasImage(ids.b, goldenImage), false, 'B does not hold the golden yet');
+    // A (the golden's host) is full with src: the box goes to B, which gets the image first.
+    const bytes = loadedBytes;
+    const g1 = await api.post('/v1/boxes').set(auth).send({ name: 'gb1', golden: 'g1' });
+    assert.equal(g1.status, 201, JSON.stringify(g1.body));
+    assert.equal((await gw.store.require('gb1')).hostId, ids.b, 'placed on the host with room');
+    assert.ok(loadedBytes - bytes > 16 * 1024 * 1024, `the golden's image went to B (${loadedBytes - bytes} bytes)`);
+    const r = await api.post('/v1/boxes/gb1/exec').set(auth).send({ cmd: ['sh', '-c', 'cat /root/note; wc -c < /root/big'] }).expect(200);
+    assert.equal(r.body.stdout.replace(/\s+/g, ' ').trim(), 'kept 16777216');
+    // With room on A again, A (which holds the image) wins over B although B has more room.
+    await api.delete('/v1/boxes/src').set(auth).expect(204);
+    await waitFor(async () => (await gw.hosts.aliveHosts()).find((h) => h.id === ids.a)?.committed?.cpus === 0, 10_000, 200);
+    const copied = loadedBytes;
+    const g2 = await api.post('/v1/boxes').set(auth).send({ name: 'gb2', golden: 'g1' });
+    assert.equal(g2.status, 201, JSON.stringify(g2.body));
+    assert.equal((await gw.store.require('gb2')).hostId, ids.a, 'the golden’s own host, while it has room');
+    assert.equal(loadedBytes, copied, 'nothing copied');
+    await api.delete('/v1/boxes/gb2').set(auth).expect(204);
+  });
+
   it('starts a box from the snapshot when its host is dead, from the copy another host holds', async () => {
     assert.ok(snapImage, 'the previous test made the snapshot');
     await stopProc(hostA, 'SIGKILL');
@@ -187,7 +217,22 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
     for (const n of ['c1', 'c2']) await api.delete(`/v1/boxes/${n}`).set(auth).expect(204);
     // Deleting the snapshot removes the copy on B as well (A is dead).
     await api.delete('/v1/snapshots/snap1').set(auth).expect(204);
-    await waitFor(async () => !(await docker.getImage(snapImage).inspect().then(() => true, () => false)), 30_000, 200);
+    await waitFor(async () => !(await has(snapImage)), 30_000, 200);
+  });
+
+  it('starts a box from the account golden when its host is dead, from B’s copy; deleting the golden removes the copy', async () => {
+    assert.ok(goldenImage, 'the golden test ran');
+    const bytes = loadedBytes;
+    const g3 = await api.post('/v1/boxes').set(auth).send({ name: 'gb3', golden: 'g1' });
+    assert.equal(g3.status, 201, JSON.stringify(g3.body));
+    assert.equal((await gw.store.require('gb3')).hostId, ids.b);
+    assert.equal(loadedBytes, bytes, 'B already held it: nothing copied again');
+    const r = await api.post('/v1/boxes/gb3/exec').set(auth).send({ cmd: ['cat', '/root/note'] }).expect(200);
+    assert.equal(r.body.stdout, 'kept\n');
+    for (const n of ['gb1', 'gb3']) await api.delete(`/v1/boxes/${n}`).set(auth).expect(204);
+    assert.equal(await has(goldenImage), true, 'the golden still holds its image');
+    await api.delete('/v1/goldens/g1').set(auth).expect(204);
+    await waitFor(async () => !(await has(goldenImage)), 30_000, 200);
   });
 });
 
