@@ -112,7 +112,7 @@ export const configSchema = z.object({
   BOXD_HOST_DEAD_MS: int(15_000),
   /** Gateway processes sharing the port (node:cluster); 0: one per core. */
   BOXD_GATEWAY_WORKERS: int(0),
-  /** EXPERIMENTAL: serve preview requests on the raw socket (head-only parsing, pooled upstreams) instead of Node's HTTP stack. */
+  /** Serve preview requests on the raw socket (byte-level head parsing, one upstream connection pinned per client connection) instead of Node's HTTP stack; opt-in. */
   BOXD_PREVIEW_FASTPATH: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   /** Images (exact references, comma-separated) any account may create boxes from, besides goldens and its own snapshots. */
   BOXD_ALLOWED_IMAGES: z.string().default('').transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean)),

@@ -1,141 +1,87 @@
 import type { Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import type { BoxRecord } from '../core/boxes.ts';
 import type { Config } from '../core/config.ts';
 import type { Logger } from '../core/log.ts';
-import type { FastRoute, Preview } from './preview.ts';
-import { resolveTarget } from './routing.ts';
+import type { Activity } from './activity.ts';
+import { ChunkedEnd, CRLFCRLF, parseRequestHead, parseResponseHead, type RequestHead } from './fast-head.ts';
+import type { Metrics } from './metrics.ts';
+import { rawPage } from './pages.ts';
+import { hostOnlyCookies, Preview, type Routed } from './preview.ts';
+import type { RouteCache } from './route-cache.ts';
+import { canonicalHost, resolveTarget, type Target } from './routing.ts';
 
 /**
- * EXPERIMENTAL opt-in preview fast path (BOXD_PREVIEW_FASTPATH=true). It sits on the raw client
- * socket in front of Node's HTTP server and, for every request head of a kept-alive connection,
- * parses the head only, runs the same passes as the HTTP path (route → authorize → wake →
- * sanitize, via Preview.fastRoute), writes the rewritten head to a pooled upstream socket and then
- * streams the body and the response through, parsing only the response head and its framing.
- * Anything unusual (the API host, upgrades, Expect, HTTP/1.0, odd framing, a token in the query,
- * any refusal, an upstream that cannot be reached) is handed to the HTTP server with the bytes read
- * so far: from then on the HTTP path owns that connection.
+ * The preview fast path (default; BOXD_PREVIEW_FASTPATH=false turns it off). It sits on the raw
+ * client socket in front of Node's HTTP server. Per request head of a kept-alive connection it
+ * reads the few header lines it acts on from the bytes (gateway/fast-head.ts), runs the preview
+ * passes (route → authorize → wake, answered from a per-connection memo while the box's cached
+ * record is unchanged), rewrites the head (drops X-Forwarded-*, the preview token and any boxd key,
+ * hop-by-hop lines; adds our X-Forwarded-*), and writes it to the upstream connection pinned to
+ * this client connection. The response is parsed only as far as its status line, Set-Cookie and
+ * framing; its bytes then pass through. Anything unusual (the API host, upgrades, Expect, a token
+ * in the query, odd framing, any refusal, an upstream that cannot be reached) is handed to the HTTP
+ * server with the bytes read so far: from then on the HTTP path owns that connection.
  */
 const MAX_HEAD = 16 * 1024;
-const CRLFCRLF = Buffer.from('\r\n\r\n');
-const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Pipelined bytes buffered while a response is under way before the client is paused. */
+const MAX_PENDING = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
 
-interface Head {
-  method: string;
-  url: string;
-  /** Lower-cased names; duplicates joined as Node does (cookie with '; '). */
-  headers: Record<string, string>;
-  /** Header names seen more than once. */
-  dup: Set<string>;
-  bytes: number;
+const IDLE = 0, ROUTING = 1, SENDING = 2, GONE = 3;
+const REQUEST_LINE = /^[A-Z]+ \S+ HTTP\/1\.[01]\r$/;
+
+/** Whether a partial head could still become a request (its first line, once whole, is one). */
+function looksLikeRequest(buf: Buffer): boolean {
+  const c = buf[0]!;
+  if (c < 0x41 || c > 0x5a) return false;
+  const lf = buf.indexOf(10);
+  return lf < 0 || (lf < 8192 && REQUEST_LINE.test(buf.toString('latin1', 0, lf)));
 }
 
-export function parseRequestHead(buf: Buffer, end: number): Head | null {
-  const text = buf.toString('latin1', 0, end);
-  const lines = text.split('\r\n');
-  const m = /^([A-Z]+) (\/[^ ]*) HTTP\/1\.1$/.exec(lines[0] ?? '');
-  if (!m) return null;
-  const headers: Record<string, string> = {};
-  const dup = new Set<string>();
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (!line) continue;
-    const colon = line.indexOf(':');
-    if (colon <= 0) return null;
-    const name = line.slice(0, colon).toLowerCase();
-    if (!TOKEN_RE.test(name)) return null;
-    const value = line.slice(colon + 1).trim();
-    if (/[\0\r\n]/.test(value)) return null;
-    if (name in headers) {
-      dup.add(name);
-      headers[name] = headers[name] + (name === 'cookie' ? '; ' : ', ') + value;
-    } else headers[name] = value;
-  }
-  return { method: m[1]!, url: m[2]!, headers, dup, bytes: end + 4 };
+interface Memo {
+  host: string;
+  target: Target;
+  record: BoxRecord | undefined;
+  routed: Routed | undefined;
+  /** A token that opened `record` (private boxes). */
+  token: string | undefined;
+  /** Our X-Forwarded-* lines and the final CRLF, for this host. */
+  tail: Buffer;
 }
 
-/** Finds the end of a chunked body, fed incrementally. */
-export class ChunkedEnd {
-  private state: 'size' | 'data' | 'datacrlf' | 'trailer' = 'size';
-  private line = '';
-  private left = 0;
-  done = false;
-  bad = false;
-  /** Returns how many bytes of `buf` belong to the body (all of them unless the body ends inside). */
-  push(buf: Buffer): number {
-    let i = 0;
-    while (i < buf.length && !this.done && !this.bad) {
-      if (this.state === 'data') {
-        const n = Math.min(this.left, buf.length - i);
-        i += n;
-        this.left -= n;
-        if (this.left === 0) this.state = 'datacrlf';
-        continue;
-      }
-      const c = buf[i++]!;
-      if (c !== 0x0a) {
-        if (this.line.length > 4096) this.bad = true;
-        this.line += String.fromCharCode(c);
-        continue;
-      }
-      const line = this.line.replace(/\r$/, '');
-      this.line = '';
-      if (this.state === 'datacrlf') {
-        if (line !== '') this.bad = true;
-        this.state = 'size';
-      } else if (this.state === 'size') {
-        const size = parseInt(line.split(';')[0]!.trim(), 16);
-        if (!/^[0-9a-fA-F]+$/.test(line.split(';')[0]!.trim()) || !Number.isSafeInteger(size)) this.bad = true;
-        else if (size === 0) this.state = 'trailer';
-        else {
-          this.left = size;
-          this.state = 'data';
-        }
-      } else if (line === '') this.done = true; // end of trailers
-    }
-    return i;
-  }
+export interface FastPathDeps {
+  config: Config;
+  preview: Preview;
+  routes: Pick<RouteCache, 'peek'>;
+  activity: Pick<Activity, 'begin' | 'end'>;
+  metrics: Pick<Metrics, 'inc'>;
+  log: Logger;
 }
-
-interface Framing {
-  kind: 'none' | 'length' | 'chunked' | 'close';
-  length: number;
-}
-
-function framingOf(headers: Record<string, string>, dup: Set<string>): Framing | null {
-  const te = headers['transfer-encoding'];
-  const cl = headers['content-length'];
-  if (dup.has('content-length') || dup.has('transfer-encoding')) return null;
-  if (te !== undefined) {
-    if (cl !== undefined || te.toLowerCase() !== 'chunked') return null;
-    return { kind: 'chunked', length: 0 };
-  }
-  if (cl !== undefined) {
-    if (!/^\d{1,15}$/.test(cl)) return null;
-    return { kind: 'length', length: Number(cl) };
-  }
-  return { kind: 'none', length: 0 };
-}
-
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
 
 export class FastPath {
-  private readonly idle = new Map<string, Socket[]>();
-  private readonly clients = new Set<Socket>();
-  private readonly drops = new WeakMap<Socket, () => void>();
-  private closed = false;
+  readonly conns = new Set<Conn>();
+  /** Requests served since the last sweep, added to the metric there (not a map write per request). */
+  requests = 0;
+  closed = false;
+  private readonly sweeper: NodeJS.Timeout;
 
   constructor(
-    private readonly config: Config,
-    private readonly preview: Preview,
-    private readonly log: Logger,
-    private readonly handOff: (socket: Socket, buffered: Buffer) => void,
-  ) {}
+    readonly d: FastPathDeps,
+    readonly handOff: (socket: Socket, buffered: Buffer) => void,
+  ) {
+    const c = d.config;
+    // One timer for every connection's header, request and upstream deadlines.
+    const every = Math.min(1000, Math.max(50, Math.min(c.BOXD_HEADERS_TIMEOUT_MS, c.BOXD_UPSTREAM_TIMEOUT_MS) / 4));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
 
   /** Takes over `server`'s 'connection' event; the HTTP server's own listener becomes the fallback. */
-  static attach(server: Server, config: Config, preview: Preview, log: Logger): FastPath {
+  static attach(server: Server, d: FastPathDeps): FastPath {
     const listeners = server.listeners('connection') as ((s: Socket) => void)[];
     server.removeAllListeners('connection');
-    const fast = new FastPath(config, preview, log, (socket, buffered) => {
+    const fast = new FastPath(d, (socket, buffered) => {
       socket.pause();
       // Node's HTTP parser would read the handle directly and miss the bytes read so far.
       const handle = (socket as unknown as { _handle?: { _consumed?: boolean } })._handle;
@@ -149,371 +95,532 @@ export class FastPath {
   }
 
   accept(client: Socket): void {
-    if (this.closed) {
-      client.destroy();
-      return;
-    }
-    this.clients.add(client);
-    client.once('close', () => this.clients.delete(client));
-    client.on('error', () => client.destroy());
-    client.setNoDelay(true);
-    let buf: Buffer = Buffer.alloc(0);
-    let busy = false;
-    // A whole head (or, between requests, the next one) within BOXD_HEADERS_TIMEOUT_MS, however it trickles in.
-    let timer: NodeJS.Timeout | undefined;
-    const stopTimer = () => clearTimeout(timer);
-    const headTimer = () => {
-      stopTimer();
-      timer = setTimeout(() => {
-        client.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
-        setTimeout(() => client.destroy(), 1000).unref();
-      }, this.config.BOXD_HEADERS_TIMEOUT_MS);
-      timer.unref();
-    };
-    headTimer();
-    client.once('close', stopTimer);
-    const onData = (chunk: Buffer) => {
-      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-      if (!busy) next();
-    };
-    const giveUp = (pending?: Buffer) => {
-      client.off('data', onData);
-      client.off('end', onEnd);
-      stopTimer();
-      this.clients.delete(client);
-      const rest = pending ? (buf.length ? Buffer.concat([pending, buf]) : pending) : buf;
-      buf = Buffer.alloc(0);
-      this.handOff(client, rest);
-    };
-    const next = () => {
-      if (!buf.length) return;
-      const end = buf.indexOf(CRLFCRLF);
-      if (end < 0) {
-        if (buf.length > MAX_HEAD) giveUp();
-        return;
-      }
-      const head = parseRequestHead(buf, end);
-      const target = head ? resolveTarget(head.headers.host, this.config.BOXD_BASE_DOMAIN) : null;
-      const framing = head ? framingOf(head.headers, head.dup) : null;
-      if (
-        !head ||
-        !framing ||
-        target?.kind !== 'box' ||
-        head.method === 'CONNECT' ||
-        head.dup.has('host') ||
-        head.dup.has('authorization') ||
-        'upgrade' in head.headers ||
-        'expect' in head.headers ||
-        head.url.includes('boxd_token')
-      ) {
-        giveUp();
-        return;
-      }
-      busy = true;
-      client.pause();
-      const pending = buf;
-      buf = Buffer.alloc(0); // forward() owns the bytes after the head
-      stopTimer();
-      this.preview
-        .fastRoute({ method: head.method, url: head.url, headers: head.headers }, target.box, target.port, client)
-        .then(
-          (r) => {
-            if (!r) return giveUp(pending); // refusals and redirects: the HTTP path answers them
-            this.forward(client, head, framing, r, pending.subarray(head.bytes), (rest, keep) => {
-              busy = false;
-              buf = rest;
-              if (!keep) {
-                client.end();
-                return;
-              }
-              headTimer();
-              client.resume();
-              next();
-            }, (rest) => {
-              // Nothing reached the box and the request has no body: let the HTTP path retry it.
-              busy = false;
-              giveUp(Buffer.concat([pending.subarray(0, head.bytes), rest]));
-            });
-          },
-          (err: unknown) => {
-            this.log.error({ err }, 'preview fast path failure');
-            client.destroy();
-          },
-        );
-    };
-    const onEnd = () => {
-      if (!busy) client.end();
-    };
-    client.on('data', onData);
-    client.on('end', onEnd);
+    if (this.closed) return void client.destroy();
+    this.conns.add(new Conn(this, client));
   }
 
-  private take(key: string): Socket | undefined {
-    const list = this.idle.get(key);
-    while (list?.length) {
-      const s = list.pop()!;
-      if (!list.length) this.idle.delete(key);
-      const drop = this.drops.get(s);
-      if (drop) {
-        s.off('close', drop);
-        s.off('error', drop);
-        s.off('end', drop);
-        s.off('timeout', drop);
-      }
-      s.setTimeout(0);
-      if (!s.destroyed && s.writable) return s;
+  private sweep(): void {
+    if (this.requests) {
+      this.d.metrics.inc('boxd_preview_requests_total', {}, this.requests);
+      this.requests = 0;
     }
-    return undefined;
-  }
-
-  private give(key: string, s: Socket): void {
-    if (this.closed) return void s.destroy();
-    let list = this.idle.get(key);
-    if (!list) this.idle.set(key, (list = []));
-    if (list.length >= 64) return void s.destroy();
-    list.push(s);
-    const drop = () => {
-      s.destroy();
-      const l = this.idle.get(key);
-      const i = l?.indexOf(s) ?? -1;
-      if (i >= 0) l!.splice(i, 1);
-    };
-    this.drops.set(s, drop);
-    s.once('close', drop);
-    s.once('error', drop);
-    s.once('end', drop);
-    s.setTimeout(1000);
-    s.once('timeout', drop);
-  }
-
-  private forward(
-    client: Socket,
-    head: Head,
-    reqFraming: Framing,
-    r: FastRoute,
-    early: Buffer,
-    done: (rest: Buffer, keep: boolean) => void,
-    retry: (rest: Buffer) => void,
-  ): void {
-    const h = r.headers;
-    const clientClose = /(^|,)\s*close\s*(,|$)/i.test(head.headers.connection ?? '');
-    const named = (head.headers.connection ?? '').toLowerCase().split(',').map((x) => x.trim());
-    let out = `${head.method} ${r.url} HTTP/1.1\r\n`;
-    for (const [k, v] of Object.entries(h)) {
-      if (HOP.has(k) || named.includes(k) || v === undefined) continue;
-      if (reqFraming.kind === 'chunked' && k === 'transfer-encoding') continue;
-      out += `${k}: ${v}\r\n`;
-    }
-    if (reqFraming.kind === 'chunked') out += 'transfer-encoding: chunked\r\n';
-    out += '\r\n';
-
-    const key = `${r.hostAddr}:${r.hostPort}`;
-    const pooled = this.take(key);
-    const upstream = pooled ?? connect({ host: r.hostAddr, port: r.hostPort, noDelay: true });
-    const bodyless = reqFraming.kind === 'none' || (reqFraming.kind === 'length' && reqFraming.length === 0);
-    let responded = false; // some response bytes went to the client
-    let finished = false;
-    let reqDone = bodyless;
-    let resDone = false;
-    let reusable = true;
-    let leftover: Buffer = Buffer.alloc(0);
-    let timedOut = false;
-
-    const finish = (ok: boolean) => {
-      if (finished) return;
-      finished = true;
-      r.release();
-      client.off('data', onClientData);
-      client.off('close', onClientClose);
-      upstream.off('data', onUpstreamData);
-      upstream.off('end', onUpstreamEnd);
-      upstream.off('error', onUpstreamError);
-      upstream.off('close', onUpstreamEnd);
-      upstream.off('timeout', onUpstreamTimeout);
-      upstream.setTimeout(0);
-      if (ok && reusable) this.give(key, upstream);
-      else upstream.destroy();
-      if (!ok) {
-        client.destroy();
-        return;
-      }
-      done(leftover, !clientClose && !resClose);
-    };
-
-    // Request body: forward exactly its bytes, keep what follows for the next head.
-    let reqLeft = reqFraming.kind === 'length' ? reqFraming.length : 0;
-    const chunked = reqFraming.kind === 'chunked' ? new ChunkedEnd() : null;
-    const onClientData = (chunk: Buffer) => {
-      if (reqDone) {
-        leftover = leftover.length ? Buffer.concat([leftover, chunk]) : chunk;
-        client.pause(); // the next head waits for this response (no pipelining)
-        return;
-      }
-      let n: number;
-      if (chunked) {
-        n = chunked.push(chunk);
-        if (chunked.bad) return finish(false);
-        if (chunked.done) reqDone = true;
-      } else {
-        n = Math.min(reqLeft, chunk.length);
-        reqLeft -= n;
-        if (reqLeft === 0) reqDone = true;
-      }
-      if (n) upstream.write(chunk.subarray(0, n));
-      if (n < chunk.length) {
-        leftover = chunk.subarray(n);
-        client.pause();
-      }
-      if (reqDone && resDone) finish(true);
-    };
-    const onClientClose = () => finish(false);
-
-    // Response: head parsed, body framed, all bytes passed through.
-    let resBuf: Buffer = Buffer.alloc(0);
-    let resHeadDone = false;
-    let resClose = false;
-    let resLeft = 0;
-    let resChunked: ChunkedEnd | null = null;
-    let untilClose = false;
-    const onUpstreamData = (chunk: Buffer) => {
-      if (resDone) return;
-      upstream.setTimeout(0);
-      let data: Buffer = chunk;
-      while (!resHeadDone) {
-        resBuf = resBuf.length ? Buffer.concat([resBuf, data]) : data;
-        data = Buffer.alloc(0);
-        const end = resBuf.indexOf(CRLFCRLF);
-        if (end < 0) {
-          if (resBuf.length > 64 * 1024) return finish(false);
-          return;
-        }
-        const text = resBuf.toString('latin1', 0, end);
-        const lines = text.split('\r\n');
-        const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '');
-        if (!m) return finish(false);
-        const status = Number(m[1]);
-        const hs: Record<string, string> = {};
-        const dup = new Set<string>();
-        let hasCookie = false;
-        for (const line of lines.slice(1)) {
-          const c = line.indexOf(':');
-          if (c <= 0) continue;
-          const k = line.slice(0, c).toLowerCase();
-          if (k === 'set-cookie') hasCookie = true;
-          if (k in hs) dup.add(k);
-          hs[k] = line.slice(c + 1).trim();
-        }
-        let headBytes = resBuf.subarray(0, end + 4);
-        if (hasCookie) headBytes = Buffer.from(r.rewriteCookies(lines).join('\r\n') + '\r\n\r\n', 'latin1');
-        const body = resBuf.subarray(end + 4);
-        resBuf = Buffer.alloc(0);
-        responded = true;
-        client.write(headBytes);
-        if (status >= 100 && status < 200) {
-          data = body;
-          continue; // an interim response; the final one follows
-        }
-        resHeadDone = true;
-        if (/(^|,)\s*close\s*(,|$)/i.test(hs.connection ?? '') || lines[0]!.startsWith('HTTP/1.0')) {
-          resClose = true;
-          reusable = false;
-        }
-        const f = framingOf(hs, dup);
-        if (head.method === 'HEAD' || status === 204 || status === 304) resDone = true;
-        else if (!f) return finish(false);
-        else if (f.kind === 'length') {
-          resLeft = f.length;
-          if (resLeft === 0) resDone = true;
-        } else if (f.kind === 'chunked') resChunked = new ChunkedEnd();
-        else {
-          untilClose = true;
-          resClose = true;
-          reusable = false;
-        }
-        data = body;
-        break;
-      }
-      if (!data.length && !resDone) return;
-      if (resDone) {
-        if (data.length) reusable = false;
-      } else if (untilClose) {
-        client.write(data);
-        return;
-      } else if (resChunked) {
-        const n = resChunked.push(data);
-        if (resChunked.bad) return finish(false);
-        client.write(n < data.length ? data.subarray(0, n) : data);
-        if (n < data.length) reusable = false;
-        if (resChunked.done) resDone = true;
-      } else {
-        const n = Math.min(resLeft, data.length);
-        client.write(n < data.length ? data.subarray(0, n) : data);
-        if (n < data.length) reusable = false;
-        resLeft -= n;
-        if (resLeft === 0) resDone = true;
-      }
-      if (resDone) {
-        if (!reqDone) reusable = false; // the app answered before reading the whole body
-        if (!reqDone) {
-          reqDone = true;
-          resClose = true;
-        }
-        finish(true);
-      }
-    };
-    const onUpstreamEnd = () => {
-      if (finished) return;
-      if (untilClose && resHeadDone) {
-        resDone = true;
-        reqDone = true;
-        return finish(true);
-      }
-      onUpstreamError(Object.assign(new Error('upstream closed'), { code: 'ECONNRESET' }));
-    };
-    const onUpstreamTimeout = () => {
-      timedOut = true;
-      onUpstreamError(new Error('upstream timeout'));
-    };
-    const onUpstreamError = (err: Error & { code?: string }) => {
-      if (finished) return;
-      if (!responded && bodyless && !timedOut) {
-        // Nothing was answered and nothing but the head was sent: replay it on the HTTP path.
-        finished = true;
-        r.release();
-        client.off('data', onClientData);
-        client.off('close', onClientClose);
-        upstream.off('timeout', onUpstreamTimeout);
-        upstream.destroy();
-        retry(leftover);
-        return;
-      }
-      this.log.debug({ err: err.message }, 'fast path upstream error');
-      if (!responded) {
-        const code = timedOut ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
-        const status = timedOut ? 504 : 502;
-        const body = `${code}\n`;
-        client.end(`HTTP/1.1 ${status} ${timedOut ? 'Gateway Timeout' : 'Bad Gateway'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nX-Boxd-Error: ${code}\r\nConnection: close\r\n\r\n${body}`);
-      }
-      finish(false);
-    };
-
-    upstream.on('data', onUpstreamData);
-    upstream.on('end', onUpstreamEnd);
-    upstream.on('close', onUpstreamEnd);
-    upstream.on('error', onUpstreamError);
-    upstream.setTimeout(this.config.BOXD_UPSTREAM_TIMEOUT_MS);
-    upstream.on('timeout', onUpstreamTimeout);
-    client.on('data', onClientData);
-    client.once('close', onClientClose);
-    upstream.write(Buffer.from(out, 'latin1'));
-    if (early.length) onClientData(early);
-    if (!reqDone) client.resume();
+    const now = Date.now();
+    for (const c of this.conns) c.check(now);
   }
 
   close(): void {
     this.closed = true;
-    for (const c of this.clients) c.destroy();
-    for (const l of this.idle.values()) for (const s of l) s.destroy();
-    this.idle.clear();
+    clearInterval(this.sweeper);
+    // Idle connections go now; a request under way gets its response, then its connection closes.
+    for (const c of this.conns) c.closeWhenIdle();
+  }
+}
+
+/** One client connection: its parse state, the request in flight, and its pinned upstream socket. */
+class Conn {
+  private state = IDLE;
+  /** When the current wait began: for a head, the request body, or the upstream's first byte. */
+  private since = Date.now();
+  private buf: Buffer = EMPTY;
+  private memo: Memo | undefined;
+  private ended = false;
+
+  private upstream: Socket | null = null;
+  private upRecord: BoxRecord | undefined;
+  private upPort = 0;
+  private upReused = false;
+
+  // The request in flight.
+  private pending: Buffer = EMPTY;
+  private head: RequestHead | undefined;
+  private out: Buffer = EMPTY;
+  private box = '';
+  private reqDone = true;
+  private reqLeft = 0;
+  private reqChunks: ChunkedEnd | null = null;
+  private retried = false;
+  /** The box counts this request as activity until release(). */
+  private held = false;
+
+  // Its response.
+  private resBuf: Buffer = EMPTY;
+  private resHeadDone = false;
+  private responded = false;
+  private resLeft = 0;
+  private resChunks: ChunkedEnd | null = null;
+  private untilClose = false;
+  private resClose = false;
+  private noBody = false;
+
+  constructor(
+    private readonly fp: FastPath,
+    private readonly client: Socket,
+  ) {
+    client.setNoDelay(true);
+    client.on('data', this.onData);
+    client.on('end', this.onEnd);
+    client.on('error', this.onError);
+    client.on('close', this.onClose);
+    client.on('drain', this.onClientDrain);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.state === SENDING && !this.reqDone) {
+      const n = this.body(chunk);
+      if (n < chunk.length && this.state === SENDING) this.keep(chunk.subarray(n));
+      return;
+    }
+    this.keep(chunk);
+    if (this.state === IDLE) this.next();
+  };
+
+  private keep(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    if (this.state !== IDLE && this.buf.length > MAX_PENDING) this.client.pause();
+  }
+
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    if (this.state === IDLE && !this.buf.length) this.client.end();
+    // The server allows half-open sockets: a client gone mid-body would otherwise stay forever.
+    else if (this.state === SENDING && !this.reqDone) this.destroy();
+  };
+  private readonly onError = (): void => void this.client.destroy();
+  private readonly onClose = (): void => this.destroy();
+  private readonly onClientDrain = (): void => void this.upstream?.resume();
+  private readonly onUpstreamDrain = (): void => {
+    if (this.state === SENDING && !this.reqDone) this.client.resume();
+  };
+
+  /** Reads and serves the next request head in the buffer, if it is whole. */
+  private next(): void {
+    const buf = this.buf;
+    if (!buf.length) {
+      if (this.ended) this.client.end();
+      return;
+    }
+    const end = buf.indexOf(CRLFCRLF);
+    if (end < 0 || end + 4 > MAX_HEAD) {
+      if (buf.length > MAX_HEAD || end + 4 > MAX_HEAD) this.fatal('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else if (!looksLikeRequest(buf)) this.giveUp(EMPTY); // garbage: the HTTP server answers 400
+      return;
+    }
+    this.buf = EMPTY; // from here `buf` is the request and what follows it
+    const head = parseRequestHead(buf, end + 4);
+    if (!head || head.unusual) return this.giveUp(buf);
+    let memo = this.memo;
+    if (!memo || memo.host !== head.host) {
+      const host = head.host!;
+      const s = this.client;
+      const tail = Buffer.from(`x-forwarded-for: ${s.remoteAddress ?? ''}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${host}\r\n${s.localPort ? `x-forwarded-port: ${s.localPort}\r\n` : ''}\r\n`, 'latin1');
+      memo = this.memo = { host, target: resolveTarget(host, this.fp.d.config.BOXD_BASE_DOMAIN), record: undefined, routed: undefined, token: undefined, tail };
+    }
+    const target = memo.target;
+    if (target.kind !== 'box') return this.giveUp(buf);
+    this.head = head;
+    this.pending = buf;
+    const d = this.fp.d;
+    const record = d.routes.peek(target.box);
+    if (record !== undefined && record === memo.record && memo.routed) {
+      const ok = record.public || (memo.token !== undefined && this.tokenOf(record.name) === memo.token);
+      const auth = head.authorization === undefined || d.preview.knownApiKey(head.authorization) !== undefined;
+      const proxyAuth = head.proxyAuthorization === undefined || d.preview.knownApiKey(head.proxyAuthorization) !== undefined;
+      if (ok && auth && proxyAuth) return this.send(memo.routed);
+      if (auth && proxyAuth && record.state === 'running' && d.preview.tokenOpens(record, this.tokenOf(record.name))) {
+        memo.token = this.tokenOf(record.name);
+        return this.send(memo.routed);
+      }
+    }
+    this.state = ROUTING;
+    this.client.pause();
+    this.routeSlowly(target.box, target.port, memo).catch((err: unknown) => {
+      d.log.error({ err }, 'preview fast path failure');
+      this.client.destroy();
+    });
+  }
+
+  private tokenOf(box: string): string | undefined {
+    const h = this.head!;
+    if (h.token) return h.token;
+    return h.tokenCookies ? Preview.tokenCookieOf(h.tokenCookies, box) : undefined;
+  }
+
+  /** A box not in the memo (or a key not yet looked up): the passes with their awaits. */
+  private async routeSlowly(box: string, port: number | null, memo: Memo): Promise<void> {
+    const p = this.fp.d.preview;
+    const head = this.head!;
+    const routed = await p.fastRoute(box, port, (name) => this.tokenOf(name));
+    if (head.authorization !== undefined) await p.isApiKey(head.authorization);
+    if (head.proxyAuthorization !== undefined) await p.isApiKey(head.proxyAuthorization);
+    if (this.state !== ROUTING) return; // the client went away
+    if (!routed) return this.giveUp(this.pending); // refusals and pages: the HTTP path answers them
+    if (this.buf.length) {
+      // What arrived while routing follows the head (body bytes, pipelined requests).
+      this.pending = Buffer.concat([this.pending, this.buf]);
+      this.buf = EMPTY;
+    }
+    memo.record = routed.box;
+    memo.routed = routed;
+    memo.token = routed.box.public ? undefined : this.tokenOf(routed.box.name);
+    this.client.resume();
+    this.send(routed);
+  }
+
+  /** Rewrites the head, writes it (and the body bytes at hand) to the pinned upstream. */
+  private send(routed: Routed): void {
+    const head = this.head!;
+    const memo = this.memo!;
+    const p = this.fp.d.preview;
+    const buf = this.pending;
+    // Lines to leave out, in order: the head's own list plus the key-bearing Authorization lines.
+    let drop = head.drop;
+    const isKey = (v: string | undefined) => v !== undefined && p.knownApiKey(v) !== false;
+    if (isKey(head.authorization) || isKey(head.proxyAuthorization)) {
+      drop = drop ? drop.slice() : [];
+      for (const [at, v] of [[head.authAt, head.authorization], [head.proxyAuthAt, head.proxyAuthorization]] as const) {
+        if (at >= 0 && isKey(v)) drop.push(at, buf.indexOf(10, at) + 1);
+      }
+      const pairs: [number, number][] = [];
+      for (let i = 0; i < drop.length; i += 2) pairs.push([drop[i]!, drop[i + 1]!]);
+      drop = pairs.sort((a, b) => a[0] - b[0]).flat();
+    }
+    const cookie = head.tokenCookies ? Preview.withoutTokenCookies(head.tokenCookies) : undefined;
+    const extra = cookie !== undefined ? Buffer.from(`cookie: ${cookie}\r\n`, 'latin1') : EMPTY;
+    const bodyStart = head.size;
+    const headEnd = bodyStart - 2; // keep the lines' CRLFs, not the final one: memo.tail ends the head
+    let out: Buffer;
+    if (!drop && !extra.length) {
+      out = Buffer.allocUnsafe(headEnd + memo.tail.length);
+      buf.copy(out, 0, 0, headEnd);
+      memo.tail.copy(out, headEnd);
+    } else {
+      let kept = headEnd;
+      if (drop) for (let i = 0; i < drop.length; i += 2) kept -= drop[i + 1]! - drop[i]!;
+      out = Buffer.allocUnsafe(kept + extra.length + memo.tail.length);
+      let o = 0;
+      let from = 0;
+      if (drop) {
+        for (let i = 0; i < drop.length; i += 2) {
+          o += buf.copy(out, o, from, drop[i]!);
+          from = drop[i + 1]!;
+        }
+      }
+      o += buf.copy(out, o, from, headEnd);
+      o += extra.copy(out, o);
+      memo.tail.copy(out, o);
+    }
+    this.out = out;
+    this.box = routed.box.name;
+    this.hold();
+    this.fp.requests++;
+    this.state = SENDING;
+    this.since = Date.now();
+    this.retried = false;
+    this.resBuf = EMPTY;
+    this.resHeadDone = this.responded = this.untilClose = this.resClose = false;
+    this.resChunks = null;
+    this.noBody = head.method === 'HEAD';
+    this.reqChunks = head.chunked ? new ChunkedEnd() : null;
+    this.reqLeft = head.contentLength > 0 ? head.contentLength : 0;
+    this.reqDone = !head.chunked && this.reqLeft === 0;
+
+    const up = this.pin(routed);
+    const rest = buf.length > bodyStart ? buf.subarray(bodyStart) : EMPTY;
+    if (this.reqDone) {
+      up.write(out);
+      if (rest.length) this.keep(rest);
+      return;
+    }
+    up.cork();
+    up.write(out);
+    const n = rest.length ? this.body(rest) : 0;
+    up.uncork();
+    if (n < rest.length && this.state === SENDING) this.keep(rest.subarray(n));
+  }
+
+  /** The upstream socket of this client connection, for this box and port. */
+  private pin(routed: Routed): Socket {
+    const up = this.upstream;
+    if (up && !up.destroyed && this.upRecord === routed.box && this.upPort === routed.hostPort) {
+      this.upReused = true;
+      return up;
+    }
+    this.dropUpstream();
+    return this.open(routed.hostAddr, routed.hostPort, routed.box);
+  }
+
+  private open(addr: string, port: number, record: BoxRecord | undefined): Socket {
+    const up = connect({ host: addr, port, noDelay: true });
+    this.upstream = up;
+    this.upRecord = record;
+    this.upPort = port;
+    this.upReused = false;
+    up.on('data', this.onUpstreamData);
+    up.on('end', this.onUpstreamGone);
+    up.on('close', this.onUpstreamGone);
+    up.on('error', this.onUpstreamGone);
+    up.on('drain', this.onUpstreamDrain);
+    return up;
+  }
+
+  private dropUpstream(): void {
+    const up = this.upstream;
+    if (!up) return;
+    this.upstream = null;
+    up.off('data', this.onUpstreamData);
+    up.off('end', this.onUpstreamGone);
+    up.off('close', this.onUpstreamGone);
+    up.off('drain', this.onUpstreamDrain);
+    up.on('error', () => undefined);
+    up.off('error', this.onUpstreamGone);
+    up.destroy();
+  }
+
+  /** Forwards request body bytes; returns how many of `chunk` belong to the body. */
+  private body(chunk: Buffer): number {
+    let n: number;
+    const chunks = this.reqChunks;
+    if (chunks) {
+      n = chunks.push(chunk);
+      if (chunks.bad) {
+        this.fatal('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return chunk.length;
+      }
+      if (chunks.done) this.reqDone = true;
+    } else {
+      n = Math.min(this.reqLeft, chunk.length);
+      this.reqLeft -= n;
+      if (this.reqLeft === 0) this.reqDone = true;
+    }
+    if (n && this.upstream && !this.upstream.write(n < chunk.length ? chunk.subarray(0, n) : chunk)) this.client.pause();
+    if (this.reqDone) this.since = Date.now();
+    return n;
+  }
+
+  private readonly onUpstreamData = (chunk: Buffer): void => {
+    if (this.state !== SENDING) {
+      this.dropUpstream(); // bytes nobody asked for
+      return;
+    }
+    let data = chunk;
+    let headBytes: Buffer | null = null;
+    let rewritten = false;
+    while (!this.resHeadDone) {
+      const res = this.resBuf.length ? Buffer.concat([this.resBuf, data]) : data;
+      const end = res.indexOf(CRLFCRLF);
+      if (end < 0) {
+        if (res.length > MAX_HEAD * 4) return this.upstreamFailed();
+        this.resBuf = res;
+        return;
+      }
+      this.resBuf = EMPTY;
+      const r = parseResponseHead(res, end + 4);
+      if (!r) return this.upstreamFailed();
+      let h = res.subarray(0, end + 4);
+      if (r.setCookie) {
+        h = this.hostOnly(h);
+        rewritten = true;
+      }
+      data = res.subarray(end + 4);
+      if (r.status < 200) {
+        this.write(h); // an interim response; the final one follows
+        this.responded = true;
+        continue;
+      }
+      this.resHeadDone = true;
+      this.resClose = r.close;
+      if (this.noBody || r.status === 204 || r.status === 304) this.resLeft = 0;
+      else if (r.chunked) this.resChunks = new ChunkedEnd();
+      else if (r.untilClose || r.contentLength < 0) this.untilClose = true;
+      else this.resLeft = r.contentLength;
+      // Zero-copy when the head was not rewritten: one write of head and body bytes together.
+      if (!rewritten) {
+        const n = this.resBody(data);
+        this.responded = true;
+        this.write(res.subarray(0, end + 4 + n));
+        if (n < data.length) this.resClose = true; // more than the response: do not trust this socket
+        return this.resDoneNow() ? this.finish() : undefined;
+      }
+      headBytes = h;
+    }
+    if (headBytes) {
+      this.responded = true;
+      this.write(headBytes);
+    }
+    if (data.length) {
+      const n = this.resBody(data);
+      this.write(n < data.length ? data.subarray(0, n) : data);
+      if (n < data.length) this.resClose = true;
+    }
+    if (this.resDoneNow()) this.finish();
+  };
+
+  /** How many of `data` belong to the response body. */
+  private resBody(data: Buffer): number {
+    if (this.untilClose) return data.length;
+    if (this.resChunks) {
+      const n = this.resChunks.push(data);
+      if (this.resChunks.bad) this.resClose = true;
+      return n;
+    }
+    const n = Math.min(this.resLeft, data.length);
+    this.resLeft -= n;
+    return n;
+  }
+
+  private resDoneNow(): boolean {
+    if (!this.resHeadDone || this.untilClose) return false;
+    if (this.resChunks) return this.resChunks.done || this.resChunks.bad;
+    return this.resLeft === 0;
+  }
+
+  private write(b: Buffer): void {
+    if (b.length && !this.client.write(b)) this.upstream?.pause();
+  }
+
+  /** Set-Cookie lines for other domains (the base domain, a parent) dropped. */
+  private hostOnly(head: Buffer): Buffer {
+    const host = canonicalHost(this.memo?.host) ?? '';
+    const lines = head.toString('latin1', 0, head.length - 4).split('\r\n');
+    const isCookie = (l: string) => /^set-cookie:/i.test(l);
+    const kept = new Set(hostOnlyCookies(lines.filter(isCookie).map((l) => l.slice(l.indexOf(':') + 1).trim()), host));
+    const out = lines.filter((l) => !isCookie(l) || kept.has(l.slice(l.indexOf(':') + 1).trim()));
+    return Buffer.from(`${out.join('\r\n')}\r\n\r\n`, 'latin1');
+  }
+
+  /** The response is complete: back to reading heads, or close. */
+  private finish(): void {
+    this.release();
+    this.state = IDLE;
+    this.since = Date.now();
+    if (this.resChunks?.bad) return this.destroy();
+    if (!this.reqDone) {
+      // The app answered before reading the whole body: this connection cannot be reused.
+      this.dropUpstream();
+      this.state = GONE;
+      this.client.end();
+      return;
+    }
+    if (this.resClose) this.dropUpstream();
+    if (this.head!.close || this.resClose || this.fp.closed) {
+      this.state = GONE;
+      this.dropUpstream();
+      this.client.end();
+      return;
+    }
+    this.client.resume();
+    this.upstream?.resume();
+    this.next();
+  }
+
+  private readonly onUpstreamGone = (err?: Error | boolean): void => {
+    const up = this.upstream;
+    if (!up) return;
+    if (this.state !== SENDING) {
+      // An idle upstream the box closed: the next request opens a new one.
+      if (err !== undefined || up.destroyed || !up.readable) this.dropUpstream();
+      return;
+    }
+    if (this.untilClose && this.resHeadDone) {
+      this.resClose = true;
+      this.untilClose = false;
+      this.resLeft = 0;
+      return this.finish();
+    }
+    this.upstreamFailed();
+  };
+
+  /** The upstream failed before the response was complete. */
+  private upstreamFailed(timedOut = false): void {
+    this.dropUpstream();
+    this.release();
+    const head = this.head!;
+    const bodyless = !head.chunked && head.contentLength <= 0;
+    if (!this.responded && bodyless && !timedOut) {
+      const m = this.memo;
+      if (this.upReused && !this.retried && m?.routed) {
+        // A kept connection the box had just closed: once more on a fresh one.
+        this.retried = true;
+        this.hold();
+        const up = this.open(m.routed.hostAddr, m.routed.hostPort, m.routed.box);
+        up.write(this.out);
+        return;
+      }
+      // Nothing was answered and nothing but the head was sent: the HTTP path retries it (the app
+      // may not listen yet after a wake) and answers with its page.
+      this.state = ROUTING;
+      return this.giveUp(this.pending.subarray(0, head.size));
+    }
+    this.state = GONE;
+    if (this.responded) return void this.client.destroy();
+    const code = timedOut ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
+    this.fp.d.metrics.inc('boxd_preview_errors_total', { code });
+    const page = timedOut
+      ? rawPage(504, code, 'The app did not answer', `Box "${this.box}" accepted the request but sent nothing back within ${this.fp.d.config.BOXD_UPSTREAM_TIMEOUT_MS} ms.`)
+      : rawPage(502, code, 'Nothing is listening', `Box "${this.box}" is running, but its app closed the connection before answering.`, { 'Retry-After': '1' });
+    this.fatal(page);
+  }
+
+  /** Hands the connection to Node's HTTP server with `bytes`, then what is buffered, as what it reads first. */
+  private giveUp(bytes: Buffer): void {
+    const c = this.client;
+    this.release();
+    this.dropUpstream();
+    c.off('data', this.onData);
+    c.off('end', this.onEnd);
+    c.off('error', this.onError);
+    c.off('close', this.onClose);
+    c.off('drain', this.onClientDrain);
+    c.on('error', () => undefined);
+    this.state = GONE;
+    this.fp.conns.delete(this);
+    const rest = this.buf.length ? Buffer.concat([bytes, this.buf]) : bytes;
+    this.buf = EMPTY;
+    this.fp.handOff(c, rest);
+  }
+
+  /** Writes a last response and closes. */
+  private fatal(response: string): void {
+    this.release();
+    this.state = GONE;
+    this.dropUpstream();
+    this.client.end(response);
+    setTimeout(() => this.client.destroy(), 1000).unref();
+  }
+
+  private hold(): void {
+    this.held = true;
+    this.fp.d.activity.begin(this.box);
+  }
+
+  private release(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.fp.d.activity.end(this.box);
+  }
+
+  /** Deadlines, from the shared sweep. */
+  check(now: number): void {
+    const c = this.fp.d.config;
+    const waited = now - this.since;
+    if (this.state === IDLE && waited > c.BOXD_HEADERS_TIMEOUT_MS) this.fatal('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
+    else if (this.state !== SENDING) return;
+    else if (!this.reqDone && waited > c.BOXD_REQUEST_TIMEOUT_MS) {
+      if (this.responded) return this.destroy();
+      this.release();
+      this.fatal('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
+    } else if (this.reqDone && !this.responded && waited > c.BOXD_UPSTREAM_TIMEOUT_MS) this.upstreamFailed(true);
+  }
+
+  closeWhenIdle(): void {
+    if (this.state === IDLE || this.state === GONE) this.destroy();
+  }
+
+  destroy(): void {
+    this.release();
+    this.state = GONE;
+    this.dropUpstream();
+    this.fp.conns.delete(this);
+    this.client.destroy();
   }
 }

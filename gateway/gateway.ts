@@ -198,7 +198,7 @@ export async function createGateway(config: Config, log: Logger): Promise<Gatewa
     else socket.destroy();
   });
 
-  const fast = config.BOXD_PREVIEW_FASTPATH ? FastPath.attach(server, config, preview, log) : null;
+  const fast = config.BOXD_PREVIEW_FASTPATH ? FastPath.attach(server, { config, preview, routes, activity, metrics, log: log.child({ part: 'fastpath' }) }) : null;
 
   server.on('upgrade', (req, socket: import('node:net').Socket, head: Buffer) => {
     socket.on('error', () => undefined);

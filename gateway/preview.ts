@@ -37,18 +37,7 @@ class Refusal extends Error {
   }
 }
 
-export interface FastRoute {
-  url: string;
-  headers: Record<string, string>;
-  hostAddr: string;
-  hostPort: number;
-  /** Ends the request's activity hold; call once. */
-  release: () => void;
-  /** Response head lines with Set-Cookie lines for other domains dropped. */
-  rewriteCookies: (lines: string[]) => string[];
-}
-
-interface Routed {
+export interface Routed {
   box: BoxRecord;
   port: number;
   /** The owning host's address, where the box's ports are published. */
@@ -215,36 +204,44 @@ export class Preview {
   }
 
   /**
-   * The same passes for the experimental fast path (gateway/fastpath.ts), on a parsed head.
-   * Null when the HTTP path must answer instead (a refusal, a page, a redirect): it re-runs them.
+   * Route, authorize and wake for the fast path (gateway/fastpath.ts), which sanitizes on bytes
+   * itself. Null when the HTTP path must answer instead (a refusal, a page): it re-runs the passes.
+   * `token` is the caller's X-Boxd-Token, else its token cookie (a token in the query never gets here).
    */
-  async fastRoute(head: { method: string; url: string; headers: Record<string, string> }, boxName: string, port: number | null, socket: Socket): Promise<FastRoute | null> {
-    const req = { method: head.method, url: head.url, headers: head.headers, socket } as unknown as IncomingMessage;
-    let routed: Routed;
+  async fastRoute(boxName: string, port: number | null, token: (box: string) => string | undefined): Promise<Routed | null> {
     try {
       const box = await this.route(boxName, port);
-      this.boxNames.set(req, box.name);
-      if (!box.public) this.checkToken(box, this.tokenOf(req, new URL(head.url, 'http://x')));
-      routed = await this.awake(box, port);
+      if (!box.public) this.checkToken(box, token(box.name));
+      return await this.awake(box, port);
     } catch {
       return null;
     }
-    this.d.metrics.inc('boxd_preview_requests_total');
-    const release = this.d.activity.hold(routed.box.name);
-    await this.sanitize(req);
-    const host = canonicalHost(head.headers.host) ?? '';
-    return {
-      url: req.url ?? head.url,
-      headers: req.headers as Record<string, string>,
-      hostAddr: routed.hostAddr,
-      hostPort: routed.hostPort,
-      release,
-      rewriteCookies: (lines) => {
-        const cookies = lines.filter((l) => /^set-cookie:/i.test(l));
-        const kept = new Set(hostOnlyCookies(cookies.map((l) => l.slice(l.indexOf(':') + 1).trim()), host));
-        return lines.filter((l) => !/^set-cookie:/i.test(l) || kept.has(l.slice(l.indexOf(':') + 1).trim()));
-      },
-    };
+  }
+
+  /** Whether `token` opens private `box` (a hash and a constant-time compare). */
+  tokenOpens(box: BoxRecord, token: string | undefined): boolean {
+    try {
+      this.checkToken(box, token);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** isApiKey's answer when it is cached, else undefined. */
+  knownApiKey(auth: string): boolean | undefined {
+    return this.keyCache.get(auth);
+  }
+
+  /** The preview-token cookie of `box` among Cookie header values. */
+  static tokenCookieOf(values: string[], box: string): string | undefined {
+    return cookies(values.join('; ')).get(tokenCookie(box));
+  }
+
+  /** Cookie header values with every boxd_token cookie left out; undefined when nothing is left. */
+  static withoutTokenCookies(values: string[]): string | undefined {
+    const kept = values.join(';').split(';').map((c) => c.trim()).filter((c) => c && !c.startsWith(TOKEN_COOKIE_PREFIX));
+    return kept.length ? kept.join('; ') : undefined;
   }
 
   /** Pass 1: the box and the port, from the cache. */
@@ -313,7 +310,7 @@ export class Preview {
    * `token <key>`, a raw key, Basic with the key as user or password — looked up once a minute
    * per value. An app's own tokens are not keys and pass.
    */
-  private async isApiKey(auth: string): Promise<boolean> {
+  async isApiKey(auth: string): Promise<boolean> {
     let known = this.keyCache.get(auth);
     if (known === undefined) {
       // When Redis cannot say, drop the header rather than risk forwarding a key.

@@ -42,6 +42,11 @@ export class RouteCache {
     await this.sub.subscribe(this.store.eventsChannel);
   }
 
+  /** The cached record, without reading Redis on a miss. The same object until the box changes (or the TTL). */
+  peek(name: string): BoxRecord | undefined {
+    return this.cache.get(name);
+  }
+
   async get(name: string): Promise<BoxRecord | undefined> {
     const hit = this.cache.get(name);
     if (hit) return hit;
