@@ -634,7 +634,7 @@ export class DockerRuntime implements Runtime {
       if (stopped) return;
       try {
         stream = (await this.docker.getEvents({
-          filters: { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`), event: ['die', 'stop', 'kill', 'oom', 'pause', 'unpause', 'destroy', 'start'] },
+          filters: { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`), event: ['die', 'pause', 'unpause', 'destroy'] },
         })) as NodeJS.ReadableStream;
       } catch {
         if (!stopped) setTimeout(() => void connect(), 1000).unref();

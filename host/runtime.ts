@@ -64,7 +64,7 @@ export interface Runtime {
   list(labels: Record<string, string>): Promise<BoxInstance[]>;
   /**
    * Calls `onChange` with the runtime name of a box carrying all of `labels` whose container the
-   * engine reports changed (died, stopped, paused, unpaused, removed), until the returned
+   * engine reports changed (died or stopped, paused, unpaused, removed), until the returned
    * function is called; reconnects by itself. Lossy: callers still list now and then. Optional.
    */
   watch?(labels: Record<string, string>, onChange: (name: string) => void): () => void;
