@@ -42,7 +42,7 @@ export class HostBoxIndex {
       void this.refresh(event.name);
     });
     // ioredis subscribes again after a reconnect; events sent meanwhile are lost: read all again.
-    let first = true;
+    let first = this.d.sub.status !== 'ready';
     this.d.sub.on('ready', () => {
       if (first) first = false;
       else void this.full();
