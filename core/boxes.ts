@@ -57,6 +57,21 @@ export interface BoxRecord {
 export type BoxSummary = Pick<BoxRecord, 'name' | 'state' | 'cpus' | 'memoryMb' | 'idleTimeoutMs' | 'lastActivityAt' | 'hostId' | 'runtimeId'>;
 const SUMMARY_FIELDS = ['name', 'state', 'cpus', 'memoryMb', 'idleTimeoutMs', 'lastActivityAt', 'hostId', 'runtimeId'] as const;
 
+function summaryOf(v: (string | null)[] | undefined): BoxSummary | undefined {
+  const [name, state, cpus, memoryMb, idleTimeoutMs, lastActivityAt, host, runtimeId] = v ?? [];
+  if (!name) return undefined;
+  return {
+    name,
+    state: (state ?? 'error') as BoxState,
+    cpus: Number(cpus ?? 2),
+    memoryMb: Number(memoryMb ?? 8192),
+    idleTimeoutMs: Number(idleTimeoutMs ?? 0),
+    lastActivityAt: Number(lastActivityAt ?? 0),
+    hostId: host ?? '',
+    runtimeId: runtimeId || undefined,
+  };
+}
+
 /** What a new record needs; the rest has defaults. */
 export type NewBox = Omit<BoxRecord, 'state' | 'version' | 'hostPorts' | 'createdAt' | 'lastActivityAt'> &
   Partial<Pick<BoxRecord, 'hostPorts' | 'createdAt' | 'lastActivityAt'>>;
@@ -332,27 +347,26 @@ export class BoxStore {
    * thousand suspended boxes are read every second by the idle sweep).
    */
   async summaries(hostId: string): Promise<BoxSummary[]> {
-    const names = await this.redis.smembers(this.hostKey(hostId));
+    return this.summariesOf(await this.redis.smembers(this.hostKey(hostId)));
+  }
+
+  /** The summaries of the named boxes that still exist, by name (one pipelined HMGET each). */
+  async summariesOf(names: string[]): Promise<BoxSummary[]> {
     if (!names.length) return [];
     const pipe = this.redis.pipeline();
     for (const n of names) pipe.hmget(this.key(n), ...SUMMARY_FIELDS);
     const rows = (await pipe.exec()) ?? [];
     const out: BoxSummary[] = [];
     for (const [, v] of rows) {
-      const [name, state, cpus, memoryMb, idleTimeoutMs, lastActivityAt, host, runtimeId] = (v ?? []) as (string | null)[];
-      if (!name) continue;
-      out.push({
-        name,
-        state: (state ?? 'error') as BoxState,
-        cpus: Number(cpus ?? 2),
-        memoryMb: Number(memoryMb ?? 8192),
-        idleTimeoutMs: Number(idleTimeoutMs ?? 0),
-        lastActivityAt: Number(lastActivityAt ?? 0),
-        hostId: host ?? '',
-        runtimeId: runtimeId || undefined,
-      });
+      const s = summaryOf(v as (string | null)[] | undefined);
+      if (s) out.push(s);
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** One box's summary; undefined when it is gone. */
+  async summary(name: string): Promise<BoxSummary | undefined> {
+    return summaryOf(await this.redis.hmget(this.key(name), ...SUMMARY_FIELDS));
   }
 
   /**

@@ -84,10 +84,12 @@ export const configSchema = z.object({
   BOXD_CONNECT_RETRY_MS: int(3_000),
   /** How often gateways write inbound activity to Redis, in ms (one write per busy box). */
   BOXD_ACTIVITY_FLUSH_MS: int(1_000),
-  /** How often the host compares its boxes' records with its runtime (drift: removed, paused or dead by hand), in ms; 0 disables. */
-  BOXD_DRIFT_CHECK_MS: int(5_000),
+  /** How often the host compares all its boxes' records with its runtime (drift: removed, paused or dead by hand; between, a box is checked when the engine reports its container changed), in ms; 0 disables. */
+  BOXD_DRIFT_CHECK_MS: int(30_000),
   /** How often the host looks for idle boxes, in ms. */
   BOXD_IDLE_CHECK_MS: int(1_000),
+  /** How often the host reads all its boxes' records again (between, box events keep its in-memory copy), in ms. */
+  BOXD_INDEX_FULL_MS: int(60_000),
   /** Keep warm pools of the goldens' pool sizes on this host (false: every create is cold). */
   BOXD_POOL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** Pooled boxes an account may keep warm over all of its own goldens (they do not count as live boxes). */

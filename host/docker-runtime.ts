@@ -652,6 +652,50 @@ export class DockerRuntime implements Runtime {
     }
   }
 
+  watch(labels: Record<string, string>, onChange: (name: string) => void): () => void {
+    let stopped = false;
+    let stream: NodeJS.ReadableStream | undefined;
+    const connect = async (): Promise<void> => {
+      if (stopped) return;
+      try {
+        stream = (await this.docker.getEvents({
+          filters: { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`), event: ['die', 'pause', 'unpause', 'destroy'] },
+        })) as NodeJS.ReadableStream;
+      } catch {
+        if (!stopped) setTimeout(() => void connect(), 1000).unref();
+        return;
+      }
+      if (stopped) return void (stream as unknown as { destroy?: () => void }).destroy?.();
+      let buf = '';
+      stream.on('data', (chunk: Buffer) => {
+        buf += chunk.toString('utf8');
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          try {
+            const name = (JSON.parse(line) as { Actor?: { Attributes?: { name?: string } } }).Actor?.Attributes?.name;
+            if (name) onChange(name);
+          } catch {
+            /* not an event */
+          }
+        }
+      });
+      let retried = false;
+      const again = () => {
+        if (retried || stopped) return;
+        retried = true;
+        setTimeout(() => void connect(), 1000).unref();
+      };
+      stream.once('end', again);
+      stream.once('error', again);
+    };
+    void connect();
+    return () => {
+      stopped = true;
+      (stream as unknown as { destroy?: () => void } | undefined)?.destroy?.();
+    };
+  }
+
   async list(labels: Record<string, string>): Promise<BoxInstance[]> {
     let found: Docker.ContainerInfo[];
     try {
@@ -662,17 +706,21 @@ export class DockerRuntime implements Runtime {
     } catch (e) {
       throw new RuntimeError(`listing boxes: ${reason(e)}`, { cause: e });
     }
-    return Promise.all(
-      found.map(async (c) => {
-        const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
-        const ports: Record<number, number> = {};
-        for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === this.hostAddr) ports[p.PrivatePort] = p.PublicPort;
-        this.notePaused(name, c.State === 'paused');
-        const frozen = c.State === 'running' && (await this.frozen(name));
-        const state: InstanceState = c.State === 'paused' || frozen ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
-        return { id: name, name, state, ports, labels: c.Labels ?? {} };
-      }),
-    );
+    // Whether a running container is frozen is a read of its cgroup (sync): with a thousand
+    // boxes, yield between slices so that a wake waiting on this loop is not held up.
+    const out: BoxInstance[] = [];
+    for (let i = 0; i < found.length; i++) {
+      if (i > 0 && i % 64 === 0) await new Promise((r) => setImmediate(r));
+      const c = found[i]!;
+      const name = (c.Names[0] ?? c.Id).replace(/^\//, '');
+      const ports: Record<number, number> = {};
+      for (const p of c.Ports ?? []) if (p.PublicPort && p.IP === this.hostAddr) ports[p.PrivatePort] = p.PublicPort;
+      this.notePaused(name, c.State === 'paused');
+      const frozen = c.State === 'running' && (await this.frozen(name));
+      const state: InstanceState = c.State === 'paused' || frozen ? 'paused' : c.State === 'running' ? 'running' : 'stopped';
+      out.push({ id: name, name, state, ports, labels: c.Labels ?? {} });
+    }
+    return out;
   }
 }
 

@@ -14,7 +14,7 @@ export interface DriftFix {
 
 export interface DriftDeps {
   store: Pick<BoxStore, 'summaries' | 'get' | 'transition'>;
-  runtime: Pick<Runtime, 'list' | 'inspect' | 'create' | 'suspend'>;
+  runtime: Pick<Runtime, 'list' | 'inspect' | 'create' | 'suspend' | 'watch'>;
   locks: Pick<BoxLocks, 'active' | 'exclusive'>;
   /** Labels of every box this host runs. */
   labels: Record<string, string>;
@@ -45,6 +45,10 @@ export class DriftWatch {
   private running: Promise<DriftFix[]> | undefined;
   /** Boxes seen stopped by the last pass: a stop is acted on when two passes agree. */
   private stoppedBefore = new Set<string>();
+  private unwatch: (() => void) | undefined;
+  /** Containers the engine reported changed, checked a moment later (a `docker rm -f` shows a stop first). */
+  private readonly soon = new Map<string, NodeJS.Timeout>();
+  private stopped = false;
 
   constructor(private readonly d: DriftDeps) {}
 
@@ -54,15 +58,41 @@ export class DriftWatch {
     return this.running;
   }
 
+  /**
+   * Checks every box each `intervalMs` and, when the runtime reports changes, the box whose
+   * container changed a second after the engine said so.
+   */
   start(intervalMs: number): void {
     if (intervalMs <= 0) return;
     this.timer = setInterval(() => void this.check().catch((err) => this.d.log.warn({ err }, 'drift check failed')), intervalMs);
     this.timer.unref();
+    this.unwatch = this.d.runtime.watch?.(this.d.labels, (id) => {
+      if (this.stopped || this.soon.has(id)) return;
+      const t = setTimeout(() => {
+        this.soon.delete(id);
+        void this.checkContainer(id).catch((err) => this.d.log.warn({ err, id }, 'drift check failed'));
+      }, 1000);
+      t.unref();
+      this.soon.set(id, t);
+    });
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.unwatch?.();
+    for (const t of this.soon.values()) clearTimeout(t);
+    this.soon.clear();
     await this.running?.catch(() => undefined);
+  }
+
+  /** Checks the box whose container is `id` (one the engine reported changed). */
+  private async checkContainer(id: string): Promise<DriftFix | undefined> {
+    const box = (await this.d.store.summaries(this.d.hostId)).find((b) => this.d.idOf(b) === id);
+    if (!box || (box.state !== 'running' && box.state !== 'suspended') || this.d.locks.active(box.name)) return undefined;
+    const fix = await this.d.locks.exclusive(box.name, () => this.fix(box.name));
+    if (fix) this.d.log.warn(fix, `box drifted: ${describe(fix)}`);
+    return fix;
   }
 
   private async pass(): Promise<DriftFix[]> {

@@ -17,6 +17,7 @@ import { Lifecycle } from './lifecycle.ts';
 import { BoxLocks } from './locks.ts';
 import { reconcile } from './reconcile.ts';
 import { DriftWatch } from './drift.ts';
+import { HostBoxIndex } from './box-index.ts';
 import type { Runtime } from './runtime.ts';
 import { startWorker } from './worker.ts';
 import { startAgent, type AgentHandle } from './agent.ts';
@@ -99,8 +100,14 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   });
 
   const hostLabels = { 'boxd.managed': 'true', 'boxd.instance': prefix, 'boxd.host': hostId };
+  // The periodic passes read this host's boxes from memory, kept by box events (issue 11: a
+  // thousand suspended boxes read every second stalled wakes).
+  const indexConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  indexConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
+  const index = new HostBoxIndex({ store, sub: indexConn, hostId, fullMs: config.BOXD_INDEX_FULL_MS, log: log.child({ part: 'index' }) });
+  const indexed = { summaries: async () => index.list() };
   const drift = new DriftWatch({
-    store, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
+    store: { summaries: indexed.summaries, get: (n) => store.get(n), transition: (...a) => store.transition(...a) }, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
     misnamed: (box) => lifecycle.misnamed(box), adopt: (name) => lifecycle.adoptName(name),
     log: log.child({ part: 'drift' }),
   });
@@ -122,7 +129,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   // back. A sweeper that still saw the old heartbeat may lose one again in between: the next
   // beat sees it and reconciles again (onLost).
   const heartbeat = new Heartbeat({
-    redis, store, runtime, prefix, hostId, goldens: () => goldens, log,
+    redis, store: indexed, runtime, prefix, hostId, goldens: () => goldens, log,
     capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
     suspendedWeight: config.BOXD_SUSPENDED_WEIGHT,
     deadMs: config.BOXD_HOST_DEAD_MS,
@@ -150,6 +157,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
 
   agentPort = agent.port;
   await reconcileNow();
+  await index.start();
   await heartbeat.beat();
   // Account goldens whose image is on this host get pools too, under their `<account>/<name>` key.
   const accountPools = async () =>
@@ -215,7 +223,7 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   });
   await tasks.start();
 
-  const idle = new IdleSuspender({ store, lifecycle, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
+  const idle = new IdleSuspender({ store: { summaries: () => index.running() }, lifecycle, hostId, intervalMs: opts.idleIntervalMs ?? config.BOXD_IDLE_CHECK_MS, log });
   idle.start();
   drift.start(config.BOXD_DRIFT_CHECK_MS);
   if (config.BOXD_POOL) pool.start(config.BOXD_POOL_FILL_MS);
@@ -238,7 +246,8 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
       await worker.close();
       await door?.close();
       await heartbeat.stop();
-      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit()].map((p) => p.catch(() => undefined)));
+      index.stop();
+      await Promise.all([redis.quit(), workerConn.quit(), taskConn.quit(), indexConn.quit()].map((p) => p.catch(() => undefined)));
     },
   };
 }

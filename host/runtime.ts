@@ -62,6 +62,12 @@ export interface Runtime {
   inspect(id: string): Promise<BoxInstance | undefined>;
   /** Every box carrying all of `labels`. */
   list(labels: Record<string, string>): Promise<BoxInstance[]>;
+  /**
+   * Calls `onChange` with the runtime name of a box carrying all of `labels` whose container the
+   * engine reports changed (died or stopped, paused, unpaused, removed), until the returned
+   * function is called; reconnects by itself. Lossy: callers still list now and then. Optional.
+   */
+  watch?(labels: Record<string, string>, onChange: (name: string) => void): () => void;
   /** Whether an image exists locally. */
   hasImage(ref: string): Promise<boolean>;
   /** `docker save` of one image as a tar stream (moving a snapshot's image to another host). Optional. */

@@ -2,11 +2,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { docker, startStack, waitFor, type Stack } from './helpers.ts';
 
-/** Drift on the real stack: Docker is changed behind boxd's back and the records follow. */
-describe('drift: the host notices containers changed outside boxd', () => {
+/**
+ * Drift on the real stack: Docker is changed behind boxd's back and the records follow. Once with
+ * frequent whole passes, once with none during the test: the engine's events alone must do.
+ */
+for (const [how, every] of [['with frequent passes', '300'], ['from engine events alone', '3600000']] as const)
+describe(`drift: the host notices containers changed outside boxd (${how})`, () => {
   let s: Stack;
   before(async () => {
-    s = await startStack({ BOXD_DRIFT_CHECK_MS: '300', BOXD_IDLE_TIMEOUT_MS: '0' });
+    s = await startStack({ BOXD_DRIFT_CHECK_MS: every, BOXD_IDLE_TIMEOUT_MS: '0' });
   });
   after(async () => {
     await s?.close();

@@ -1,0 +1,104 @@
+import type { Redis } from 'ioredis';
+import type { BoxEvent, BoxStore, BoxSummary } from '../core/boxes.ts';
+import type { Logger } from '../core/log.ts';
+
+/**
+ * This host's boxes in memory, for its periodic passes (heartbeat, drift check, idle sweep): read
+ * whole once, then kept by the box events every transition publishes (one small read of the box
+ * that moved), so a pass costs nothing per suspended box. A missed message (Redis reconnecting)
+ * is made good by a whole read on every (re)subscription and every `fullMs`.
+ *
+ * `lastActivityAt` moves without an event (activity is a plain write): `running` reads it fresh.
+ */
+export class HostBoxIndex {
+  private boxes = new Map<string, BoxSummary>();
+  private timer: NodeJS.Timeout | undefined;
+  /** Names whose event read landed while a whole read was in flight: read again after it. */
+  private duringFull: Set<string> | undefined;
+  private full$: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly d: {
+      store: Pick<BoxStore, 'summaries' | 'summariesOf' | 'summary' | 'eventsChannel'>;
+      /** A connection of its own, for SUBSCRIBE. */
+      sub: Redis;
+      hostId: string;
+      fullMs: number;
+      log: Logger;
+    },
+  ) {}
+
+  /** Subscribes, reads every box once; resolves when the index is complete. */
+  async start(): Promise<void> {
+    this.d.sub.on('message', (channel: string, message: string) => {
+      if (channel !== this.d.store.eventsChannel) return;
+      let event: BoxEvent;
+      try {
+        event = JSON.parse(message) as BoxEvent;
+      } catch {
+        return;
+      }
+      void this.refresh(event.name);
+    });
+    // ioredis subscribes again after a reconnect; events sent meanwhile are lost: read all again.
+    let first = this.d.sub.status !== 'ready';
+    this.d.sub.on('ready', () => {
+      if (first) first = false;
+      else void this.full();
+    });
+    await this.d.sub.subscribe(this.d.store.eventsChannel);
+    await this.full();
+    this.timer = setInterval(() => void this.full(), this.d.fullMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Every box of this host as last seen (by name). */
+  list(): BoxSummary[] {
+    return [...this.boxes.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** This host's running boxes, read fresh from Redis (their activity moves without events). */
+  async running(): Promise<BoxSummary[]> {
+    const names: string[] = [];
+    for (const b of this.boxes.values()) if (b.state === 'running') names.push(b.name);
+    return (await this.d.store.summariesOf(names)).filter((b) => b.hostId === this.d.hostId);
+  }
+
+  /** Reads every box of this host again. Concurrent calls share one read. */
+  full(): Promise<void> {
+    this.full$ ??= (async () => {
+      this.duringFull = new Set();
+      try {
+        const all = await this.d.store.summaries(this.d.hostId);
+        this.boxes = new Map(all.map((b) => [b.name, b]));
+      } catch (err) {
+        this.d.log.warn({ err }, 'could not read this host’s boxes');
+      } finally {
+        const again = this.duringFull;
+        this.duringFull = undefined;
+        this.full$ = undefined;
+        // Their event read may be older or newer than the whole read: read them once more.
+        for (const name of again ?? []) void this.refresh(name);
+      }
+    })();
+    return this.full$;
+  }
+
+  private async refresh(name: string): Promise<void> {
+    if (this.closed) return;
+    try {
+      const b = await this.d.store.summary(name);
+      if (b && b.hostId === this.d.hostId) this.boxes.set(name, b);
+      else this.boxes.delete(name);
+      this.duringFull?.add(name);
+    } catch (err) {
+      this.d.log.warn({ box: name, err }, 'could not read a box that changed');
+    }
+  }
+}

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { BoxStore, type BoxRecord } from '../core/boxes.ts';
+import { HostBoxIndex } from '../host/box-index.ts';
+import { log, purge, testConfig, waitFor } from './helpers.ts';
+
+const record = (name: string, hostId: string): Omit<BoxRecord, 'state' | 'version'> => ({
+  name, account: 'a', imageRef: 'img', ports: [80], hostPorts: {}, public: true, env: {}, idleTimeoutMs: 1000,
+  cpus: 1, memoryMb: 128, createdAt: 1, lastActivityAt: 1, hostId,
+});
+
+/** The host's in-memory copy of its boxes follows Redis through box events alone (no whole reread during the test). */
+describe('HostBoxIndex on real Redis', () => {
+  const config = testConfig();
+  const redis = new Redis(config.REDIS_URL);
+  const sub = new Redis(config.REDIS_URL);
+  const store = new BoxStore(redis, config.BOXD_PREFIX);
+  const index = new HostBoxIndex({ store, sub, hostId: 'me', fullMs: 3_600_000, log });
+  const seen = (name: string) => index.list().find((b) => b.name === name);
+  before(async () => {
+    await store.create(record('early', 'me'), -1);
+    await index.start();
+  });
+  after(async () => {
+    index.stop();
+    await purge(config.BOXD_PREFIX);
+    await Promise.all([redis.quit(), sub.quit()]);
+  });
+
+  it('reads the boxes there were at start, then follows creates, transitions and removals of its own host only', async () => {
+    assert.deepEqual(index.list().map((b) => [b.name, b.state]), [['early', 'creating']]);
+    await store.create(record('mine', 'me'), -1);
+    await store.create(record('theirs', 'other'), -1);
+    await waitFor(async () => seen('mine'));
+    await store.transition('mine', ['creating'], 'suspended');
+    await waitFor(async () => seen('mine')?.state === 'suspended');
+    await store.remove('early');
+    await waitFor(async () => !seen('early'));
+    assert.deepEqual(index.list().map((b) => [b.name, b.state]), [['mine', 'suspended']], 'the other host’s box is not in it');
+  });
+
+  it('gives running boxes with their activity read fresh (activity publishes no event)', async () => {
+    await store.transition('mine', ['suspended'], 'running');
+    await waitFor(async () => seen('mine')?.state === 'running');
+    await store.touch('mine', 12345);
+    assert.equal(seen('mine')?.lastActivityAt, 1, 'the copy does not see the touch');
+    assert.deepEqual((await index.running()).map((b) => [b.name, b.lastActivityAt]), [['mine', 12345]]);
+  });
+});
