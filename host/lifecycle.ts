@@ -63,6 +63,9 @@ export interface LifecycleDeps {
  * calls it may be retried (create, suspend, resume, destroy), holds the box's lock, and moves
  * the record with an atomic transition only after the runtime did the work.
  */
+/** How long after a claim its container takes the box's name, in ms. */
+const ADOPT_DELAY_MS = 2000;
+
 export class Lifecycle {
   private readonly busy = new BusyBoxes();
 
@@ -117,7 +120,10 @@ export class Lifecycle {
   private adoptSoon(name: string): void {
     if (!this.d.runtime.rename || this.renaming.has(name)) return;
     const run = (async () => {
-      await new Promise((r) => setImmediate(r));
+      // Not at once: an agent execs right after its create, and that first exec would wait for the
+      // rename (engine rename, disk image, egress rules, hostname: ~130 ms). A moment later it
+      // usually lands between calls; a call that meets it retries under the new name.
+      await new Promise((r) => setTimeout(r, ADOPT_DELAY_MS).unref());
       await this.adoptName(name);
     })()
       .catch((err) => this.d.log.warn({ box: name, err }, 'could not rename a claimed container (the drift check tries again)'))
