@@ -223,6 +223,9 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
   it('starts a box from the account golden when its host is dead, from B’s copy; deleting the golden removes the copy', async () => {
     assert.ok(goldenImage, 'the golden test ran');
     const bytes = loadedBytes;
+    // Capacity is what a host's heartbeat says: wait until B's says the boxes just deleted are
+    // gone (gb1 stays). A host that never counted them out fails here.
+    await waitFor(async () => ((await gw.hosts.aliveHosts()).find((h) => h.id === ids.b)?.committed?.cpus ?? 99) <= 1, 20_000, 100);
     const g3 = await api.post('/v1/boxes').set(auth).send({ name: 'gb3', golden: 'g1' });
     assert.equal(g3.status, 201, JSON.stringify(g3.body));
     assert.equal((await gw.store.require('gb3')).hostId, ids.b);
