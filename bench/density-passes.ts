@@ -7,12 +7,12 @@
  * during them. Gateway and host run in this process, like bench/density.ts.
  */
 import { execFile } from 'node:child_process';
-import { request } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Docker from 'dockerode';
 import { benchStack, type BenchStack } from './stack.ts';
 import { median, pct, time } from './stats.ts';
+import { firstByte } from './http.ts';
 
 const MAX = Number(process.argv[2] ?? process.env.BOXD_DENSITY_MAX ?? 300);
 const PAR = Number(process.env.BENCH_PAR ?? 4);
@@ -46,19 +46,6 @@ function cleanup(): Promise<void> {
 }
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void cleanup().finally(() => process.exit(130)));
 
-function firstByte(port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t = performance.now();
-    const req = request({ host: '127.0.0.1', port, path: '/', headers: { Host: host }, agent: false }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`${host}: status ${res.statusCode}`));
-      res.once('data', () => resolve(performance.now() - t));
-      res.once('end', () => resolve(performance.now() - t));
-      res.resume();
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 const pick = <T>(all: T[], n: number) => [...all].map((x) => [Math.random(), x] as const).sort((a, b) => a[0] - b[0]).slice(0, n).map((x) => x[1]);
 const ms = (ns: number) => ns / 1e6;
 const f = (x: number) => x.toFixed(1);

@@ -21,11 +21,11 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync, existsSync, statfsSync } from 'node:fs';
-import { request } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
 import { benchStack, type BenchStack } from './stack.ts';
 import { median, pct, row, time } from './stats.ts';
+import { firstByte } from './http.ts';
 
 const MAX = Number(process.argv[2] ?? process.env.BOXD_DENSITY_MAX ?? process.env.BENCH_MAX ?? 1000);
 const PAR = Number(process.env.BENCH_PAR ?? 4);
@@ -149,19 +149,6 @@ const diskFreeGb = () => {
   return (s.bavail * s.bsize) / 2 ** 30;
 };
 
-function firstByte(port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t = performance.now();
-    const req = request({ host: '127.0.0.1', port, path: '/', headers: { Host: host }, agent: false }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`${host}: status ${res.statusCode}`));
-      res.once('data', () => resolve(performance.now() - t));
-      res.once('end', () => resolve(performance.now() - t));
-      res.resume();
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** `n` distinct elements of `all`, chosen at random. */
 function pick<T>(all: T[], n: number): T[] {

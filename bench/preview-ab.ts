@@ -7,11 +7,11 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchStack } from './stack.ts';
 import { median } from './stats.ts';
+import { freePort, waitOk } from './http.ts';
 
 const DURATION = process.env.BENCH_DURATION ?? '4s';
 const CONNS = process.env.BENCH_CONNS ?? '32';
@@ -36,20 +36,6 @@ try {
   const server = "require('http').createServer((q,s)=>{s.setHeader('content-type','text/plain');s.end('hello from the box\\n')}).listen(3000)";
   await api('POST', '/v1/boxes/web/exec', { cmd: ['bash', '-c', `nohup node -e "${server}" >/tmp/srv.log 2>&1 &`] });
   const upstream = (await gateway.store.require('web')).hostPorts[3000]!;
-  const freePort = async () => {
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
-    const port = (probe.address() as { port: number }).port;
-    await new Promise((r) => probe.close(r));
-    return port;
-  };
-  const waitOk = async (port: number) => {
-    for (let i = 0; i < 300; i++) {
-      if ((await fetch(`http://127.0.0.1:${port}/`, { headers: { Host: hostName } }).then((r) => r.status).catch(() => 0)) === 200) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`nothing answers on ${port}`);
-  };
   const nginxPort = await freePort();
   writeFileSync(join(work, 'nginx.conf'), `
 worker_processes ${WORKERS}; daemon off; pid ${work}/nginx.pid; error_log ${work}/error.log;
@@ -65,7 +51,7 @@ http {
 }`);
   mkdirSync(join(work, 'logs'), { recursive: true });
   procs.push(spawn('nginx', ['-c', join(work, 'nginx.conf'), '-p', work], { stdio: 'ignore' }));
-  await waitOk(nginxPort);
+  await waitOk(nginxPort, hostName);
   const gwPort = await freePort();
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
   const gw = spawn(process.execPath, [...prof, '--import', 'tsx', 'gateway/main.ts'], {
@@ -73,7 +59,7 @@ http {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   procs.push(gw);
-  await waitOk(gwPort);
+  await waitOk(gwPort, hostName);
   await wrk(gwPort); // warm-up
   await wrk(nginxPort);
   const n: number[] = [];

@@ -9,11 +9,12 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { promisify } from 'node:util';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, request } from 'node:http';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchStack } from './stack.ts';
 import { median, pct, row } from './stats.ts';
+import { freePort, waitOk } from './http.ts';
 
 const DURATION = process.env.BENCH_DURATION ?? '8s';
 const CONNS = process.env.BENCH_CONNS ?? '32';
@@ -63,20 +64,6 @@ try {
     await new Promise((r) => setTimeout(r, 100));
   }
 
-  const freePort = async () => {
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
-    const port = (probe.address() as { port: number }).port;
-    await new Promise((r) => probe.close(r));
-    return port;
-  };
-  const waitOk = async (port: number) => {
-    for (let i = 0; i < 300; i++) {
-      if ((await fetch(`http://127.0.0.1:${port}/`, { headers: { Host: hostName } }).then((r) => r.status).catch(() => 0)) === 200) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`nothing answers on ${port}`);
-  };
   /** nginx as a reverse proxy to the same upstream, with `workers` worker processes. */
   const startNginx = async (workers: number) => {
     const port = await freePort();
@@ -96,7 +83,7 @@ http {
 }`);
     const proc = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
     nginxes.push(proc);
-    await waitOk(port);
+    await waitOk(port, hostName);
     return { port, proc };
   };
   /** The gateway as `npm start` runs it: gateway/main.ts with `workers` processes sharing a port. */
@@ -109,7 +96,7 @@ http {
       stdio: 'ignore',
     });
     gateways.push(proc);
-    await waitOk(port);
+    await waitOk(port, hostName);
     return { port, proc };
   };
   const stop = async (proc: ChildProcess) => {
