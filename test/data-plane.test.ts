@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { DockerRuntime } from '../host/docker-runtime.ts';
 import { startHost } from '../host/host.ts';
-import { docker, log, startStack, waitFor, type Stack } from './helpers.ts';
+import { docker, log, startStack, waitFor, type Stack, readText } from './helpers.ts';
 import { ExecSlots } from '../core/exec-slots.ts';
 import { Keys } from '../core/keys.ts';
 
@@ -28,11 +28,6 @@ describe('direct host data plane', () => {
     });
     res.catch(() => undefined);
     return { req, res };
-  };
-  const text = async (res: IncomingMessage) => {
-    const chunks: Buffer[] = [];
-    for await (const c of res) chunks.push(c as Buffer);
-    return Buffer.concat(chunks).toString('utf8');
   };
   const exec = (box: string, body: object) => s.api.post(`/v1/boxes/${box}/exec`).set(s.auth).send(body);
   /** Processes of a box whose command line is exactly `needle`, seen from the host. */
@@ -95,7 +90,7 @@ describe('direct host data plane', () => {
     assert.match(missing.body.stderr, /no-such-binary-x/);
     const { req, res } = call('POST', '/v1/boxes/dp/exec', { headers: { Accept: 'application/x-ndjson' } });
     req.end(JSON.stringify({ cmd: ['sh', '-c', 'for i in 1 2 3; do echo line$i; done; echo bad >&2; exit 2'] }));
-    const lines = (await text(await res)).trim().split('\n').map((l) => JSON.parse(l));
+    const lines = (await readText(await res)).trim().split('\n').map((l) => JSON.parse(l));
     const out = lines.filter((l) => l.stream === 'stdout').map((l) => l.data).join('');
     assert.equal(out, 'line1\nline2\nline3\n');
     assert.equal(lines.filter((l) => l.stream === 'stderr').map((l) => l.data).join(''), 'bad\n');
@@ -189,7 +184,7 @@ describe('direct host data plane', () => {
     const held = Array.from({ length: 64 }, (_, i) => {
       const c = call('POST', `/v1/boxes/${boxes[i % 2]}/exec`, { headers: auth });
       c.req.end(JSON.stringify({ cmd: ['sleep', '3600'] }));
-      return c.res.then(async (r) => ({ status: r.statusCode, body: await text(r) }), (e: Error) => ({ status: 0, body: e.message }));
+      return c.res.then(async (r) => ({ status: r.statusCode, body: await readText(r) }), (e: Error) => ({ status: 0, body: e.message }));
     });
     const sleeps = async () => (await running('w1', 'sleep 3600')) + (await running('w2', 'sleep 3600'));
     await waitFor(async () => (await sleeps()) === 64, 120_000, 250);
@@ -269,7 +264,7 @@ describe('direct host data plane', () => {
     }
     up.req.end();
     const upRes = await up.res;
-    assert.equal(upRes.statusCode, 204, await text(upRes));
+    assert.equal(upRes.statusCode, 204, await readText(upRes));
     const down = call('GET', '/v1/boxes/dp/files?path=/root/big/blob.bin');
     down.req.end();
     const res = await down.res;

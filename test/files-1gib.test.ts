@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { startStack, type Stack } from './helpers.ts';
+import { startStack, type Stack, readText } from './helpers.ts';
 
 /**
  * 1 GiB through the files API, gateway → host agent → engine and back, streamed end to end: the
@@ -22,11 +22,6 @@ describe('files: 1 GiB end to end', { timeout: 900_000 }, () => {
     });
     res.catch(() => undefined);
     return { req, res };
-  };
-  const text = async (res: IncomingMessage) => {
-    const chunks: Buffer[] = [];
-    for await (const c of res) chunks.push(c as Buffer);
-    return Buffer.concat(chunks).toString('utf8');
   };
   const exec = (box: string, body: object) => s.api.post(`/v1/boxes/${box}/exec`).set(s.auth).send(body);
 
@@ -83,7 +78,7 @@ describe('files: 1 GiB end to end', { timeout: 900_000 }, () => {
       }
       up.req.end();
       const upRes = await up.res;
-      assert.equal(upRes.statusCode, 204, await text(upRes));
+      assert.equal(upRes.statusCode, 204, await readText(upRes));
       const upMs = Date.now() - t0;
       const upPeak = peak;
       const digest = sent.digest('hex');

@@ -65,6 +65,13 @@ export const log = silentLogger;
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A response body read whole, as UTF-8. */
+export async function readText(res: AsyncIterable<unknown>): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(fn: () => Promise<T>, timeoutMs = 20_000, everyMs = 100): Promise<NonNullable<T>> {
   const until = Date.now() + timeoutMs;
