@@ -31,6 +31,7 @@ import { LoopDiskQuota, layerDirOf } from './disk-quota.ts';
 
 const execFileP = promisify(execFile);
 import { Egress } from './egress.ts';
+import { BridgePins } from './bridge-pins.ts';
 
 export interface DockerRuntimeOptions {
   /** Bridge network boxes join; created with inter-container traffic off. */
@@ -90,6 +91,9 @@ export class DockerRuntime implements Runtime {
   private readonly frozeHere = new Set<string>();
   readonly quota: LoopDiskQuota;
   readonly egress: Egress;
+  /** Static link-layer entries per box, so reaching one never floods the bridge. */
+  private readonly pins: BridgePins;
+  private gatewayIp: Promise<string> | undefined;
 
   constructor(
     private readonly docker: Docker,
@@ -109,6 +113,15 @@ export class DockerRuntime implements Runtime {
     opts.log.info({ mechanism: this.freezer ? `cgroup v${this.freezer.version} freezer` : 'docker pause' }, 'suspend/resume mechanism');
     this.quota = new LoopDiskQuota(join(resolve(opts.stateDir ?? '.boxd'), 'disks'), opts.log);
     this.egress = new Egress({ bridge: this.bridge, deny: opts.egressDeny ?? [], log: opts.log });
+    this.pins = new BridgePins(
+      this.bridge,
+      () => {
+        const ip = (this.gatewayIp ??= this.bridgeAddress().then((a) => a.ip));
+        ip.catch(() => (this.gatewayIp = undefined));
+        return ip;
+      },
+      opts.log,
+    );
   }
 
   private get hostAddr(): string {
@@ -247,9 +260,14 @@ export class DockerRuntime implements Runtime {
       }
       // Nothing runs in the box before create returns (its command is `sleep infinity`), so the
       // policy is in place before any process of the box's owner can send a packet.
-      const ip = (await container.inspect()).NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
+      const info = await container.inspect();
+      const net = info.NetworkSettings?.Networks?.[this.opts.network];
+      const ip = net?.IPAddress;
       if (!ip) throw new RuntimeError(`${spec.name} has no address on network ${this.opts.network}`);
-      await this.egress.apply(owner, spec.name, ip, spec.network ?? 'open');
+      await Promise.all([
+        this.egress.apply(owner, spec.name, ip, spec.network ?? 'open'),
+        net.MacAddress && info.State.Pid > 0 ? this.pins.pin({ pid: info.State.Pid, ip, mac: net.MacAddress }) : undefined,
+      ]);
     } catch (e) {
       await this.destroy(spec.name).catch(() => undefined);
       throw e instanceof BoxdError ? e : new RuntimeError(`creating ${spec.name}: ${reason(e)}`, { cause: e });
@@ -620,7 +638,11 @@ export class DockerRuntime implements Runtime {
     this.procs.forget(id);
     this.frozeHere.delete(id);
     // Disk images and egress rules are keyed by container name; callers may pass the engine's id.
-    const name = (await this.inspect(id).catch(() => undefined))?.name ?? id;
+    const info = await this.docker.getContainer(id).inspect().catch(() => undefined);
+    const name = info?.Name.replace(/^\//, '') ?? id;
+    // While the container still holds its address: once it is free, a new box may take it and pin it.
+    const ip = info?.NetworkSettings?.Networks?.[this.opts.network]?.IPAddress;
+    if (ip) await this.pins.unpin(ip);
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (e) {

@@ -19,6 +19,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v iptables >/dev/null || need+=(iptables)
+# ip and bridge pin each box's link-layer entries (host/bridge-pins.ts); nsenter enters its netns.
+command -v bridge >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
 command -v tmux >/dev/null || need+=(tmux)   # test/pty.test.ts drives `boxd shell` in it
 # Per-box disk quotas: a loop-mounted ext4 per box (mkfs.ext4 -d needs e2fsprogs >= 1.43).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { DockerRuntime } from '../host/docker-runtime.ts';
 import { docker, goldenTag, log, purge } from './helpers.ts';
 import { runtimeContract } from './runtime-contract.ts';
@@ -52,5 +54,51 @@ describe('DockerRuntime on real Docker', () => {
     const cwd = await runtime.exec(box.id, { cmd: ['pwd'], cwd: '/tmp' });
     assert.equal(cwd.stdout.toString(), '/tmp\n');
     await runtime.destroy(box.id);
+  });
+
+  it('pins a box on the bridge: neighbour entries both ways and a static forwarding entry, the host one gone with the box', async () => {
+    await runtime.prepare();
+    const pinned = `${name}-pin`;
+    const box = await runtime.create({
+      name: pinned,
+      image: goldenTag('tiny'),
+      ports: [8080],
+      env: {},
+      labels: { 'boxd.managed': 'true', 'boxd.instance': name },
+      cpus: 1,
+      memoryMb: 256,
+      pidsLimit: 64,
+    });
+    const info = await docker.getContainer(box.id).inspect();
+    const { IPAddress: ip, MacAddress: mac } = info.NetworkSettings.Networks['boxd']!;
+    const bridge = 'boxd0';
+    const neigh = (args: string[]) => JSON.parse(execFileSync('ip', ['-j', ...args], { encoding: 'utf8' }) || '[]') as { dst: string; lladdr?: string; state?: string[] }[];
+    // On the host: the box's address answers from a permanent entry (never an ARP broadcast).
+    const host = neigh(['neigh', 'show', 'dev', bridge]).find((n) => n.dst === ip);
+    assert.equal(host?.lladdr, mac);
+    assert.deepEqual(host?.state, ['PERMANENT']);
+    // On the bridge: the box's MAC is static on its own port (never flooded to every port).
+    const peer = parseInt(readFileSync(`/proc/${info.State.Pid}/root/sys/class/net/eth0/iflink`, 'utf8'), 10);
+    const fdb = JSON.parse(execFileSync('bridge', ['-j', 'fdb', 'show', 'br', bridge], { encoding: 'utf8' })) as { mac: string; ifname: string; state?: string }[];
+    const entry = fdb.find((f) => f.mac === mac);
+    assert.ok(entry, `no forwarding entry for ${mac}`);
+    assert.equal(entry.state, 'static');
+    assert.equal(parseInt(readFileSync(`/sys/class/net/${entry.ifname}/ifindex`, 'utf8'), 10), peer);
+    // In the box: its gateway is permanent too, with the bridge's MAC.
+    const gw = (await docker.getNetwork('boxd').inspect()).IPAM?.Config?.[0]?.Gateway as string;
+    const inBox = execFileSync('nsenter', ['-t', String(info.State.Pid), '-n', 'ip', '-j', 'neigh', 'show', 'dev', 'eth0'], { encoding: 'utf8' });
+    const g = (JSON.parse(inBox) as { dst: string; lladdr?: string; state?: string[] }[]).find((n) => n.dst === gw);
+    assert.equal(g?.lladdr, readFileSync(`/sys/class/net/${bridge}/address`, 'utf8').trim());
+    assert.deepEqual(g?.state, ['PERMANENT']);
+    // And the box is still reached through them: its published port answers.
+    await runtime.exec(box.id, { cmd: ['sh', '-c', 'echo pinned > /tmp/index.html; httpd -p 8080 -h /tmp'] });
+    let body = '';
+    for (let i = 0; i < 50 && body !== 'pinned\n'; i++) {
+      body = await fetch(`http://127.0.0.1:${box.ports[8080]}/`).then((r) => r.text()).catch(() => '');
+      if (body !== 'pinned\n') await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(body, 'pinned\n');
+    await runtime.destroy(box.id);
+    assert.equal(neigh(['neigh', 'show', 'dev', bridge]).find((n) => n.dst === ip && n.state?.includes('PERMANENT')), undefined);
   });
 });
