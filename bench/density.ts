@@ -9,7 +9,9 @@
  *  - create p50, resume p50 (API), preview wake p50/p99 (first byte through the gateway of a
  *    suspended box) and hot p50 (a request to a box already running: the data path alone), the
  *    same number of distinct randomly chosen boxes at every step, each suspended again after;
- *  - CPU boxd and the engine spend while nothing happens (O(boxes) background work).
+ *  - CPU boxd and the engine spend while nothing happens (O(boxes) background work);
+ * then removes all but the first step's boxes and wakes those again (a baseline measured after
+ * the last step, under the machine's load at that time).
  * Boxes live on a bridge network of their own (a Linux bridge holds at most 1,024 ports), removed
  * at the end with every box, also on Ctrl-C or failure. Creation stops early when the machine's
  * available memory falls under BENCH_MIN_FREE_GB (4).
@@ -53,17 +55,7 @@ function cleanup(): Promise<void> {
     // them once coincided with dockerd and containerd going down.
     if (stack) {
       const mine = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${stack.config.BOXD_PREFIX}`] } }).catch(() => []);
-      const names = mine.map((c) => (c.Names[0] ?? c.Id).replace(/^\//, ''));
-      const runtime = stack.host.runtime;
-      let done = 0;
-      await Promise.all(
-        Array.from({ length: 6 }, async () => {
-          for (let name = names.shift(); name; name = names.shift()) {
-            await runtime.destroy(name).catch((e) => console.error(`  removing ${name}: ${(e as Error).message.slice(0, 200)}`));
-            if (++done % 200 === 0) console.log(`    ${done} removed`);
-          }
-        }),
-      );
+      await removeBoxes(mine.map((c) => (c.Names[0] ?? c.Id).replace(/^\//, '')));
     }
     await stack?.close().catch((e) => console.error(`  close: ${(e as Error).message}`));
     const left = await docker.listContainers({ all: true, filters: { network: [network] } }).catch(() => []);
@@ -73,6 +65,20 @@ function cleanup(): Promise<void> {
     console.log('  cleaned up');
   })();
   return closing;
+}
+/** Removes containers through the host's runtime (which thaws a frozen one first), six at a time. */
+async function removeBoxes(containers: string[]): Promise<void> {
+  const names = [...containers];
+  const runtime = stack!.host.runtime;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: 6 }, async () => {
+      for (let name = names.shift(); name; name = names.shift()) {
+        await runtime.destroy(name).catch((e) => console.error(`  removing ${name}: ${(e as Error).message.slice(0, 200)}`));
+        if (++done % 200 === 0) console.log(`    ${done} removed`);
+      }
+    }),
+  );
 }
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
@@ -196,6 +202,18 @@ try {
   });
   const { api, port } = stack;
   const base = stack.config.BOXD_BASE_DOMAIN;
+  /** Wakes each box by a request, times a second one (the data path alone), suspends it again. */
+  const wakes = async (names: string[]) => {
+    const wake: number[] = [];
+    const hot: number[] = [];
+    for (const name of names) {
+      const host = `${name}.${base}`;
+      wake.push(await firstByte(port, host));
+      hot.push(await firstByte(port, host));
+      await api('POST', `/v1/boxes/${name}/suspend`);
+    }
+    return { wake, hot };
+  };
   const prefix = stack.config.BOXD_PREFIX;
   console.log(`density bench: up to ${MAX} suspended tiny boxes, parallelism ${PAR}, ${WAKES} wakes per step; prefix ${prefix}, network ${network}`);
   console.log(`  start: ${availableGb().toFixed(1)} GiB available, ${diskFreeGb().toFixed(0)} GiB disk free`);
@@ -254,14 +272,7 @@ try {
 
     // Wakes: distinct random suspended boxes; the first request wakes the box, a second one
     // measures the data path to a running box; then it is suspended again.
-    const wake: number[] = [];
-    const hot: number[] = [];
-    for (const name of pick(created, Math.min(WAKES, n))) {
-      const host = `${name}.${base}`;
-      wake.push(await firstByte(port, host));
-      hot.push(await firstByte(port, host));
-      await api('POST', `/v1/boxes/${name}/suspend`);
-    }
+    const { wake, hot } = await wakes(pick(created, Math.min(WAKES, n)));
     const resume: number[] = [];
     for (const name of pick(created, Math.min(RESUMES, n))) {
       resume.push(await time(() => api('POST', `/v1/boxes/${name}/resume`)));
@@ -278,6 +289,17 @@ try {
     if (stoppedEarly) break;
   }
 
+  // Back to the first step's boxes alone, and their wakes again: the first step was measured
+  // many minutes before the last, and the machine's load may have moved meanwhile.
+  let again: { wake: number[]; hot: number[] } | undefined;
+  const firstN = results[0]?.n ?? 0;
+  if (results.length > 1 && stack) {
+    console.log(`  removing all but the first ${firstN} boxes, then waking those again…`);
+    await removeBoxes(created.slice(firstN).map((b) => `${prefix}-${b}`));
+    await new Promise((r) => setTimeout(r, 5000)); // the host's drift check notices the removals meanwhile
+    again = await wakes(created.slice(0, firstN));
+  }
+
   const w = [6, 8, 9, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 7, 8, 9, 9, 10];
   const first = results[0]!;
   console.log(`\nsuspended tiny boxes on one host (indicative: this machine is shared), parallelism ${PAR}, ${WAKES} wakes per step; ms and MiB`);
@@ -286,7 +308,12 @@ try {
     console.log(row([String(r.n), r.perBoxMb, r.boxdMb, r.shimMb, r.proxyMb, r.cgRss, r.cgUsage, r.daemonsMb, r.createP50, r.resumeP50, r.wakeP50, r.wakeP99, `${(r.wakeP50 / first.wakeP50).toFixed(2)}x`, r.hotP50, `${(r.wakeP50 / r.hotP50 / (first.wakeP50 / first.hotP50)).toFixed(2)}x`, `${r.boxdCpu.toFixed(1)}%`, `${r.daemonCpu.toFixed(1)}%`], w));
   }
   const last = results[results.length - 1]!;
+  if (again) console.log(row([`${firstN}*`, '', '', '', '', '', '', '', '', '', median(again.wake), pct(again.wake, 99), `${(median(again.wake) / first.wakeP50).toFixed(2)}x`, median(again.hot), '', '', ''], w));
   console.log(`\n  wake p50 at ${last.n} / at ${first.n}: ${(last.wakeP50 / first.wakeP50).toFixed(2)}x (goal ≤ 1.2x at 1,000 vs 10)`);
+  if (again) {
+    const base10 = (first.wakeP50 + median(again.wake)) / 2;
+    console.log(`  *: the first ${firstN} boxes again, after the others were removed; wake p50 at ${last.n} / mean of the two at ${firstN}: ${(last.wakeP50 / base10).toFixed(2)}x`);
+  }
   // The machine's load moves both the wake and a plain request to a running box: their quotient
   // over the first step's is the wake's own growth, less the load (indicative only).
   console.log(`  adjusted for load (wake/hot over the first step's): ${(last.wakeP50 / last.hotP50 / (first.wakeP50 / first.hotP50)).toFixed(2)}x`);
