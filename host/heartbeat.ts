@@ -50,6 +50,7 @@ export class Heartbeat {
   private readonly keys: Keys;
   private sawLost = false;
   private lastBeat: number | undefined;
+  private away = false;
   /** Goldens held, as of the last full beat (a change beat does not ask Docker again). */
   private held: string[] | undefined;
   private inFlight: Promise<void> | undefined;
@@ -155,10 +156,14 @@ export class Heartbeat {
       if (this.stopped) return;
       await this.d.redis.hset(this.keys.hosts, this.d.hostId, JSON.stringify(info));
       const now = Date.now();
-      // A gap longer than a dead host's lapse means sweepers may have judged us: check.
-      const away = this.lastBeat !== undefined && now - this.lastBeat > this.d.deadMs;
+      // A gap longer than a dead host's lapse means sweepers may have judged us: check (on the
+      // next periodic beat, so that a burst of change beats asks for one reconcile, not many).
+      if (this.lastBeat !== undefined && now - this.lastBeat > this.d.deadMs) this.away = true;
       this.lastBeat = now;
-      if ((this.sawLost || away) && this.timer) this.d.onLost?.();
+      if (full && (this.sawLost || this.away) && this.timer) {
+        this.away = false;
+        this.d.onLost?.();
+      }
     } catch (err) {
       this.d.log.warn({ err }, 'heartbeat failed');
     }
