@@ -110,6 +110,8 @@ export const configSchema = z.object({
   BOXD_CPU_OVERCOMMIT: z.coerce.number().positive().default(16),
   /** How often a host writes its heartbeat (capacity, commitments, images), in ms. */
   BOXD_HEARTBEAT_MS: int(3_000),
+  /** After its boxes change, a host beats again within this, at most once per this, in ms. */
+  BOXD_HEARTBEAT_DEBOUNCE_MS: int(150),
   /** A host whose heartbeat is older than this is dead: creates skip it, its boxes become `lost`, in ms. */
   BOXD_HOST_DEAD_MS: int(15_000),
   /** Gateway processes sharing the port (node:cluster); 0: one per core. */

@@ -7,6 +7,17 @@ import { ATTEMPTS, HOST_ALIVE_MS, hostQueueName, type HostInfo, type HostJob, ty
 import { queuePrefix } from './keys.ts';
 import { connectRedis } from './redis.ts';
 
+/** A placement this client made (HostClient.placed). */
+interface Placed {
+  box?: string;
+  at: number;
+  cpus: number;
+  memoryMb: number;
+}
+
+/** How long a placement whose create never reached its host still counts, in ms. */
+const PLACED_MS = 60_000;
+
 interface HostChannel {
   queue: Queue;
   events: QueueEvents;
@@ -33,9 +44,13 @@ export class HostClient {
     this.keys = new Keys(prefix);
   }
   private readonly keys: Keys;
-  /** Boxes this client placed per host, until that host's heartbeat has counted them. */
-  private readonly placed = new Map<string, { at: number; cpus: number; memoryMb: number }[]>();
-
+  /**
+   * Boxes this client placed per host that the host's heartbeat may not count yet. One ends when
+   * the heartbeat lists it as `creating`, when its create or fork job answers (the host answers
+   * only after a beat that counts it), or, if neither comes (the create failed before its job),
+   * after PLACED_MS. Entries without a box name end at the first beat a second after them.
+   */
+  private readonly placed = new Map<string, Placed[]>();
   private channel(hostId: string): HostChannel {
     let ch = this.channels.get(hostId);
     if (!ch) {
@@ -68,12 +83,15 @@ export class HostClient {
    * The live host with the most free capacity that holds the box's golden (core/placement.ts).
    * UnavailableError when no host runs or holds the golden; NoCapacityError when all are full.
    */
-  async pickHost(req: PlacementRequest = { cpus: 0, memoryMb: 0 }): Promise<string> {
+  async pickHost(req: PlacementRequest = { cpus: 0, memoryMb: 0 }, o: { box?: string; probe?: boolean } = {}): Promise<string> {
     const now = Date.now();
-    // Heartbeats lag: add what this gateway placed since each host's last beat, so a burst of
-    // creates spreads instead of piling onto the host that looked emptiest a beat ago.
+    // Heartbeats lag: add what this gateway placed and the host does not count yet, so a burst
+    // of creates spreads instead of piling onto the host that looked emptiest.
     const hosts = (await this.allHosts()).map((h) => {
-      const mine = (this.placed.get(h.id) ?? []).filter((p) => p.at >= h.heartbeatAt - 1000);
+      const creating = new Set(h.creating ?? []);
+      const mine = (this.placed.get(h.id) ?? []).filter((p) =>
+        p.box ? !creating.has(p.box) && now - p.at < PLACED_MS : p.at >= h.heartbeatAt - 1000,
+      );
       this.placed.set(h.id, mine);
       if (!mine.length || !h.committed) return h;
       const c = { ...h.committed };
@@ -82,11 +100,23 @@ export class HostClient {
     });
     const placed = placeBox(hosts, req, { now, ...this.placement });
     if (placed.ok) {
-      this.placed.get(placed.hostId)?.push({ at: now, cpus: req.cpus, memoryMb: req.memoryMb }) ?? this.placed.set(placed.hostId, [{ at: now, cpus: req.cpus, memoryMb: req.memoryMb }]);
+      // A probe (is there room?) places nothing.
+      if (o.probe) return placed.hostId;
+      const p: Placed = { box: o.box, at: now, cpus: req.cpus, memoryMb: req.memoryMb };
+      this.placed.get(placed.hostId)?.push(p) ?? this.placed.set(placed.hostId, [p]);
       return placed.hostId;
     }
     if (placed.reason === 'NO_CAPACITY') throw new NoCapacityError(placed.message, 5);
     throw new UnavailableError(placed.message);
+  }
+
+  /**
+   * Forgets the placement of `box` on `hostId` (its create or fork answered, or failed before it
+   * was asked): from now on the host's heartbeat alone counts it.
+   */
+  unplace(hostId: string, box: string): void {
+    const mine = this.placed.get(hostId);
+    if (mine) this.placed.set(hostId, mine.filter((p) => p.box !== box));
   }
 
   async assertAlive(hostId: string): Promise<void> {
@@ -113,6 +143,16 @@ export class HostClient {
    * host's code; a job that failed after its retries is RUNTIME_ERROR; no answer in time is TIMEOUT.
    */
   async call<T>(hostId: string, job: HostJob, timeoutMs = this.defaultTimeoutMs): Promise<T> {
+    try {
+      return await this.callOnce<T>(hostId, job, timeoutMs);
+    } finally {
+      // Answered (after a beat that counts it) or failed: the heartbeat alone counts it now.
+      if (job.op === 'create') this.unplace(hostId, job.name);
+      else if (job.op === 'fork') this.unplace(hostId, job.child);
+    }
+  }
+
+  private async callOnce<T>(hostId: string, job: HostJob, timeoutMs: number): Promise<T> {
     await this.assertAlive(hostId);
     const ch = this.channel(hostId);
     await ch.ready;

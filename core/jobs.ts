@@ -68,6 +68,8 @@ export interface HostInfo {
   committed?: Resources;
   /** How many of its boxes are in each state. */
   boxes?: { running: number; suspended: number; other: number };
+  /** Names of its boxes in state `creating` (counted in `committed`): a gateway's pending placements end here. */
+  creating?: string[];
   /** Golden names whose current image this host holds. */
   goldens?: string[];
 }

@@ -88,41 +88,46 @@ export function boxesApi(d: BoxesApiDeps): Router {
 
     // A box goes where there is room (core/placement.ts). A snapshot's image is made on one
     // host: that host is preferred while it has room, else the best live host gets a copy first.
-    const hostId = await placeFor(d, settings);
-    const agent = wantsAgent ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.config.BOXD_PREFIX }, hostId, account, name) : undefined;
-    if (agent) Object.assign(env, agent.env);
-    await d.store.create(
-      {
-        name,
-        account,
-        golden: settings.golden,
-        image: body.image,
-        snapshot: body.snapshot,
-        imageRef: settings.imageRef,
-        ports: body.ports ?? settings.ports,
-        public: body.public ?? true,
-        tokenHash,
-        env,
-        idleTimeoutMs,
-        cpus: settings.cpus,
-        memoryMb: settings.memoryMb,
-        diskMb,
-        network,
-        hostId,
-      },
-      limit,
-    ).catch(async (e: unknown) => {
-      await agent?.undo();
-      throw e;
-    });
+    const hostId = await placeFor(d, settings, name);
+    // Until its host answers (or this fails first), this gateway counts the box on that host itself.
     try {
-      await d.hosts.call(hostId, { op: 'create', name });
-    } catch (e) {
-      // The host died or gave no answer: the caller gets the error and the name is freed. A host
-      // that finishes later finds no record and removes its container again; one that restarts
-      // removes the container as unknown.
-      if (e instanceof BoxdError && (e.code === 'HOST_LOST' || e.code === 'TIMEOUT')) await d.store.remove(name).catch(() => undefined);
-      throw e;
+      const agent = wantsAgent ? await agentEnv({ redis: d.redis, accounts: d.accounts, prefix: d.config.BOXD_PREFIX }, hostId, account, name) : undefined;
+      if (agent) Object.assign(env, agent.env);
+      await d.store.create(
+        {
+          name,
+          account,
+          golden: settings.golden,
+          image: body.image,
+          snapshot: body.snapshot,
+          imageRef: settings.imageRef,
+          ports: body.ports ?? settings.ports,
+          public: body.public ?? true,
+          tokenHash,
+          env,
+          idleTimeoutMs,
+          cpus: settings.cpus,
+          memoryMb: settings.memoryMb,
+          diskMb,
+          network,
+          hostId,
+        },
+        limit,
+      ).catch(async (e: unknown) => {
+        await agent?.undo();
+        throw e;
+      });
+      try {
+        await d.hosts.call(hostId, { op: 'create', name });
+      } catch (e) {
+        // The host died or gave no answer: the caller gets the error and the name is freed. A host
+        // that finishes later finds no record and removes its container again; one that restarts
+        // removes the container as unknown.
+        if (e instanceof BoxdError && (e.code === 'HOST_LOST' || e.code === 'TIMEOUT')) await d.store.remove(name).catch(() => undefined);
+        throw e;
+      }
+    } finally {
+      d.hosts.unplace(hostId, name);
     }
     send(res, await d.store.require(name), 201, preview ? { previewToken: preview.token } : {});
   });
@@ -287,15 +292,15 @@ async function resolveSource(d: BoxesApiDeps, body: CreateBoxBody, account: stri
  * live host by placement, which first gets the image (HostAgents.ensureImage: agent to agent
  * through this gateway, from a live host that holds it; never through Redis).
  */
-async function placeFor(d: BoxesApiDeps, s: Source): Promise<string> {
+async function placeFor(d: BoxesApiDeps, s: Source, box: string): Promise<string> {
   const need = { cpus: s.cpus, memoryMb: s.memoryMb };
-  if (!s.hostId) return d.hosts.pickHost({ ...need, golden: s.golden });
+  if (!s.hostId) return d.hosts.pickHost({ ...need, golden: s.golden }, { box });
   if (!s.movable) {
     await d.hosts.assertAlive(s.hostId);
     return s.hostId;
   }
   const alive = (await d.hosts.aliveHosts()).map((h) => h.id);
-  const onlyOn = (holders: string[]) => d.hosts.pickHost({ ...need, exclude: alive.filter((h) => !holders.includes(h)) }).catch(() => undefined);
+  const onlyOn = (holders: string[]) => d.hosts.pickHost({ ...need, exclude: alive.filter((h) => !holders.includes(h)) }, { box }).catch(() => undefined);
   const origin = alive.includes(s.hostId) ? [s.hostId] : [];
   if (origin.length) {
     const onOrigin = await onlyOn(origin);
@@ -310,7 +315,10 @@ async function placeFor(d: BoxesApiDeps, s: Source): Promise<string> {
     const onCopy = await onlyOn(copies);
     if (onCopy) return onCopy;
   }
-  const hostId = await d.hosts.pickHost(need);
-  await d.agents.ensureImage(s.imageRef, hostId, [...origin, ...copies]);
+  const hostId = await d.hosts.pickHost(need, { box });
+  await d.agents.ensureImage(s.imageRef, hostId, [...origin, ...copies]).catch((e: unknown) => {
+    d.hosts.unplace(hostId, box);
+    throw e;
+  });
   return hostId;
 }

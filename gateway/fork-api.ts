@@ -87,7 +87,7 @@ export function forkApi(d: ForkApiDeps): Router {
     }
     // The child lives on the parent's host (that is where the parent's filesystem is), unless
     // that host is full and another can take it: then it is committed there, moved, made here.
-    const elsewhere = await otherHost(d, parent);
+    const elsewhere = await otherHost(d, parent, child);
     if (elsewhere) {
       await forkElsewhere(d, parent, child, account, elsewhere, { limit, tokenHash: preview?.tokenHash, env: agent ? { ...parent.env, ...agent.env } : parent.env }).catch(async (e: unknown) => {
         await agent?.undo();
@@ -182,18 +182,18 @@ function snapshotJson(s: { name: string; box: string; ports: number[]; golden?: 
  * parent's host has room, or when no other live host does either (the fork then stays on the
  * parent's host as before, within its overcommit).
  */
-async function otherHost(d: ForkApiDeps, parent: BoxRecord): Promise<string | undefined> {
+async function otherHost(d: ForkApiDeps, parent: BoxRecord, child: string): Promise<string | undefined> {
   if (!d.agents || !d.prefix) return undefined;
   const need = { cpus: parent.cpus, memoryMb: parent.memoryMb };
   const alive = (await d.hosts.aliveHosts()).map((h) => h.id);
   if (alive.length < 2 || !alive.includes(parent.hostId)) return undefined;
   try {
-    await d.hosts.pickHost({ ...need, exclude: alive.filter((h) => h !== parent.hostId) });
+    await d.hosts.pickHost({ ...need, exclude: alive.filter((h) => h !== parent.hostId) }, { probe: true });
     return undefined;
   } catch (e) {
     if (!(e instanceof BoxdError) || e.code !== 'NO_CAPACITY') return undefined;
   }
-  return d.hosts.pickHost({ ...need, exclude: [parent.hostId] }).catch(() => undefined);
+  return d.hosts.pickHost({ ...need, exclude: [parent.hostId] }, { box: child }).catch(() => undefined);
 }
 
 /**
@@ -210,6 +210,7 @@ async function forkElsewhere(
   o: { limit: number; tokenHash?: string; env: Record<string, string> },
 ): Promise<void> {
   const image = forkImage(d.prefix!, account, child);
+  // The child was placed on `hostId` (otherHost); if its record is refused, that placement ends here.
   await d.store.create(
     {
       name: child, account, golden: parent.golden, image: parent.image, snapshot: parent.snapshot, imageRef: image, origin: 'fork-commit',
@@ -217,7 +218,10 @@ async function forkElsewhere(
       cpus: parent.cpus, memoryMb: parent.memoryMb, diskMb: parent.diskMb, network: parent.network, hostId,
     },
     o.limit,
-  );
+  ).catch((e: unknown) => {
+    d.hosts.unplace(hostId, child);
+    throw e;
+  });
   let made = false;
   try {
     await d.hosts.call(parent.hostId, { op: 'fork-image', name: parent.name, child, account });

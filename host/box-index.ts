@@ -25,6 +25,8 @@ export class HostBoxIndex {
       sub: Redis;
       hostId: string;
       fullMs: number;
+      /** Called when a box appears, goes, or changes state or size (what the heartbeat counts). */
+      onChange?: () => void;
       log: Logger;
     },
   ) {}
@@ -39,7 +41,7 @@ export class HostBoxIndex {
       } catch {
         return;
       }
-      void this.refresh(event.name);
+      void this.seen(event.name);
     });
     // ioredis subscribes again after a reconnect; events sent meanwhile are lost: read all again.
     let first = this.d.sub.status !== 'ready';
@@ -76,7 +78,9 @@ export class HostBoxIndex {
       this.duringFull = new Set();
       try {
         const all = await this.d.store.summaries(this.d.hostId);
+        const was = this.boxes;
         this.boxes = new Map(all.map((b) => [b.name, b]));
+        if (was.size !== this.boxes.size || all.some((b) => differs(was.get(b.name), b))) this.d.onChange?.();
       } catch (err) {
         this.d.log.warn({ err }, 'could not read this host’s boxes');
       } finally {
@@ -84,21 +88,34 @@ export class HostBoxIndex {
         this.duringFull = undefined;
         this.full$ = undefined;
         // Their event read may be older or newer than the whole read: read them once more.
-        for (const name of again ?? []) void this.refresh(name);
+        for (const name of again ?? []) void this.seen(name);
       }
     })();
     return this.full$;
   }
 
-  private async refresh(name: string): Promise<void> {
+  /**
+   * Reads box `name` again (its event said it changed); resolves once the index holds what was
+   * read, so a caller that just changed the box can count on it. Never throws.
+   */
+  async seen(name: string): Promise<void> {
     if (this.closed) return;
     try {
       const b = await this.d.store.summary(name);
-      if (b && b.hostId === this.d.hostId) this.boxes.set(name, b);
+      const was = this.boxes.get(name);
+      const now = b && b.hostId === this.d.hostId ? b : undefined;
+      if (now) this.boxes.set(name, now);
       else this.boxes.delete(name);
       this.duringFull?.add(name);
+      if (differs(was, now)) this.d.onChange?.();
     } catch (err) {
       this.d.log.warn({ box: name, err }, 'could not read a box that changed');
     }
   }
+}
+
+/** Whether the heartbeat would count a box differently (present, state, size). */
+function differs(a: BoxSummary | undefined, b: BoxSummary | undefined): boolean {
+  if (!a || !b) return a !== b;
+  return a.state !== b.state || a.cpus !== b.cpus || a.memoryMb !== b.memoryMb;
 }

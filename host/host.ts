@@ -104,7 +104,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   // thousand suspended boxes read every second stalled wakes).
   const indexConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   indexConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
-  const index = new HostBoxIndex({ store, sub: indexConn, hostId, fullMs: config.BOXD_INDEX_FULL_MS, log: log.child({ part: 'index' }) });
+  // A change to this host's boxes is a change to what it commits: the heartbeat follows soon.
+  let changed = () => undefined as unknown;
+  const index = new HostBoxIndex({ store, sub: indexConn, hostId, fullMs: config.BOXD_INDEX_FULL_MS, onChange: () => changed(), log: log.child({ part: 'index' }) });
   const indexed = { summaries: async () => index.list() };
   const drift = new DriftWatch({
     store: { summaries: indexed.summaries, get: (n) => store.get(n), transition: (...a) => store.transition(...a) }, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
@@ -133,12 +135,18 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     capacity: hostCapacity(config.BOXD_HOST_CPUS, config.BOXD_HOST_MEMORY_MB),
     suspendedWeight: config.BOXD_SUSPENDED_WEIGHT,
     deadMs: config.BOXD_HOST_DEAD_MS,
+    debounceMs: config.BOXD_HEARTBEAT_DEBOUNCE_MS,
     // Where gateways reach this host's agent (its port is known once the agent listens).
     extra: () => ({ addr: config.BOXD_HOST_ADDR, ...(agentPort ? { agentPort } : {}) }),
     // Back after being declared dead without a restart (a partition, a long pause): take the
     // boxes back, and drop containers of boxes deleted meanwhile.
     onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
   });
+  changed = () => heartbeat.soon();
+  // Resolves once a heartbeat counts box `name` as it is now. A create or destroy answers only
+  // then, so the gateway that asked (and any other) places the next box on what is really
+  // committed; gateways count their own placements until then (core/host-client.ts).
+  const counted = (name: string) => index.seen(name).then(() => heartbeat.soon());
   const agent = await startAgent({
     lifecycle,
     touch: (n) => store.touch(n),
@@ -177,12 +185,24 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
 
   const handle = async (job: HostJob, finalAttempt: boolean): Promise<unknown> => {
     switch (job.op) {
-      case 'create':
-        return view(await lifecycle.create(job.name, finalAttempt));
-      case 'destroy':
-        return lifecycle.destroy(job.name);
-      case 'fork':
-        return view(await lifecycle.fork(job.name, job.child, finalAttempt));
+      case 'create': {
+        // The record says `creating`: counted while the container starts, so rarely waited for.
+        const beat = counted(job.name);
+        const made = view(await lifecycle.create(job.name, finalAttempt));
+        await beat;
+        return made;
+      }
+      case 'destroy': {
+        const gone = await lifecycle.destroy(job.name);
+        await counted(job.name);
+        return gone;
+      }
+      case 'fork': {
+        const beat = counted(job.child);
+        const made = view(await lifecycle.fork(job.name, job.child, finalAttempt));
+        await beat;
+        return made;
+      }
       case 'fork-pool':
         return view(await lifecycle.forkFromPool(job.name, job.child));
       case 'fork-image':

@@ -47,4 +47,28 @@ describe('HostBoxIndex on real Redis', () => {
     assert.equal(seen('mine')?.lastActivityAt, 1, 'the copy does not see the touch');
     assert.deepEqual((await index.running()).map((b) => [b.name, b.lastActivityAt]), [['mine', 12345]]);
   });
+
+  it('tells the heartbeat when a box of its host appears, changes state or goes; not on activity, nor for other hosts', async () => {
+    // Not started (no events): only the reads made here, so each is counted exactly.
+    let changes = 0;
+    const quiet = new HostBoxIndex({ store, sub, hostId: 'me', fullMs: 3_600_000, onChange: () => changes++, log });
+    await quiet.seen('mine');
+    const before = changes;
+    await store.create(record('theirs2', 'other'), -1);
+    await quiet.seen('theirs2');
+    await store.touch('mine', 999);
+    await quiet.seen('mine');
+    assert.equal(changes, before, 'activity and other hosts’ boxes are not changes');
+    await store.create(record('late', 'me'), -1);
+    await quiet.seen('late');
+    assert.equal(changes, before + 1, 'a new box');
+    await store.transition('late', ['creating'], 'running');
+    await quiet.seen('late');
+    assert.equal(changes, before + 2, 'a new state');
+    await store.remove('late');
+    await quiet.seen('late');
+    assert.equal(changes, before + 3, 'a box gone');
+    await quiet.seen('late');
+    assert.equal(changes, before + 3, 'reading it again changes nothing');
+  });
 });

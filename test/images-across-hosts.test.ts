@@ -194,7 +194,6 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
     assert.equal(r.body.stdout.replace(/\s+/g, ' ').trim(), 'kept 16777216');
     // With room on A again, A (which holds the image) wins over B although B has more room.
     await api.delete('/v1/boxes/src').set(auth).expect(204);
-    await waitFor(async () => (await gw.hosts.aliveHosts()).find((h) => h.id === ids.a)?.committed?.cpus === 0, 10_000, 200);
     const copied = loadedBytes;
     const g2 = await api.post('/v1/boxes').set(auth).send({ name: 'gb2', golden: 'g1' });
     assert.equal(g2.status, 201, JSON.stringify(g2.body));
@@ -223,9 +222,7 @@ describe('images across hosts (real Docker, own Redis)', { timeout: 240_000 }, (
   it('starts a box from the account golden when its host is dead, from B’s copy; deleting the golden removes the copy', async () => {
     assert.ok(goldenImage, 'the golden test ran');
     const bytes = loadedBytes;
-    // Capacity is what a host's heartbeat says: wait until B's says the boxes just deleted are
-    // gone (gb1 stays). A host that never counted them out fails here.
-    await waitFor(async () => ((await gw.hosts.aliveHosts()).find((h) => h.id === ids.b)?.committed?.cpus ?? 99) <= 1, 20_000, 100);
+    // B beat the deletes of c1 and c2 before answering them: it has room now (gb1 stays).
     const g3 = await api.post('/v1/boxes').set(auth).send({ name: 'gb3', golden: 'g1' });
     assert.equal(g3.status, 201, JSON.stringify(g3.body));
     assert.equal((await gw.store.require('gb3')).hostId, ids.b);
