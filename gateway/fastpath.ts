@@ -27,6 +27,11 @@ const MAX_HEAD = 16 * 1024;
 /** Pipelined bytes buffered while a response is under way before the client is paused. */
 const MAX_PENDING = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
+/**
+ * Bytes per read of an upstream socket. Upstream reads land in a buffer of the connection's own
+ * (net's `onread`), not a fresh allocation each, and skip the Readable stream machinery.
+ */
+const READ_SIZE = 16 * 1024;
 
 const IDLE = 0, ROUTING = 1, SENDING = 2, GONE = 3;
 const REQUEST_LINE = /^[A-Z]+ \S+ HTTP\/1\.[01]\r$/;
@@ -126,6 +131,8 @@ class Conn {
   private ended = false;
 
   private upstream: Socket | null = null;
+  /** Where the upstream socket reads into; replaced when a write still holds bytes of it. */
+  private readBuf: Buffer | null = null;
   private upRecord: BoxRecord | undefined;
   private upPort = 0;
   private upReused = false;
@@ -270,16 +277,14 @@ class Conn {
   private send(routed: Routed): void {
     const head = this.head!;
     const memo = this.memo!;
-    const p = this.fp.d.preview;
     const buf = this.pending;
     // Lines to leave out, in order: the head's own list plus the key-bearing Authorization lines.
+    // (No closures here: this runs per request, and each closure costs an allocation.)
     let drop = head.drop;
-    const isKey = (v: string | undefined) => v !== undefined && p.knownApiKey(v) !== false;
-    if (isKey(head.authorization) || isKey(head.proxyAuthorization)) {
+    if (this.isKey(head.authorization) || this.isKey(head.proxyAuthorization)) {
       drop = drop ? drop.slice() : [];
-      for (const [at, v] of [[head.authAt, head.authorization], [head.proxyAuthAt, head.proxyAuthorization]] as const) {
-        if (at >= 0 && isKey(v)) drop.push(at, buf.indexOf(10, at) + 1);
-      }
+      if (head.authAt >= 0 && this.isKey(head.authorization)) drop.push(head.authAt, buf.indexOf(10, head.authAt) + 1);
+      if (head.proxyAuthAt >= 0 && this.isKey(head.proxyAuthorization)) drop.push(head.proxyAuthAt, buf.indexOf(10, head.proxyAuthAt) + 1);
       const pairs: [number, number][] = [];
       for (let i = 0; i < drop.length; i += 2) pairs.push([drop[i]!, drop[i + 1]!]);
       drop = pairs.sort((a, b) => a[0] - b[0]).flat();
@@ -338,6 +343,11 @@ class Conn {
     if (n < rest.length && this.state === SENDING) this.keep(rest.subarray(n));
   }
 
+  /** Whether an Authorization value is a boxd API key (known or still being looked up). */
+  private isKey(v: string | undefined): boolean {
+    return v !== undefined && this.fp.d.preview.knownApiKey(v) !== false;
+  }
+
   /** The upstream socket of this client connection, for this box and port. */
   private pin(routed: Routed): Socket {
     const up = this.upstream;
@@ -350,12 +360,11 @@ class Conn {
   }
 
   private open(addr: string, port: number, record: BoxRecord | undefined): Socket {
-    const up = connect({ host: addr, port, noDelay: true });
+    const up = connect({ host: addr, port, noDelay: true, onread: { buffer: this.readBufOf, callback: this.onUpstreamRead } });
     this.upstream = up;
     this.upRecord = record;
     this.upPort = port;
     this.upReused = false;
-    up.on('data', this.onUpstreamData);
     up.on('end', this.onUpstreamGone);
     up.on('close', this.onUpstreamGone);
     up.on('error', this.onUpstreamGone);
@@ -367,7 +376,6 @@ class Conn {
     const up = this.upstream;
     if (!up) return;
     this.upstream = null;
-    up.off('data', this.onUpstreamData);
     up.off('end', this.onUpstreamGone);
     up.off('close', this.onUpstreamGone);
     up.off('drain', this.onUpstreamDrain);
@@ -397,11 +405,25 @@ class Conn {
     return n;
   }
 
-  private readonly onUpstreamData = (chunk: Buffer): void => {
+  /** The buffer the next upstream read goes into (net calls this after every read). */
+  private readonly readBufOf = (): Buffer => (this.readBuf ??= Buffer.allocUnsafe(READ_SIZE));
+
+  /**
+   * `n` bytes from the upstream socket at the start of the connection's read buffer. They are
+   * only valid during this call: anything kept (a partial head) is copied, and a write the
+   * kernel did not take whole keeps the buffer, so the next read gets a new one (see write()).
+   */
+  private readonly onUpstreamRead = (n: number, buf: Uint8Array): boolean => {
+    this.upstreamBytes(n, buf as Buffer);
+    return true; // pausing is write()'s business
+  };
+
+  private upstreamBytes(n: number, buf: Buffer): void {
     if (this.state !== SENDING) {
       this.dropUpstream(); // bytes nobody asked for
       return;
     }
+    const chunk = buf.subarray(0, n);
     let data = chunk;
     let headBytes: Buffer | null = null;
     let rewritten = false;
@@ -410,7 +432,7 @@ class Conn {
       const end = res.indexOf(CRLFCRLF);
       if (end < 0) {
         if (res.length > MAX_HEAD * 4) return this.upstreamFailed();
-        this.resBuf = res;
+        this.resBuf = res === data ? Buffer.from(data) : res; // `data` is the read buffer's: copy
         return;
       }
       this.resBuf = EMPTY;
@@ -453,7 +475,7 @@ class Conn {
       if (n < data.length) this.resClose = true;
     }
     if (this.resDoneNow()) this.finish();
-  };
+  }
 
   /** How many of `data` belong to the response body. */
   private resBody(data: Buffer): number {
@@ -475,7 +497,12 @@ class Conn {
   }
 
   private write(b: Buffer): void {
-    if (b.length && !this.client.write(b)) this.upstream?.pause();
+    if (!b.length) return;
+    const c = this.client;
+    const flushed = c.write(b);
+    // Not all of it went to the kernel: the socket still holds `b`, which may be the read buffer's.
+    if (c.writableLength > 0) this.readBuf = null;
+    if (!flushed) this.upstream?.pause();
   }
 
   /** Set-Cookie lines for other domains (the base domain, a parent) dropped. */
