@@ -6,7 +6,7 @@
  * other work shares the cores). AB_FASTPATH=false measures the HTTP path. AB_PIPE=true adds a
  * minimal Node pipe proxy (bench/pipe-proxy.ts), the ceiling for any Node proxy;
  * AB_BASELINE=<checkout> adds that checkout's gateway (before/after in one run); AB_NODE_FLAGS
- * adds node flags to the gateway processes; AB_HOLD=<s> waits after warm-up with the ports and
+ * adds node flags to this checkout's gateway (not the baseline's); AB_HOLD=<s> waits after warm-up with the ports and
  * pids printed (for strace or perf). Same setup as bench/preview.ts; BENCH_CPU_PROF=<dir>
  * profiles the gateway processes.
  */
@@ -86,20 +86,21 @@ http {
   /** What is measured against nginx, in this order each round. */
   const rivals: { name: string; port: number; pid: number }[] = [];
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const startGateway = async (name: string, cwd: string) => {
+  const startGateway = async (name: string, cwd: string, flags: string[] = [], env: Record<string, string> = {}) => {
     const port = await freePort();
-    // AB_NODE_FLAGS: extra node/V8 flags for the gateway processes (e.g. GC settings to compare).
-    const flags = process.env.AB_NODE_FLAGS ? process.env.AB_NODE_FLAGS.split(' ') : [];
     const gw = spawn(process.execPath, [...prof, ...flags, '--import', 'tsx', 'gateway/main.ts'], {
       cwd,
-      env: { ...process.env, BOXD_PREFIX: config.BOXD_PREFIX, BOXD_PORT: String(port), BOXD_GATEWAY_WORKERS: String(WORKERS), LOG_LEVEL: 'warn', BOXD_POOL: 'false', BOXD_PREVIEW_FASTPATH: FAST },
+      env: { ...process.env, BOXD_PREFIX: config.BOXD_PREFIX, BOXD_PORT: String(port), BOXD_GATEWAY_WORKERS: String(WORKERS), LOG_LEVEL: 'warn', BOXD_POOL: 'false', BOXD_PREVIEW_FASTPATH: FAST, ...env },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     procs.push(gw);
     await waitOk(port, hostName);
     rivals.push({ name, port, pid: gw.pid! });
   };
-  await startGateway(`gateway(fastpath=${FAST})`, process.cwd());
+  // AB_NODE_FLAGS: node/V8 flags for this checkout's gateway only (against AB_BASELINE=. to compare).
+  // AB_GATEWAY_ENV="K=V ...": environment for this checkout's gateway only (e.g. NODE_CLUSTER_SCHED_POLICY=none).
+  const env = Object.fromEntries((process.env.AB_GATEWAY_ENV ?? '').split(' ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  await startGateway(`gateway(fastpath=${FAST})`, process.cwd(), process.env.AB_NODE_FLAGS ? process.env.AB_NODE_FLAGS.split(' ') : [], env);
   // AB_BASELINE=<another checkout>: its gateway too, for a before/after in the same run.
   if (process.env.AB_BASELINE) await startGateway('baseline', process.env.AB_BASELINE);
   if (PIPE) {

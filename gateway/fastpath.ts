@@ -12,7 +12,7 @@ import type { RouteCache } from './route-cache.ts';
 import { canonicalHost, resolveTarget, type Target } from './routing.ts';
 
 /**
- * The preview fast path (default; BOXD_PREVIEW_FASTPATH=false turns it off). It sits on the raw
+ * The preview fast path (opt-in: BOXD_PREVIEW_FASTPATH=true). It sits on the raw
  * client socket in front of Node's HTTP server. Per request head of a kept-alive connection it
  * reads the few header lines it acts on from the bytes (gateway/fast-head.ts), runs the preview
  * passes (route → authorize → wake, answered from a per-connection memo while the box's cached
