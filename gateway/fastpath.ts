@@ -53,12 +53,15 @@ interface Memo {
   token: string | undefined;
   /** Our X-Forwarded-* lines and the final CRLF, for this host. */
   tail: Buffer;
+  /** The route cache's generation and the sweep tick when `record` was last checked against it. */
+  gen: number;
+  tick: number;
 }
 
 export interface FastPathDeps {
   config: Config;
   preview: Preview;
-  routes: Pick<RouteCache, 'peek'>;
+  routes: Pick<RouteCache, 'peek' | 'generation'>;
   activity: Pick<Activity, 'begin' | 'end'>;
   metrics: Pick<Metrics, 'inc'>;
   log: Logger;
@@ -68,6 +71,8 @@ export class FastPath {
   readonly conns = new Set<Conn>();
   /** Requests served since the last sweep, added to the metric there (not a map write per request). */
   requests = 0;
+  /** Counts sweeps: a memo checked during this tick need not ask the route cache again. */
+  tick = 0;
   closed = false;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -105,6 +110,7 @@ export class FastPath {
   }
 
   private sweep(): void {
+    this.tick++;
     if (this.requests) {
       this.d.metrics.inc('boxd_preview_requests_total', {}, this.requests);
       this.requests = 0;
@@ -220,14 +226,22 @@ class Conn {
       const host = head.host!;
       const s = this.client;
       const tail = Buffer.from(`x-forwarded-for: ${s.remoteAddress ?? ''}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${host}\r\n${s.localPort ? `x-forwarded-port: ${s.localPort}\r\n` : ''}\r\n`, 'latin1');
-      memo = this.memo = { host, target: resolveTarget(host, this.fp.d.config.BOXD_BASE_DOMAIN), record: undefined, routed: undefined, token: undefined, tail };
+      memo = this.memo = { host, target: resolveTarget(host, this.fp.d.config.BOXD_BASE_DOMAIN), record: undefined, routed: undefined, token: undefined, tail, gen: -1, tick: -1 };
     }
     const target = memo.target;
     if (target.kind !== 'box') return this.giveUp(buf);
     this.head = head;
     this.pending = buf;
     const d = this.fp.d;
-    const record = d.routes.peek(target.box);
+    // The route cache's answer, without asking it (an LRU look-up with a clock read) while nothing
+    // in it changed since this memo last asked, within one sweep tick (so its TTL still applies).
+    let record = memo.record;
+    const routes = d.routes;
+    if (memo.gen !== routes.generation || memo.tick !== this.fp.tick) {
+      record = routes.peek(target.box);
+      memo.gen = routes.generation;
+      memo.tick = this.fp.tick;
+    }
     if (record !== undefined && record === memo.record && memo.routed) {
       const ok = record.public || (memo.token !== undefined && this.tokenOf(record.name) === memo.token);
       const auth = head.authorization === undefined || d.preview.knownApiKey(head.authorization) !== undefined;

@@ -162,7 +162,7 @@ describe('fast path between raw sockets', () => {
     gateway = fallback as unknown as Server;
     fast = FastPath.attach(fallback, {
       config, preview, log,
-      routes: { peek: (n: string) => (n === 'app' ? record : undefined) },
+      routes: { peek: (n: string) => (n === 'app' ? record : undefined), generation: 0 },
       activity: { begin: (n: string) => void active.set(n, (active.get(n) ?? 0) + 1), end: (n: string) => void active.set(n, (active.get(n) ?? 0) - 1) },
       metrics: { inc: () => undefined },
     });
