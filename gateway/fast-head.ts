@@ -211,10 +211,26 @@ export interface ResponseHead {
   setCookie: boolean;
 }
 
+const HTTP1 = Buffer.from('HTTP/1.');
+
+/** Whether the comma-separated list in bytes [s, e) holds the token `close` (any case). */
+function hasCloseToken(buf: Buffer, s: number, e: number): boolean {
+  let i = s;
+  while (i < e) {
+    while (i < e && (buf[i] === 0x20 || buf[i] === 0x09 || buf[i] === 0x2c)) i++;
+    const t = i;
+    while (i < e && buf[i] !== 0x2c) i++;
+    let te = i;
+    while (te > t && (buf[te - 1] === 0x20 || buf[te - 1] === 0x09)) te--;
+    if (te - t === 5 && nameIs(buf, t, 5, 'close')) return true;
+  }
+  return false;
+}
+
 /** The status line and the framing of a response head ending at `size`; null when malformed. */
 export function parseResponseHead(buf: Buffer, size: number): ResponseHead | null {
   const end = size - 2;
-  if (size < 16 || buf.toString('latin1', 0, 7) !== 'HTTP/1.' || buf[8] !== 0x20) return null;
+  if (size < 16 || buf.compare(HTTP1, 0, 7, 0, 7) !== 0 || buf[8] !== 0x20) return null;
   const minor = buf[7]! - 0x30;
   const status = decimal(buf, 9, 12);
   if ((minor !== 0 && minor !== 1) || status < 100 || (buf[12] !== 0x20 && buf[12] !== 13)) return null;
@@ -243,7 +259,7 @@ export function parseResponseHead(buf: Buffer, size: number): ResponseHead | nul
       if (buf.toString('latin1', vs, ve).toLowerCase().trimEnd().endsWith('chunked')) r.chunked = true;
       else r.untilClose = true;
     } else if (nameIs(buf, ls, nameLen, 'connection')) {
-      if (/(^|,)\s*close\s*(,|$)/i.test(buf.toString('latin1', vs, ve))) r.close = true;
+      if (hasCloseToken(buf, vs, ve)) r.close = true;
     } else if (nameIs(buf, ls, nameLen, 'set-cookie')) r.setCookie = true;
   }
   if (r.chunked) r.contentLength = -1;

@@ -12,7 +12,7 @@ import type { RouteCache } from './route-cache.ts';
 import { canonicalHost, resolveTarget, type Target } from './routing.ts';
 
 /**
- * The preview fast path (default; BOXD_PREVIEW_FASTPATH=false turns it off). It sits on the raw
+ * The preview fast path (opt-in: BOXD_PREVIEW_FASTPATH=true). It sits on the raw
  * client socket in front of Node's HTTP server. Per request head of a kept-alive connection it
  * reads the few header lines it acts on from the bytes (gateway/fast-head.ts), runs the preview
  * passes (route → authorize → wake, answered from a per-connection memo while the box's cached
@@ -27,6 +27,11 @@ const MAX_HEAD = 16 * 1024;
 /** Pipelined bytes buffered while a response is under way before the client is paused. */
 const MAX_PENDING = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
+/**
+ * Bytes per read of an upstream socket. Upstream reads land in a buffer of the connection's own
+ * (net's `onread`), not a fresh allocation each, and skip the Readable stream machinery.
+ */
+const READ_SIZE = 16 * 1024;
 
 const IDLE = 0, ROUTING = 1, SENDING = 2, GONE = 3;
 const REQUEST_LINE = /^[A-Z]+ \S+ HTTP\/1\.[01]\r$/;
@@ -48,12 +53,15 @@ interface Memo {
   token: string | undefined;
   /** Our X-Forwarded-* lines and the final CRLF, for this host. */
   tail: Buffer;
+  /** The route cache's generation and the sweep tick when `record` was last checked against it. */
+  gen: number;
+  tick: number;
 }
 
 export interface FastPathDeps {
   config: Config;
   preview: Preview;
-  routes: Pick<RouteCache, 'peek'>;
+  routes: Pick<RouteCache, 'peek' | 'generation'>;
   activity: Pick<Activity, 'begin' | 'end'>;
   metrics: Pick<Metrics, 'inc'>;
   log: Logger;
@@ -63,6 +71,8 @@ export class FastPath {
   readonly conns = new Set<Conn>();
   /** Requests served since the last sweep, added to the metric there (not a map write per request). */
   requests = 0;
+  /** Counts sweeps: a memo checked during this tick need not ask the route cache again. */
+  tick = 0;
   closed = false;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -100,6 +110,7 @@ export class FastPath {
   }
 
   private sweep(): void {
+    this.tick++;
     if (this.requests) {
       this.d.metrics.inc('boxd_preview_requests_total', {}, this.requests);
       this.requests = 0;
@@ -126,6 +137,8 @@ class Conn {
   private ended = false;
 
   private upstream: Socket | null = null;
+  /** Where the upstream socket reads into; replaced when a write still holds bytes of it. */
+  private readBuf: Buffer | null = null;
   private upRecord: BoxRecord | undefined;
   private upPort = 0;
   private upReused = false;
@@ -213,14 +226,22 @@ class Conn {
       const host = head.host!;
       const s = this.client;
       const tail = Buffer.from(`x-forwarded-for: ${s.remoteAddress ?? ''}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${host}\r\n${s.localPort ? `x-forwarded-port: ${s.localPort}\r\n` : ''}\r\n`, 'latin1');
-      memo = this.memo = { host, target: resolveTarget(host, this.fp.d.config.BOXD_BASE_DOMAIN), record: undefined, routed: undefined, token: undefined, tail };
+      memo = this.memo = { host, target: resolveTarget(host, this.fp.d.config.BOXD_BASE_DOMAIN), record: undefined, routed: undefined, token: undefined, tail, gen: -1, tick: -1 };
     }
     const target = memo.target;
     if (target.kind !== 'box') return this.giveUp(buf);
     this.head = head;
     this.pending = buf;
     const d = this.fp.d;
-    const record = d.routes.peek(target.box);
+    // The route cache's answer, without asking it (an LRU look-up with a clock read) while nothing
+    // in it changed since this memo last asked, within one sweep tick (so its TTL still applies).
+    let record = memo.record;
+    const routes = d.routes;
+    if (memo.gen !== routes.generation || memo.tick !== this.fp.tick) {
+      record = routes.peek(target.box);
+      memo.gen = routes.generation;
+      memo.tick = this.fp.tick;
+    }
     if (record !== undefined && record === memo.record && memo.routed) {
       const ok = record.public || (memo.token !== undefined && this.tokenOf(record.name) === memo.token);
       const auth = head.authorization === undefined || d.preview.knownApiKey(head.authorization) !== undefined;
@@ -270,16 +291,14 @@ class Conn {
   private send(routed: Routed): void {
     const head = this.head!;
     const memo = this.memo!;
-    const p = this.fp.d.preview;
     const buf = this.pending;
     // Lines to leave out, in order: the head's own list plus the key-bearing Authorization lines.
+    // (No closures here: this runs per request, and each closure costs an allocation.)
     let drop = head.drop;
-    const isKey = (v: string | undefined) => v !== undefined && p.knownApiKey(v) !== false;
-    if (isKey(head.authorization) || isKey(head.proxyAuthorization)) {
+    if (this.isKey(head.authorization) || this.isKey(head.proxyAuthorization)) {
       drop = drop ? drop.slice() : [];
-      for (const [at, v] of [[head.authAt, head.authorization], [head.proxyAuthAt, head.proxyAuthorization]] as const) {
-        if (at >= 0 && isKey(v)) drop.push(at, buf.indexOf(10, at) + 1);
-      }
+      if (head.authAt >= 0 && this.isKey(head.authorization)) drop.push(head.authAt, buf.indexOf(10, head.authAt) + 1);
+      if (head.proxyAuthAt >= 0 && this.isKey(head.proxyAuthorization)) drop.push(head.proxyAuthAt, buf.indexOf(10, head.proxyAuthAt) + 1);
       const pairs: [number, number][] = [];
       for (let i = 0; i < drop.length; i += 2) pairs.push([drop[i]!, drop[i + 1]!]);
       drop = pairs.sort((a, b) => a[0] - b[0]).flat();
@@ -338,6 +357,11 @@ class Conn {
     if (n < rest.length && this.state === SENDING) this.keep(rest.subarray(n));
   }
 
+  /** Whether an Authorization value is a boxd API key (known or still being looked up). */
+  private isKey(v: string | undefined): boolean {
+    return v !== undefined && this.fp.d.preview.knownApiKey(v) !== false;
+  }
+
   /** The upstream socket of this client connection, for this box and port. */
   private pin(routed: Routed): Socket {
     const up = this.upstream;
@@ -350,12 +374,11 @@ class Conn {
   }
 
   private open(addr: string, port: number, record: BoxRecord | undefined): Socket {
-    const up = connect({ host: addr, port, noDelay: true });
+    const up = connect({ host: addr, port, noDelay: true, onread: { buffer: this.readBufOf, callback: this.onUpstreamRead } });
     this.upstream = up;
     this.upRecord = record;
     this.upPort = port;
     this.upReused = false;
-    up.on('data', this.onUpstreamData);
     up.on('end', this.onUpstreamGone);
     up.on('close', this.onUpstreamGone);
     up.on('error', this.onUpstreamGone);
@@ -367,7 +390,6 @@ class Conn {
     const up = this.upstream;
     if (!up) return;
     this.upstream = null;
-    up.off('data', this.onUpstreamData);
     up.off('end', this.onUpstreamGone);
     up.off('close', this.onUpstreamGone);
     up.off('drain', this.onUpstreamDrain);
@@ -397,11 +419,25 @@ class Conn {
     return n;
   }
 
-  private readonly onUpstreamData = (chunk: Buffer): void => {
+  /** The buffer the next upstream read goes into (net calls this after every read). */
+  private readonly readBufOf = (): Buffer => (this.readBuf ??= Buffer.allocUnsafe(READ_SIZE));
+
+  /**
+   * `n` bytes from the upstream socket at the start of the connection's read buffer. They are
+   * only valid during this call: anything kept (a partial head) is copied, and a write the
+   * kernel did not take whole keeps the buffer, so the next read gets a new one (see write()).
+   */
+  private readonly onUpstreamRead = (n: number, buf: Uint8Array): boolean => {
+    this.upstreamBytes(n, buf as Buffer);
+    return true; // pausing is write()'s business
+  };
+
+  private upstreamBytes(n: number, buf: Buffer): void {
     if (this.state !== SENDING) {
       this.dropUpstream(); // bytes nobody asked for
       return;
     }
+    const chunk = buf.subarray(0, n);
     let data = chunk;
     let headBytes: Buffer | null = null;
     let rewritten = false;
@@ -410,7 +446,7 @@ class Conn {
       const end = res.indexOf(CRLFCRLF);
       if (end < 0) {
         if (res.length > MAX_HEAD * 4) return this.upstreamFailed();
-        this.resBuf = res;
+        this.resBuf = res === data ? Buffer.from(data) : res; // `data` is the read buffer's: copy
         return;
       }
       this.resBuf = EMPTY;
@@ -453,7 +489,7 @@ class Conn {
       if (n < data.length) this.resClose = true;
     }
     if (this.resDoneNow()) this.finish();
-  };
+  }
 
   /** How many of `data` belong to the response body. */
   private resBody(data: Buffer): number {
@@ -475,7 +511,12 @@ class Conn {
   }
 
   private write(b: Buffer): void {
-    if (b.length && !this.client.write(b)) this.upstream?.pause();
+    if (!b.length) return;
+    const c = this.client;
+    const flushed = c.write(b);
+    // Not all of it went to the kernel: the socket still holds `b`, which may be the read buffer's.
+    if (c.writableLength > 0) this.readBuf = null;
+    if (!flushed) this.upstream?.pause();
   }
 
   /** Set-Cookie lines for other domains (the base domain, a parent) dropped. */

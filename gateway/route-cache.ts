@@ -14,6 +14,11 @@ export class RouteCache {
   private readonly announced: LRUCache<string, number>;
   private readonly listeners = new Map<string, Set<(e: BoxEvent) => void>>();
   private readonly globalListeners = new Set<(e: BoxEvent) => void>();
+  /**
+   * Bumped whenever an entry is added or dropped (not when one ages out: see the TTL). While it
+   * has not moved, peek() answers what it answered last time, so a caller may skip the call.
+   */
+  generation = 0;
 
   constructor(
     private readonly store: BoxStore,
@@ -31,6 +36,7 @@ export class RouteCache {
         return;
       }
       this.cache.delete(event.name);
+      this.generation++;
       this.announced.set(event.name, Math.max(event.version, this.announced.get(event.name) ?? 0));
       for (const fn of this.listeners.get(event.name) ?? []) fn(event);
       for (const fn of this.globalListeners) fn(event);
@@ -51,7 +57,10 @@ export class RouteCache {
     const hit = this.cache.get(name);
     if (hit) return hit;
     const box = await this.store.get(name);
-    if (box && box.version >= (this.announced.get(name) ?? 0)) this.cache.set(name, box);
+    if (box && box.version >= (this.announced.get(name) ?? 0)) {
+      this.cache.set(name, box);
+      this.generation++;
+    }
     return box;
   }
 

@@ -109,6 +109,9 @@ describe('fast path between raw sockets', () => {
   let fast: FastPath;
   const seen: string[] = []; // request heads as the box received them
   let mode: 'echo' | 'cut' | 'cutMid' = 'echo';
+  /** A large body whose every byte depends on its offset: corruption anywhere shows. */
+  const big = Buffer.alloc(8 << 20);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE(i, i);
   const active = new Map<string, number>();
 
   before(async () => {
@@ -119,6 +122,19 @@ describe('fast path between raw sockets', () => {
       req.on('end', () => {
         seen.push(`${req.method} ${req.url} ${JSON.stringify(req.headers)}`);
         if (mode === 'cut') return req.socket.destroy();
+        if (req.url === '/big') {
+          // In pieces smaller than a read, one per turn of the loop: the gateway reads a piece at a
+          // time, and once the client stops reading its writes wait with less than a high-water
+          // mark queued, so it keeps reading (the case where a reused read buffer would be overwritten).
+          res.writeHead(200, req.headers['x-chunked'] ? {} : { 'Content-Length': String(big.length) });
+          let o = 0;
+          const next = () => {
+            if (o >= big.length) return void res.end();
+            res.write(big.subarray(o, (o += 7919)));
+            setImmediate(next);
+          };
+          return next();
+        }
         if (mode === 'cutMid') {
           res.writeHead(200, { 'Content-Length': '100' });
           res.write('partial');
@@ -146,7 +162,7 @@ describe('fast path between raw sockets', () => {
     gateway = fallback as unknown as Server;
     fast = FastPath.attach(fallback, {
       config, preview, log,
-      routes: { peek: (n: string) => (n === 'app' ? record : undefined) },
+      routes: { peek: (n: string) => (n === 'app' ? record : undefined), generation: 0 },
       activity: { begin: (n: string) => void active.set(n, (active.get(n) ?? 0) + 1), end: (n: string) => void active.set(n, (active.get(n) ?? 0) - 1) },
       metrics: { inc: () => undefined },
     });
@@ -188,6 +204,41 @@ describe('fast path between raw sockets', () => {
     assert.match(out, /Set-Cookie: own=1/);
     assert.match(out, /Set-Cookie: host=1; Domain=app.x.test/);
     assert.doesNotMatch(out, /evil/);
+  });
+
+  it('passes large responses to a slow reader intact (the upstream read buffer is not reused under a pending write)', async () => {
+    for (const chunked of [false, true]) {
+      const s = connect(port, '127.0.0.1');
+      s.pause(); // let the gateway's writes back up before reading anything
+      s.write(`GET /big HTTP/1.1\r\nHost: app.x.test\r\n${chunked ? 'X-Chunked: 1\r\n' : ''}Connection: close\r\n\r\n`);
+      await new Promise((r) => setTimeout(r, 1000));
+      const parts: Buffer[] = [];
+      s.on('data', (c: Buffer) => {
+        parts.push(c);
+        s.pause();
+        setTimeout(() => s.resume(), 1); // a slow reader all along
+      });
+      s.resume();
+      await new Promise((r) => s.on('close', r));
+      const all = Buffer.concat(parts);
+      const bodyAt = all.indexOf('\r\n\r\n') + 4;
+      assert.match(all.toString('latin1', 0, bodyAt), /^HTTP\/1\.1 200/);
+      let body = all.subarray(bodyAt);
+      if (chunked) {
+        const out: Buffer[] = [];
+        for (let at = 0; ;) {
+          const lf = body.indexOf('\r\n', at);
+          const n = parseInt(body.toString('latin1', at, lf), 16);
+          if (n === 0) break;
+          out.push(body.subarray(lf + 2, lf + 2 + n));
+          at = lf + 2 + n + 2;
+        }
+        body = Buffer.concat(out);
+      }
+      assert.equal(body.length, big.length, `chunked=${chunked}`);
+      assert.ok(body.equals(big), `chunked=${chunked}: the body arrived altered`);
+    }
+    assert.equal(active.get('app'), 0);
   });
 
   it('hands smuggling attempts and garbage to the HTTP server (400), and answers oversized heads with 431', async () => {
