@@ -37,3 +37,14 @@ export function parseClusterUrl(url: string): { nodes: { host: string; port: num
     password: m[2] ? decodeURIComponent(m[2]) : undefined,
   };
 }
+
+/**
+ * Resolves once `conn` is ready. Subscribe only then: ioredis writes SUBSCRIBE before its ready
+ * check (Redis allows it while loading), the reply puts the connection in subscriber mode, and
+ * the ready check's INFO is then refused ("Connection in subscriber mode") — the connection
+ * drops and comes back, and events published meanwhile are lost.
+ */
+export async function whenReady(conn: Pick<Redis, 'status' | 'once'>): Promise<void> {
+  if (conn.status === 'ready') return;
+  await new Promise<void>((resolve) => conn.once('ready', () => resolve()));
+}

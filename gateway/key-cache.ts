@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { hashSecret, type Accounts, type KeyRecord } from '../core/accounts.ts';
 import { Keys } from '../core/keys.ts';
+import { whenReady } from '../core/redis.ts';
 
 /**
  * The API keys requests came with, remembered for at most `ttlMs` (1 s) so a burst of calls
@@ -31,6 +32,7 @@ export class KeyCache implements Pick<Accounts, 'lookup'> {
 
   /** Subscribes to key changes; call once before serving. */
   async start(): Promise<void> {
+    await whenReady(this.sub);
     await this.sub.subscribe(this.channel);
   }
 

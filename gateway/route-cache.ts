@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Redis } from 'ioredis';
 import type { BoxEvent, BoxRecord, BoxStore } from '../core/boxes.ts';
+import { whenReady } from '../core/redis.ts';
 
 /**
  * Box look-ups for the preview path, cached per gateway and dropped the moment a box changes
@@ -45,6 +46,7 @@ export class RouteCache {
 
   /** Subscribes to box events; call once before serving. */
   async start(): Promise<void> {
+    await whenReady(this.sub);
     await this.sub.subscribe(this.store.eventsChannel);
   }
 

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { BoxEvent, BoxStore, BoxSummary } from '../core/boxes.ts';
 import type { Logger } from '../core/log.ts';
+import { whenReady } from '../core/redis.ts';
 
 /**
  * This host's boxes in memory, for its periodic passes (heartbeat, drift check, idle sweep): read
@@ -43,12 +44,9 @@ export class HostBoxIndex {
       }
       void this.seen(event.name);
     });
+    await whenReady(this.d.sub);
     // ioredis subscribes again after a reconnect; events sent meanwhile are lost: read all again.
-    let first = this.d.sub.status !== 'ready';
-    this.d.sub.on('ready', () => {
-      if (first) first = false;
-      else void this.full();
-    });
+    this.d.sub.on('ready', () => void this.full());
     await this.d.sub.subscribe(this.d.store.eventsChannel);
     await this.full();
     this.timer = setInterval(() => void this.full(), this.d.fullMs);

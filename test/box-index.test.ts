@@ -71,4 +71,22 @@ describe('HostBoxIndex on real Redis', () => {
     await quiet.seen('late');
     assert.equal(changes, before + 3, 'reading it again changes nothing');
   });
+
+  it('starts on a connection that is still connecting without losing it (subscribes once it is ready)', async () => {
+    // ioredis writes a SUBSCRIBE sent in this window before its ready check, whose INFO the
+    // server then refuses: the connection errors, drops and comes back, losing events meanwhile.
+    const fresh = new Redis(config.REDIS_URL);
+    const errors: string[] = [];
+    fresh.on('error', (e: Error) => errors.push(e.message));
+    const early = new HostBoxIndex({ store, sub: fresh, hostId: 'me', fullMs: 3_600_000, log });
+    try {
+      await new Promise<void>((resolve, reject) => fresh.once('connect', () => early.start().then(resolve, reject)));
+      await store.create(record('late', 'me'), -1);
+      await waitFor(async () => early.list().some((b) => b.name === 'late'));
+      assert.deepEqual(errors, []);
+    } finally {
+      early.stop();
+      fresh.disconnect();
+    }
+  });
 });
