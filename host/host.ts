@@ -104,9 +104,9 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
   // thousand suspended boxes read every second stalled wakes).
   const indexConn = connectRedis(config.REDIS_URL, { maxRetriesPerRequest: null });
   indexConn.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
-  // A change to this host's boxes is a change to what it commits: the heartbeat follows soon.
-  let changed = () => undefined as unknown;
-  const index = new HostBoxIndex({ store, sub: indexConn, hostId, fullMs: config.BOXD_INDEX_FULL_MS, onChange: () => changed(), log: log.child({ part: 'index' }) });
+  // A change to this host's boxes is a change to what it commits: the heartbeat follows soon
+  // (declared below; the index reports changes only once started, after it exists).
+  const index = new HostBoxIndex({ store, sub: indexConn, hostId, fullMs: config.BOXD_INDEX_FULL_MS, onChange: () => void heartbeat.soon(), log: log.child({ part: 'index' }) });
   const indexed = { summaries: async () => index.list() };
   const drift = new DriftWatch({
     store: { summaries: indexed.summaries, get: (n) => store.get(n), transition: (...a) => store.transition(...a) }, runtime, locks, labels: hostLabels, spec: (box) => lifecycle.spec(box), idOf: (box) => lifecycle.idOf(box), hostId,
@@ -142,7 +142,6 @@ export async function startHost(config: Config, log: Logger, opts: { runtime?: R
     // boxes back, and drop containers of boxes deleted meanwhile.
     onLost: () => void locks.exclusive('\0reconcile', () => reconcileNow()).catch((err) => log.warn({ err }, 'reconcile after return failed')),
   });
-  changed = () => heartbeat.soon();
   // Resolves once a heartbeat counts box `name` as it is now. A create or destroy answers only
   // then, so the gateway that asked (and any other) places the next box on what is really
   // committed; gateways count their own placements until then (core/host-client.ts).
