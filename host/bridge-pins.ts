@@ -34,6 +34,7 @@ export class BridgePins {
   /** Bridge port (veth) names by interface index. */
   private ports = new Map<number, string>();
   private bridgeMac: string | undefined;
+  private gatewayIp: Promise<string> | undefined;
 
   constructor(
     private readonly bridge: string,
@@ -43,7 +44,7 @@ export class BridgePins {
 
   async pin(box: PinnedBox): Promise<void> {
     try {
-      const [port, mac, gw] = await Promise.all([this.portOf(box.pid), this.ownMac(), this.gateway()]);
+      const [port, mac, gw] = await Promise.all([this.portOf(box.pid), this.ownMac(), this.gatewayOnce()]);
       await Promise.all([
         execFileP('ip', ['neigh', 'replace', box.ip, 'lladdr', box.mac, 'dev', this.bridge, 'nud', 'permanent']),
         port ? execFileP('bridge', ['fdb', 'replace', box.mac, 'dev', port, 'master', 'static']) : undefined,
@@ -79,6 +80,15 @@ export class BridgePins {
       const i = parseInt(await readFile(`/sys/class/net/${n}/ifindex`, 'utf8').catch(() => ''), 10);
       if (Number.isInteger(i)) this.ports.set(i, n);
     }
+  }
+
+  /** The bridge's address, asked once (asked again after a failure). */
+  private gatewayOnce(): Promise<string> {
+    this.gatewayIp ??= this.gateway().catch((e: unknown) => {
+      this.gatewayIp = undefined;
+      throw e;
+    });
+    return this.gatewayIp;
   }
 
   private async ownMac(): Promise<string> {

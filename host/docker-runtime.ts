@@ -93,7 +93,6 @@ export class DockerRuntime implements Runtime {
   readonly egress: Egress;
   /** Static link-layer entries per box, so reaching one never floods the bridge. */
   private readonly pins: BridgePins;
-  private gatewayIp: Promise<string> | undefined;
 
   constructor(
     private readonly docker: Docker,
@@ -113,15 +112,7 @@ export class DockerRuntime implements Runtime {
     opts.log.info({ mechanism: this.freezer ? `cgroup v${this.freezer.version} freezer` : 'docker pause' }, 'suspend/resume mechanism');
     this.quota = new LoopDiskQuota(join(resolve(opts.stateDir ?? '.boxd'), 'disks'), opts.log);
     this.egress = new Egress({ bridge: this.bridge, deny: opts.egressDeny ?? [], log: opts.log });
-    this.pins = new BridgePins(
-      this.bridge,
-      () => {
-        const ip = (this.gatewayIp ??= this.bridgeAddress().then((a) => a.ip));
-        ip.catch(() => (this.gatewayIp = undefined));
-        return ip;
-      },
-      opts.log,
-    );
+    this.pins = new BridgePins(this.bridge, async () => (await this.bridgeAddress()).ip, opts.log);
   }
 
   private get hostAddr(): string {
