@@ -6,11 +6,8 @@
  * BENCH_WAKES preview wakes of distinct random suspended boxes (p50/p99) with the loop delay
  * during them. Gateway and host run in this process, like bench/density.ts.
  */
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import Docker from 'dockerode';
-import { benchStack, type BenchStack } from './stack.ts';
+import { DensityBoxes, pick } from './density-boxes.ts';
 import { median, pct, time } from './stats.ts';
 import { firstByte } from './http.ts';
 
@@ -19,34 +16,8 @@ const PAR = Number(process.env.BENCH_PAR ?? 4);
 const WAKES = Number(process.env.BENCH_WAKES ?? 40);
 const IDLE_S = Number(process.env.BENCH_IDLE_S ?? 10);
 const STEPS = [10, 100, 300, 1000].filter((s) => s < MAX).concat(MAX);
-const docker = new Docker({ socketPath: '/var/run/docker.sock' });
-const network = `dnsp${randomBytes(3).toString('hex')}`;
-const bridge = `${network}0`;
-let stack: BenchStack | undefined;
-let closing: Promise<void> | undefined;
+const boxes = new DensityBoxes('dnsp');
 
-function cleanup(): Promise<void> {
-  closing ??= (async () => {
-    if (stack) {
-      const mine = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${stack.config.BOXD_PREFIX}`] } }).catch(() => []);
-      const names = mine.map((c) => (c.Names[0] ?? c.Id).replace(/^\//, ''));
-      const runtime = stack.host.runtime;
-      await Promise.all(Array.from({ length: 6 }, async () => {
-        for (let name = names.shift(); name; name = names.shift()) await runtime.destroy(name).catch(() => undefined);
-      }));
-    }
-    await stack?.close().catch(() => undefined);
-    const left = await docker.listContainers({ all: true, filters: { network: [network] } }).catch(() => []);
-    for (const c of left) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
-    await docker.getNetwork(network).remove().catch(() => undefined);
-    await new Promise((r) => execFile('iptables', ['-w', '-D', 'INPUT', '-i', bridge, '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP'], r));
-    console.log('  cleaned up');
-  })();
-  return closing;
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void cleanup().finally(() => process.exit(130)));
-
-const pick = <T>(all: T[], n: number) => [...all].map((x) => [Math.random(), x] as const).sort((a, b) => a[0] - b[0]).slice(0, n).map((x) => x[1]);
 const ms = (ns: number) => ns / 1e6;
 const f = (x: number) => x.toFixed(1);
 /** Median wall time and CPU time (this process) of `n` runs of `fn`, as "wall/cpu" ms. */
@@ -64,7 +35,7 @@ async function cost(fn: () => Promise<unknown>, n = 5): Promise<string> {
 
 const created: string[] = [];
 try {
-  stack = await benchStack('density2', { BOXD_POOL: 'false', BOXD_MAX_BOXES: String(MAX + 10), BOXD_IDLE_TIMEOUT_MS: '0', BOXD_NETWORK: network });
+  const stack = await boxes.start('density2', MAX);
   const { api, port, host, config } = stack;
   const hostId = config.BOXD_HOST_ID;
   const labels = { 'boxd.managed': 'true', 'boxd.instance': config.BOXD_PREFIX, 'boxd.host': hostId };
@@ -75,9 +46,7 @@ try {
     const todo = Array.from({ length: step - created.length }, (_, i) => `d${created.length + i}`);
     await Promise.all(Array.from({ length: PAR }, async () => {
       for (let name = todo.shift(); name; name = todo.shift()) {
-        await api('POST', '/v1/boxes', { name, golden: 'tiny', ports: [8080], idleTimeoutMs: 0 });
-        await api('POST', `/v1/boxes/${name}/exec`, { cmd: ['sh', '-c', 'echo ok > /tmp/index.html && httpd -p 8080 -h /tmp'] });
-        await api('POST', `/v1/boxes/${name}/suspend`);
+        await boxes.suspendedBox(name);
         created.push(name);
       }
     }));
@@ -104,6 +73,6 @@ try {
     console.log(`${created.length} | ${sweep} | ${sums} | ${drift} | ${list} | ${f(idleLoop[0]!)}/${f(idleLoop[1]!)} | ${f(median(wake))}/${f(pct(wake, 99))} | ${f(ms(w.percentile(99)))}/${f(ms(w.max))} | ${f(idleCpu)}%`);
   }
 } finally {
-  await cleanup();
+  await boxes.cleanup();
 }
 process.exit(0);

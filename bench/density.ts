@@ -21,11 +21,8 @@
  * Knobs: BENCH_PAR (creates in parallel, 4), BENCH_WAKES (wake samples per step, 40),
  * BENCH_RESUMES (20), BENCH_IDLE_S (seconds of idle CPU measurement, 10).
  */
-import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync, existsSync, statfsSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import Docker from 'dockerode';
-import { benchStack, type BenchStack } from './stack.ts';
+import { DensityBoxes, docker, pick } from './density-boxes.ts';
 import { median, pct, row, time } from './stats.ts';
 import { firstByte } from './http.ts';
 
@@ -39,53 +36,7 @@ if (!Number.isInteger(MAX) || MAX < 1) throw new Error(`the maximum must be a po
 const STEPS = [10, 100, 300, 1000].filter((s) => s < MAX);
 STEPS.push(MAX);
 
-const docker = new Docker({ socketPath: '/var/run/docker.sock' });
-// A bridge of its own: the shared `boxd` bridge may hold other boxes, and a bridge takes 1,024 ports.
-const network = `dens${randomBytes(3).toString('hex')}`;
-const bridge = `${network}0`;
-let stack: BenchStack | undefined;
-let closing: Promise<void> | undefined;
-
-/** Removes every box of the run, its network and the host rule for its bridge. Once. */
-function cleanup(): Promise<void> {
-  closing ??= (async () => {
-    console.log('  cleaning up: removing boxes…');
-    // Through the host's runtime, which thaws a frozen box before removing it, a few at a time:
-    // removing frozen containers can hang the engine, and a thousand parallel force-removes of
-    // them once coincided with dockerd and containerd going down.
-    if (stack) {
-      const mine = await docker.listContainers({ all: true, filters: { label: [`boxd.instance=${stack.config.BOXD_PREFIX}`] } }).catch(() => []);
-      await removeBoxes(mine.map((c) => (c.Names[0] ?? c.Id).replace(/^\//, '')));
-    }
-    await stack?.close().catch((e) => console.error(`  close: ${(e as Error).message}`));
-    const left = await docker.listContainers({ all: true, filters: { network: [network] } }).catch(() => []);
-    for (const c of left) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
-    await docker.getNetwork(network).remove().catch(() => undefined);
-    await new Promise((r) => execFile('iptables', ['-w', '-D', 'INPUT', '-i', bridge, '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP'], r));
-    console.log('  cleaned up');
-  })();
-  return closing;
-}
-/** Removes containers through the host's runtime (which thaws a frozen one first), six at a time. */
-async function removeBoxes(containers: string[]): Promise<void> {
-  const names = [...containers];
-  const runtime = stack!.host.runtime;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: 6 }, async () => {
-      for (let name = names.shift(); name; name = names.shift()) {
-        await runtime.destroy(name).catch((e) => console.error(`  removing ${name}: ${(e as Error).message.slice(0, 200)}`));
-        if (++done % 200 === 0) console.log(`    ${done} removed`);
-      }
-    }),
-  );
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    console.error(`\n  ${sig}: stopping`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
+const boxes = new DensityBoxes('dens');
 
 const kb = (text: string, field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(text)?.[1] ?? 0);
 const pids = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p));
@@ -156,16 +107,6 @@ const diskFreeGb = () => {
 };
 
 
-/** `n` distinct elements of `all`, chosen at random. */
-function pick<T>(all: T[], n: number): T[] {
-  const a = [...all];
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [a[i], a[j]] = [a[j]!, a[i]!];
-  }
-  return a.slice(0, n);
-}
-
 interface Step {
   n: number;
   perBoxMb: number;
@@ -194,12 +135,7 @@ let stoppedEarly = '';
 try {
   const boxdBefore = process.memoryUsage().rss / 1048576;
   const daemonsBefore = daemonPids().reduce((s, p) => s + pssOf(p), 0);
-  stack = await benchStack('densd', {
-    BOXD_POOL: 'false',
-    BOXD_MAX_BOXES: String(MAX + 10),
-    BOXD_IDLE_TIMEOUT_MS: '0',
-    BOXD_NETWORK: network,
-  });
+  const stack = await boxes.start('densd', MAX);
   const { api, port } = stack;
   const base = stack.config.BOXD_BASE_DOMAIN;
   /** Wakes each box by a request, times a second one (the data path alone), suspends it again. */
@@ -215,7 +151,7 @@ try {
     return { wake, hot };
   };
   const prefix = stack.config.BOXD_PREFIX;
-  console.log(`density bench: up to ${MAX} suspended tiny boxes, parallelism ${PAR}, ${WAKES} wakes per step; prefix ${prefix}, network ${network}`);
+  console.log(`density bench: up to ${MAX} suspended tiny boxes, parallelism ${PAR}, ${WAKES} wakes per step; prefix ${prefix}, network ${boxes.network}`);
   console.log(`  start: ${availableGb().toFixed(1)} GiB available, ${diskFreeGb().toFixed(0)} GiB disk free`);
 
   for (const step of STEPS) {
@@ -230,9 +166,7 @@ try {
           return;
         }
         try {
-          createMs.push(await time(() => api('POST', '/v1/boxes', { name, golden: 'tiny', ports: [8080], idleTimeoutMs: 0 })));
-          await api('POST', `/v1/boxes/${name}/exec`, { cmd: ['sh', '-c', 'echo ok > /tmp/index.html && httpd -p 8080 -h /tmp'] });
-          await api('POST', `/v1/boxes/${name}/suspend`);
+          createMs.push(await boxes.suspendedBox(name));
           created.push(name);
           if (created.length % 50 === 0) console.log(`    ${created.length} boxes (${((Date.now() - t0) / 1000).toFixed(0)} s this step; ${availableGb().toFixed(1)} GiB available)`);
         } catch (e) {
@@ -293,9 +227,9 @@ try {
   // many minutes before the last, and the machine's load may have moved meanwhile.
   let again: { wake: number[]; hot: number[] } | undefined;
   const firstN = results[0]?.n ?? 0;
-  if (results.length > 1 && stack) {
+  if (results.length > 1) {
     console.log(`  removing all but the first ${firstN} boxes, then waking those again…`);
-    await removeBoxes(created.slice(firstN).map((b) => `${prefix}-${b}`));
+    await boxes.remove(created.slice(firstN).map((b) => `${prefix}-${b}`));
     await new Promise((r) => setTimeout(r, 5000)); // the host's drift check notices the removals meanwhile
     again = await wakes(created.slice(0, firstN));
   }
@@ -323,6 +257,6 @@ try {
   if (failures) console.log(`  ${failures} creates failed`);
   if (stoppedEarly) console.log(`  stopped early: ${stoppedEarly}`);
 } finally {
-  await cleanup();
+  await boxes.cleanup();
 }
 process.exit(0);
