@@ -58,14 +58,14 @@ export interface LifecycleDeps {
   log: Logger;
 }
 
+/** How long after a claim its container takes the box's name, in ms. */
+const ADOPT_DELAY_MS = 2000;
+
 /**
  * The box operations a host performs on its own runtime. Each is idempotent where the job that
  * calls it may be retried (create, suspend, resume, destroy), holds the box's lock, and moves
  * the record with an atomic transition only after the runtime did the work.
  */
-/** How long after a claim its container takes the box's name, in ms. */
-const ADOPT_DELAY_MS = 2000;
-
 export class Lifecycle {
   private readonly busy = new BusyBoxes();
 
